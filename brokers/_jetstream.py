@@ -1,0 +1,519 @@
+"""JetStream topology and operations used by the runtime and the client.
+
+Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upper case):
+
+- ``<P>_HISTORY`` (limits, file): ``<p>.history.<instance>`` history events;
+  ``<p>.outbox.>`` dispatches written in the same atomic batch as the history they belong to
+  (per-message TTL, they are copies in transit); ``<p>.timer.<instance>.<id>`` message
+  schedules (ADR-51) whose target is ``<p>.outbox.workflow.<instance>``.
+- ``<P>_WORK`` (work queue, file): ``<p>.start.<workflow>`` public start events,
+  ``<p>.inbox.<instance>`` events sent to an instance, and, sourced from the history stream,
+  ``<p>.outbox.>``. Durable pull consumers on it are shared by all workers.
+- ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
+- KV bucket ``<p>_instances``: the status projection of each instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_BATCH_DUPLICATE_MSG_ID = 10201
+MAX_BATCH = 1000
+
+
+class AppendConflictError(Exception):
+    """Another writer advanced the instance's history first (optimistic concurrency)."""
+
+
+class JetStreamError(Exception):
+    """JetStream refused a request."""
+
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream error {err_code}: {description}")
+        self.err_code = err_code
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject, stream and bucket names under one prefix (one namespace per application)."""
+
+    prefix: str = "jetloom"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(
+                f"invalid prefix {self.prefix!r}: use up to 32 lower-case letters, digits, "
+                "'-' or '_', starting with a letter"
+            )
+
+    @property
+    def history_stream(self) -> str:
+        """Stream of histories, dispatches and timers."""
+        return f"{self.prefix.upper()}_HISTORY"
+
+    @property
+    def work_stream(self) -> str:
+        """Work-queue stream consumed by workers."""
+        return f"{self.prefix.upper()}_WORK"
+
+    @property
+    def deadletter_stream(self) -> str:
+        """Stream of messages that could not be used."""
+        return f"{self.prefix.upper()}_DEADLETTER"
+
+    @property
+    def instances_bucket(self) -> str:
+        """KV bucket of instance records."""
+        return f"{self.prefix}_instances"
+
+    def history(self, instance_id: str) -> str:
+        """Subject of one instance's history."""
+        return f"{self.prefix}.history.{instance_id}"
+
+    def timer(self, instance_id: str, timer_id: int | str) -> str:
+        """Subject holding one timer's schedule."""
+        return f"{self.prefix}.timer.{instance_id}.{timer_id}"
+
+    def start(self, workflow_name: str) -> str:
+        """Public subject to start a workflow."""
+        return f"{self.prefix}.start.{workflow_name}"
+
+    def inbox(self, instance_id: str) -> str:
+        """Subject of events sent to an instance from outside the history stream."""
+        return f"{self.prefix}.inbox.{instance_id}"
+
+    def outbox_workflow(self, instance_id: str) -> str:
+        """Subject of work items for an instance written with history."""
+        return f"{self.prefix}.outbox.workflow.{instance_id}"
+
+    def outbox_activity(self, task_queue: str) -> str:
+        """Subject of activity tasks of a task queue."""
+        return f"{self.prefix}.outbox.activity.{task_queue}"
+
+    def deadletter(self, kind: str) -> str:
+        """Dead-letter subject for one kind of message."""
+        return f"{self.prefix}.deadletter.{kind}"
+
+    def instance_of(self, subject: str) -> str:
+        """The instance id at the end of an inbox/outbox.workflow subject."""
+        return subject.rsplit(".", 1)[-1]
+
+    @property
+    def workflows_consumer(self) -> str:
+        """Durable consumer of workflow work items."""
+        return "workflows"
+
+    def activities_consumer(self, task_queue: str) -> str:
+        """Durable consumer of a task queue's activity tasks."""
+        return f"activities-{task_queue}"
+
+
+@dataclass
+class DispatchMessage:
+    """A message written in the same atomic batch as history events."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StoredEvent:
+    """A history message as stored: its stream sequence and raw JSON."""
+
+    seq: int
+    data: bytes
+
+
+async def connect_nats(url: str | None = None, **options: Any) -> NATS:
+    """Connect with reconnection forever (a worker resumes whenever the server returns).
+
+    ``url`` defaults to NATS_URL, then ``nats://127.0.0.1:4222``; NATS_CREDS names a creds file.
+    """
+    servers = url or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
+    opts: dict[str, Any] = {
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 5,
+    }
+    creds = os.environ.get("NATS_CREDS")
+    if creds and "user_credentials" not in options:
+        opts["user_credentials"] = creds
+    opts.update(options)
+    return await nats.connect(servers=servers.split(","), **opts)
+
+
+class JetStreamBroker:
+    """Everything jetloom does on JetStream, over one connection."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, *, replicas: int = 1) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.subjects = subjects
+        self.replicas = replicas
+        self._kv: KeyValue | None = None
+        self.outbox_ttl = "24h"
+
+    # ------------------------------------------------------------------ topology
+
+    async def ensure_topology(self) -> None:
+        """Create (or update) the streams and the KV bucket. Idempotent."""
+        s = self.subjects
+        await self._ensure_stream(
+            {
+                "name": s.history_stream,
+                "subjects": [f"{s.prefix}.history.*", f"{s.prefix}.outbox.>",
+                             f"{s.prefix}.timer.>"],
+                "retention": "limits",
+                "storage": "file",
+                "num_replicas": self.replicas,
+                "allow_atomic": True,
+                "allow_msg_ttl": True,
+                "allow_msg_schedules": True,
+                "allow_direct": True,
+                "allow_rollup_hdrs": False,
+                "deny_delete": False,
+                "deny_purge": False,
+                "duplicate_window": 120_000_000_000,
+            }
+        )
+        await self._ensure_stream(
+            {
+                "name": s.work_stream,
+                "subjects": [f"{s.prefix}.start.*", f"{s.prefix}.inbox.*"],
+                "retention": "workqueue",
+                "storage": "file",
+                "num_replicas": self.replicas,
+                "duplicate_window": 120_000_000_000,
+                "sources": [{"name": s.history_stream, "filter_subject": f"{s.prefix}.outbox.>"}],
+            }
+        )
+        await self._ensure_stream(
+            {
+                "name": s.deadletter_stream,
+                "subjects": [f"{s.prefix}.deadletter.>"],
+                "retention": "limits",
+                "storage": "file",
+                "num_replicas": self.replicas,
+                "max_age": 7 * 24 * 3600 * 1_000_000_000,
+            }
+        )
+        await self.instances()
+
+    async def _ensure_stream(self, config: dict[str, Any]) -> None:
+        name = config["name"]
+        reply = await self._api(f"STREAM.CREATE.{name}", config, allow_error=True)
+        error = reply.get("error")
+        if error and error.get("err_code") == 10058:  # stream name already in use
+            info = await self._api(f"STREAM.INFO.{name}", None)
+            current = info["config"]
+            if any(current.get(k) != v for k, v in config.items() if k != "sources"):
+                await self._api(f"STREAM.UPDATE.{name}", {**current, **config})
+        elif error:
+            raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+
+    async def _api(
+        self, path: str, body: dict[str, Any] | None, *, allow_error: bool = False
+    ) -> dict[str, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        msg = await self.nc.request(f"$JS.API.{path}", payload, timeout=10)
+        reply: dict[str, Any] = json.loads(msg.data)
+        if not allow_error and "error" in reply:
+            err = reply["error"]
+            raise JetStreamError(err.get("err_code", 0), err.get("description", ""))
+        return reply
+
+    async def instances(self) -> KeyValue:
+        """The instances KV bucket, created on first use."""
+        if self._kv is None:
+            try:
+                self._kv = await self.js.key_value(self.subjects.instances_bucket)
+            except BucketNotFoundError:
+                self._kv = await self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=self.subjects.instances_bucket,
+                        history=1,
+                        storage=StorageType.FILE,
+                        replicas=self.replicas,
+                    )
+                )
+        return self._kv
+
+    async def ensure_consumer(
+        self, name: str, filter_subjects: list[str], *, ack_wait: float, max_ack_pending: int
+    ) -> None:
+        """Create the durable pull consumer ``name`` on the work stream if it is missing."""
+        config = ConsumerConfig(
+            durable_name=name,
+            ack_policy="explicit",  # type: ignore[arg-type]
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            filter_subjects=filter_subjects,
+        )
+        try:
+            await self.js.add_consumer(self.subjects.work_stream, config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10148:  # consumer already exists with another config
+                raise
+            await self.js.add_consumer(self.subjects.work_stream, config)
+
+    async def pull(self, consumer: str) -> JetStreamContext.PullSubscription:
+        """A pull subscription bound to a durable consumer of the work stream."""
+        return await self.js.pull_subscribe_bind(durable=consumer, stream=self.subjects.work_stream)
+
+    # ------------------------------------------------------------------- history
+
+    async def append(
+        self,
+        instance_id: str,
+        expected_last_seq: int,
+        events: Sequence[bytes],
+        dispatches: Sequence[DispatchMessage] = (),
+    ) -> int:
+        """Append history events and their dispatches in one atomic batch.
+
+        The batch commits only if the instance's last history sequence is still
+        ``expected_last_seq`` (0: no history yet).
+
+        Returns:
+            The stream sequence of the last appended history event.
+
+        Raises:
+            AppendConflictError: another writer advanced the history first.
+        """
+        subject = self.subjects.history(instance_id)
+        messages: list[DispatchMessage] = [
+            DispatchMessage(subject, data) for data in events
+        ] + list(dispatches)
+        if not messages:
+            return expected_last_seq
+        messages[0].headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
+        if len(messages) > MAX_BATCH:
+            raise ValueError(
+                f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
+                f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
+            )
+        ack = await self._publish_batch(messages)
+        first_seq = int(ack["seq"]) - len(messages) + 1
+        return first_seq + len(events) - 1
+
+    async def _publish_batch(self, messages: Sequence[DispatchMessage]) -> dict[str, Any]:
+        if len(messages) == 1:
+            only = messages[0]
+            reply = await self.nc.request(only.subject, only.data, headers=only.headers, timeout=10)
+            return self._check_ack(reply.data)
+        # ADR-50: members carry Nats-Batch-Id/-Sequence; the last one commits and is acked.
+        batch_id = uuid.uuid4().hex
+        last = len(messages)
+        for n, message in enumerate(messages, 1):
+            headers = {
+                **message.headers,
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(n),
+            }
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
+                reply = await self.nc.request(
+                    message.subject, message.data, headers=headers, timeout=10
+                )
+                return self._check_ack(reply.data)
+            await self.nc.publish(message.subject, message.data, headers=headers)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _check_ack(data: bytes) -> dict[str, Any]:
+        ack: dict[str, Any] = json.loads(data)
+        error = ack.get("error")
+        if error:
+            code = error.get("err_code", 0)
+            if code == ERR_WRONG_LAST_SEQUENCE:
+                raise AppendConflictError(error.get("description", ""))
+            raise JetStreamError(code, error.get("description", ""))
+        return ack
+
+    async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
+        """An instance's history messages after ``after_seq``, by batch direct get (ADR-31)."""
+        subject = self.subjects.history(instance_id)
+        stored: list[StoredEvent] = []
+        next_seq = after_seq + 1
+        while True:
+            batch, more = await self._direct_get_batch(subject, next_seq, 1000)
+            stored.extend(batch)
+            if not more or not batch:
+                return stored
+            next_seq = batch[-1].seq + 1
+
+    async def _direct_get_batch(
+        self, subject: str, from_seq: int, size: int
+    ) -> tuple[list[StoredEvent], bool]:
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        result: list[StoredEvent] = []
+        more = False
+        try:
+            request = {"seq": from_seq, "next_by_subj": subject, "batch": size}
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
+                json.dumps(request).encode(),
+                reply=inbox,
+            )
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "404":
+                    return result, False
+                if status == "204":  # end of batch
+                    more = int(headers.get("Nats-Num-Pending", "0") or 0) > 0
+                    return result, more and len(result) >= size
+                if status:
+                    raise JetStreamError(int(status), headers.get("Description", "direct get"))
+                result.append(StoredEvent(int(headers["Nats-Sequence"]), msg.data))
+        finally:
+            await sub.unsubscribe()
+
+    async def last_history_seq(self, instance_id: str) -> tuple[int, bytes | None]:
+        """The sequence and body of an instance's last history message ((0, None): none)."""
+        subject = self.subjects.history(instance_id)
+        try:
+            msg = await self.nc.request(
+                f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
+                json.dumps({"last_by_subj": subject}).encode(),
+                timeout=10,
+            )
+        except nats.errors.NoRespondersError:
+            raise
+        headers = msg.headers or {}
+        if headers.get("Status") == "404":
+            return 0, None
+        if headers.get("Status"):
+            raise JetStreamError(int(headers["Status"]), headers.get("Description", ""))
+        return int(headers["Nats-Sequence"]), msg.data
+
+    async def compact_history(self, instance_id: str, keep_from_seq: int) -> None:
+        """Drop an instance's history before ``keep_from_seq`` (older runs)."""
+        await self._api(
+            f"STREAM.PURGE.{self.subjects.history_stream}",
+            {"filter": self.subjects.history(instance_id), "seq": keep_from_seq},
+        )
+
+    async def purge_instance(self, instance_id: str) -> None:
+        """Remove an instance's history, pending timers and record."""
+        s = self.subjects
+        await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": s.history(instance_id)})
+        await self._api(
+            f"STREAM.PURGE.{s.history_stream}", {"filter": f"{s.prefix}.timer.{instance_id}.>"}
+        )
+        kv = await self.instances()
+        await kv.purge(instance_id)
+
+    # ------------------------------------------------------------------ messages
+
+    async def publish(
+        self, subject: str, data: bytes, *, msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Publish to JetStream and wait for the ack; ``msg_id`` deduplicates retries."""
+        hdrs = dict(headers or {})
+        if msg_id:
+            hdrs["Nats-Msg-Id"] = msg_id
+        ack = await self.js.publish(subject, data, headers=hdrs or None, timeout=10)
+        return ack.seq
+
+    async def dead_letter(self, kind: str, msg: Msg, reason: str) -> None:
+        """Keep an unusable message on the dead-letter subject, with why."""
+        headers = {
+            "Jetloom-Reason": reason[:1000].replace("\r", " ").replace("\n", " "),
+            "Jetloom-Original-Subject": msg.subject,
+        }
+        await self.publish(self.subjects.deadletter(kind), msg.data, headers=headers)
+
+    # ------------------------------------------------------------------------ KV
+
+    async def get_record(self, instance_id: str) -> tuple[bytes, int] | None:
+        """An instance's KV record and its revision, or None."""
+        kv = await self.instances()
+        try:
+            entry = await kv.get(instance_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, entry.revision or 0
+
+    async def put_record(
+        self, instance_id: str, value: bytes, history_seq: int, seq_of: Any
+    ) -> None:
+        """Write a record unless the stored one reflects more history (``seq_of(bytes)``)."""
+        kv = await self.instances()
+        for _ in range(20):
+            current = await self.get_record(instance_id)
+            try:
+                if current is None:
+                    await kv.create(instance_id, value)
+                    return
+                if seq_of(current[0]) > history_seq:
+                    return
+                await kv.update(instance_id, value, last=current[1])
+                return
+            except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                continue
+        raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")
+
+    async def watch_record(self, instance_id: str) -> AsyncIterator[bytes | None]:
+        """Yield the record's current value, then every change, until the caller stops."""
+        kv = await self.instances()
+        watcher = await kv.watch(instance_id)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]
+                if entry is None:
+                    continue
+                yield entry.value if entry.operation is None else None
+        finally:
+            await watcher.stop()
+
+    async def list_records(self) -> list[bytes]:
+        """Every instance record."""
+        kv = await self.instances()
+        values: list[bytes] = []
+        watcher = await kv.watchall(ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    values.append(entry.value)
+        finally:
+            await watcher.stop()
+        return values
+
+
+def utcnow() -> datetime:
+    """The wall clock in UTC (the runtime's time for new workflow tasks)."""
+    return datetime.now(timezone.utc)
+
+
+async def sleep_forever() -> None:
+    """Wait until cancelled."""
+    await asyncio.Event().wait()

@@ -1,0 +1,330 @@
+"""WorkflowClient: start, inspect and steer workflow instances."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from engine._errors import InstanceAlreadyRunningError, InstanceNotFoundError
+from engine._events import (
+    EventRaised,
+    ExecutionCompleted,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    HistoryEvent,
+    WorkItem,
+    decode_event,
+    encode,
+)
+from engine._ids import check_instance_id, new_instance_id
+from engine._payload import to_json
+from engine._registry import check_name
+from engine._state import (
+    InstanceRecord,
+    WorkflowState,
+    WorkflowStatus,
+    decode_record,
+    encode_record,
+)
+
+
+def _seq_of(data: bytes) -> int:
+    return decode_record(data).history_seq
+
+
+class WorkflowClient:
+    """Starts workflows and reads or changes their state, over NATS JetStream.
+
+    Create with ``await WorkflowClient.connect(url)``; close with ``await client.close()``
+    or use ``async with``.
+    """
+
+    def __init__(self, nc: NATS, *, prefix: str = "jetloom", owns_connection: bool = True):
+        self._broker = JetStreamBroker(nc, Subjects(prefix))
+        self._owns_connection = owns_connection
+        self._ready = False
+
+    @classmethod
+    async def connect(
+        cls, nats_url: str | None = None, *, prefix: str = "jetloom", **options: Any
+    ) -> WorkflowClient:
+        """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist."""
+        client = cls(await connect_nats(nats_url, **options), prefix=prefix)
+        await client._ensure_ready()
+        return client
+
+    async def close(self) -> None:
+        """Close the connection (if the client opened it)."""
+        if self._owns_connection and not self._broker.nc.is_closed:
+            await self._broker.nc.close()
+
+    async def __aenter__(self) -> WorkflowClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ensure_ready(self) -> None:
+        if not self._ready:
+            await self._broker.ensure_topology()
+            self._ready = True
+
+    # ---------------------------------------------------------------- starting
+
+    async def schedule_new_workflow(
+        self,
+        workflow: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+    ) -> str:
+        """Start a new instance of ``workflow`` (a function or registered name).
+
+        An id whose instance is still running is refused; an id whose instance has finished
+        starts a fresh run.
+
+        Returns:
+            The instance id.
+
+        Raises:
+            InstanceAlreadyRunningError: an instance with that id has not finished.
+            InvalidInstanceIdError: the id is not 1-64 letters, digits, '-' or '_'.
+        """
+        await self._ensure_ready()
+        name = check_name(
+            "workflow",
+            workflow if isinstance(workflow, str)
+            else getattr(workflow, "__jetloom_name__", workflow.__name__),
+        )
+        iid = check_instance_id(instance_id) if instance_id is not None else new_instance_id()
+        last_seq, last_data = await self._broker.last_history_seq(iid)
+        if last_data is not None:
+            last = decode_event(last_data)
+            if not (isinstance(last, ExecutionCompleted) and last.status != "CONTINUED_AS_NEW"):
+                raise InstanceAlreadyRunningError(
+                    f"instance {iid!r} is still running; wait for it, terminate it, "
+                    "or choose another instance id"
+                )
+        now = datetime.now(timezone.utc)
+        if start_at is not None and start_at.tzinfo is None:
+            raise ValueError("start_at must be timezone-aware (use UTC)")
+        started = ExecutionStarted(
+            timestamp=now,
+            name=name,
+            execution_id=uuid.uuid4().hex,
+            input=to_json(input),
+            scheduled_start_at=start_at,
+        )
+        s = self._broker.subjects
+        trigger = encode(WorkItem(iid, [], started.execution_id))
+        if start_at is not None and start_at > now:
+            dispatch = DispatchMessage(
+                s.timer(iid, "start"),
+                trigger,
+                {
+                    "Nats-Schedule": "@at " + start_at.astimezone(timezone.utc).strftime(
+                        "%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "Nats-Schedule-Target": s.outbox_workflow(iid),
+                },
+            )
+        else:
+            dispatch = DispatchMessage(
+                s.outbox_workflow(iid), trigger, {"Nats-TTL": self._broker.outbox_ttl}
+            )
+        try:
+            seq = await self._broker.append(iid, last_seq, [encode(started)], [dispatch])
+        except AppendConflictError:
+            raise InstanceAlreadyRunningError(
+                f"instance {iid!r} was started by someone else just now"
+            ) from None
+        if last_seq:
+            await self._broker.compact_history(iid, seq)
+        record = InstanceRecord(
+            instance_id=iid,
+            name=name,
+            status=WorkflowStatus.PENDING.value,
+            created_at=now,
+            last_updated_at=now,
+            execution_id=started.execution_id,
+            history_seq=seq,
+            input=started.input,
+        )
+        await self._broker.put_record(iid, encode_record(record), seq, _seq_of)
+        return iid
+
+    # ----------------------------------------------------------------- reading
+
+    async def get_workflow_state(
+        self, instance_id: str, *, fetch_payloads: bool = True
+    ) -> WorkflowState | None:
+        """The instance's current state, or None if there is no such instance."""
+        await self._ensure_ready()
+        stored = await self._broker.get_record(check_instance_id(instance_id))
+        if stored is None:
+            return None
+        return WorkflowState.from_record(decode_record(stored[0]), fetch_payloads=fetch_payloads)
+
+    async def wait_for_workflow_start(
+        self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = False
+    ) -> WorkflowState:
+        """Wait (by watching, not polling) until the instance has left PENDING."""
+        return await self._wait_until(
+            instance_id, lambda s: s is not WorkflowStatus.PENDING, timeout, fetch_payloads
+        )
+
+    async def wait_for_workflow_completion(
+        self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = True
+    ) -> WorkflowState:
+        """Wait (by watching, not polling) until the instance is COMPLETED, FAILED or TERMINATED.
+
+        Raises:
+            TimeoutError: it did not finish within ``timeout`` seconds.
+        """
+        return await self._wait_until(
+            instance_id, lambda s: s.is_terminal, timeout, fetch_payloads
+        )
+
+    async def _wait_until(
+        self,
+        instance_id: str,
+        done: Callable[[WorkflowStatus], bool],
+        timeout: float,
+        fetch_payloads: bool,
+    ) -> WorkflowState:
+        await self._ensure_ready()
+        check_instance_id(instance_id)
+
+        async def watch() -> WorkflowState:
+            async with contextlib.aclosing(self._broker.watch_record(instance_id)) as updates:
+                async for value in updates:
+                    if value is None:
+                        continue
+                    state = WorkflowState.from_record(
+                        decode_record(value), fetch_payloads=fetch_payloads
+                    )
+                    if done(state.runtime_status):
+                        return state
+            raise AssertionError("unreachable")
+
+        try:
+            return await asyncio.wait_for(watch(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"instance {instance_id!r} did not reach the awaited status within {timeout}s"
+            ) from None
+
+    async def list_workflows(
+        self, *, status: WorkflowStatus | None = None, workflow_name: str | None = None
+    ) -> AsyncIterator[WorkflowState]:
+        """Every instance, optionally only those with a status and/or workflow name."""
+        await self._ensure_ready()
+        for value in await self._broker.list_records():
+            record = decode_record(value)
+            if status is not None and record.status != status.value:
+                continue
+            if workflow_name is not None and record.name != workflow_name:
+                continue
+            yield WorkflowState.from_record(record, fetch_payloads=False)
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's event log (its current run), oldest first."""
+        await self._ensure_ready()
+        stored = await self._broker.load_history(check_instance_id(instance_id))
+        if not stored:
+            raise InstanceNotFoundError(f"no instance {instance_id!r}")
+        events = [decode_event(item.data) for item in stored]
+        start = max(i for i, e in enumerate(events) if isinstance(e, ExecutionStarted))
+        return events[start:]
+
+    # ---------------------------------------------------------------- steering
+
+    async def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None
+                                   ) -> None:
+        """Send an external event to a running instance.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+        """
+        event_id = uuid.uuid4().hex
+        event = EventRaised(
+            timestamp=datetime.now(timezone.utc), name=event_name, data=to_json(data),
+            event_id=event_id,
+        )
+        await self._send(instance_id, event, msg_id=event_id)
+
+    async def pause_workflow(self, instance_id: str, *, reason: str = "") -> None:
+        """Suspend an instance: it holds new events until resumed."""
+        await self._send(
+            instance_id, ExecutionSuspended(timestamp=datetime.now(timezone.utc), reason=reason)
+        )
+
+    async def resume_workflow(self, instance_id: str, *, reason: str = "") -> None:
+        """Resume a suspended instance."""
+        await self._send(
+            instance_id, ExecutionResumed(timestamp=datetime.now(timezone.utc), reason=reason)
+        )
+
+    async def terminate_workflow(
+        self, instance_id: str, *, output: Any = None, recursive: bool = True
+    ) -> None:
+        """Terminate an instance (and, with ``recursive``, its running child workflows)."""
+        await self._send(
+            instance_id,
+            ExecutionTerminated(
+                timestamp=datetime.now(timezone.utc), output=to_json(output), recursive=recursive
+            ),
+        )
+
+    async def purge_workflow(self, instance_id: str, *, recursive: bool = True) -> int:
+        """Remove a finished instance's history and state (and its children's, if recursive).
+
+        Returns:
+            How many instances were purged.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceAlreadyRunningError: the instance has not finished.
+        """
+        await self._ensure_ready()
+        stored = await self._broker.get_record(check_instance_id(instance_id))
+        if stored is None:
+            raise InstanceNotFoundError(f"no instance {instance_id!r} to purge")
+        record = decode_record(stored[0])
+        if not WorkflowStatus(record.status).is_terminal:
+            raise InstanceAlreadyRunningError(
+                f"instance {instance_id!r} is {record.status}; terminate it before purging"
+            )
+        purged = 0
+        if recursive:
+            for child in record.children:
+                try:
+                    purged += await self.purge_workflow(child, recursive=True)
+                except InstanceNotFoundError:
+                    pass
+        await self._broker.purge_instance(instance_id)
+        return purged + 1
+
+    async def _send(self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
+                    ) -> None:
+        await self._ensure_ready()
+        stored = await self._broker.get_record(check_instance_id(instance_id))
+        if stored is None:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r}; check the id (jetloom list shows instances)"
+            )
+        record = decode_record(stored[0])
+        await self._broker.publish(
+            self._broker.subjects.inbox(instance_id),
+            encode(WorkItem(instance_id, [event], record.execution_id)),
+            msg_id=msg_id,
+        )

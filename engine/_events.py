@@ -1,0 +1,242 @@
+"""History events and wire messages: the schema of everything jetloom stores or sends.
+
+Every history event is a frozen msgspec Struct in one tagged union, so an instance's history is
+a list of plain JSON objects (``{"type": "task_scheduled", ...}``) that any language can read.
+Payloads (inputs, outputs, event data) are kept as raw JSON text so history never depends on the
+Python types that produced it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+Raw = msgspec.Raw
+
+NULL = msgspec.Raw(b"null")
+"""The payload of a call without input or a function that returned None."""
+
+
+class FailureDetails(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a workflow, activity or child workflow failed."""
+
+    type: str
+    message: str
+    stack: str = ""
+    non_retryable: bool = False
+
+
+class ParentInfo(msgspec.Struct, frozen=True):
+    """The workflow that started a child workflow, so the child can report back."""
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+    """Base of all history events; ``timestamp`` is when the event was recorded."""
+
+    timestamp: datetime
+
+
+class ExecutionStarted(Event, tag="execution_started"):
+    """A run of an instance begins; everything before the last one belongs to older runs."""
+
+    name: str
+    execution_id: str
+    input: Raw = NULL
+    version: str = ""
+    parent: ParentInfo | None = None
+    scheduled_start_at: datetime | None = None
+    traceparent: str = ""
+    tracestate: str = ""
+
+
+class WorkflowTaskStarted(Event, tag="workflow_task_started"):
+    """A workflow task (one replay) began; its timestamp is the workflow's current time."""
+
+    patches: tuple[str, ...] = ()
+
+
+class TaskScheduled(Event, tag="task_scheduled"):
+    """The workflow called an activity."""
+
+    task_id: int
+    name: str
+    input: Raw = NULL
+    task_queue: str = "default"
+    attempt: int = 1
+    task_execution_id: str = ""
+    start_to_close_timeout: float | None = None
+
+
+class TaskCompleted(Event, tag="task_completed"):
+    """An activity returned."""
+
+    task_id: int
+    result: Raw = NULL
+
+
+class TaskFailed(Event, tag="task_failed"):
+    """An activity attempt raised (or timed out)."""
+
+    task_id: int
+    failure: FailureDetails
+
+
+class TimerCreated(Event, tag="timer_created"):
+    """The workflow set a durable timer (also used for retry back-off and event timeouts)."""
+
+    timer_id: int
+    fire_at: datetime
+
+
+class TimerFired(Event, tag="timer_fired"):
+    """A durable timer fired."""
+
+    timer_id: int
+    fire_at: datetime
+
+
+class ChildWorkflowScheduled(Event, tag="child_workflow_scheduled"):
+    """The workflow started a child workflow."""
+
+    task_id: int
+    name: str
+    instance_id: str
+    input: Raw = NULL
+
+
+class ChildWorkflowCompleted(Event, tag="child_workflow_completed"):
+    """A child workflow completed."""
+
+    task_id: int
+    result: Raw = NULL
+
+
+class ChildWorkflowFailed(Event, tag="child_workflow_failed"):
+    """A child workflow failed or was terminated."""
+
+    task_id: int
+    failure: FailureDetails
+
+
+class EventRaised(Event, tag="event_raised"):
+    """An external event was raised to the instance."""
+
+    name: str
+    data: Raw = NULL
+    event_id: str = ""
+
+
+class ExecutionSuspended(Event, tag="execution_suspended"):
+    """The instance was paused; new events are held until it resumes."""
+
+    reason: str = ""
+
+
+class ExecutionResumed(Event, tag="execution_resumed"):
+    """The instance was resumed."""
+
+    reason: str = ""
+
+
+class ExecutionTerminated(Event, tag="execution_terminated"):
+    """The instance was terminated from outside."""
+
+    output: Raw = NULL
+    recursive: bool = True
+
+
+class ExecutionCompleted(Event, tag="execution_completed"):
+    """The run ended: COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW."""
+
+    status: str
+    result: Raw = NULL
+    failure: FailureDetails | None = None
+
+
+HistoryEvent = (
+    ExecutionStarted
+    | WorkflowTaskStarted
+    | TaskScheduled
+    | TaskCompleted
+    | TaskFailed
+    | TimerCreated
+    | TimerFired
+    | ChildWorkflowScheduled
+    | ChildWorkflowCompleted
+    | ChildWorkflowFailed
+    | EventRaised
+    | ExecutionSuspended
+    | ExecutionResumed
+    | ExecutionTerminated
+    | ExecutionCompleted
+)
+
+
+class WorkItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Events on their way to one instance (activity results, raised events, timer firings...).
+
+    ``execution_id`` names the run they belong to; items for another run are dropped.
+    An empty ``events`` list just asks for a workflow task (e.g. after a start).
+    """
+
+    instance_id: str
+    events: list[HistoryEvent] = []
+    execution_id: str = ""
+
+
+class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The public start event: the body published to ``<prefix>.start.<workflow_name>``."""
+
+    instance_id: str | None = None
+    input: Raw = NULL
+
+
+class ActivityTask(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An activity invocation, sent to ``<prefix>.outbox.activity.<task_queue>``."""
+
+    instance_id: str
+    execution_id: str
+    workflow_name: str
+    task_id: int
+    name: str
+    task_execution_id: str
+    input: Raw = NULL
+    attempt: int = 1
+    start_to_close_timeout: float | None = None
+
+
+_event_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(HistoryEvent)
+_work_item_decoder = msgspec.json.Decoder(WorkItem)
+_start_decoder = msgspec.json.Decoder(StartRequest)
+_activity_decoder = msgspec.json.Decoder(ActivityTask)
+
+
+def encode(value: msgspec.Struct) -> bytes:
+    """Encode any wire or history struct as JSON."""
+    return _event_encoder.encode(value)
+
+
+def decode_event(data: bytes) -> HistoryEvent:
+    """Decode one history event."""
+    return _event_decoder.decode(data)
+
+
+def decode_work_item(data: bytes) -> WorkItem:
+    """Decode a work item (``inbox`` / ``outbox.workflow`` messages)."""
+    return _work_item_decoder.decode(data)
+
+
+def decode_start_request(data: bytes) -> StartRequest:
+    """Decode a public start event; raises ``msgspec.DecodeError``/``ValidationError`` if bad."""
+    return _start_decoder.decode(data)
+
+
+def decode_activity_task(data: bytes) -> ActivityTask:
+    """Decode an activity task message."""
+    return _activity_decoder.decode(data)

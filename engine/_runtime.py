@@ -1,0 +1,864 @@
+"""WorkflowRuntime: the worker that runs workflow tasks and activities from JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+
+from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from engine._errors import (
+    ActivityNotRegisteredError,
+    InputDecodeError,
+    InvalidInstanceIdError,
+    NonDeterminismError,
+    WorkflowNotRegisteredError,
+)
+from engine._events import (
+    NULL,
+    ActivityTask,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowScheduled,
+    EventRaised,
+    ExecutionCompleted,
+    ExecutionStarted,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    ParentInfo,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+    WorkItem,
+    decode_activity_task,
+    decode_event,
+    decode_start_request,
+    decode_work_item,
+    encode,
+)
+from engine._executor import (
+    CONTINUED_AS_NEW,
+    TERMINATED,
+    TaskResult,
+    WorkflowExecution,
+    failure_from,
+)
+from engine._ids import check_instance_id, instance_id_for_message
+from engine._payload import from_json, to_json
+from engine._registry import Registry
+from engine._state import InstanceRecord, WorkflowStatus, decode_record, encode_record
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = structlog.get_logger("jetloom.runtime")
+
+
+class ActivityContext:
+    """What an activity function receives as ``ctx``."""
+
+    def __init__(self, task: ActivityTask, msg: Msg | None) -> None:
+        self._task = task
+        self._msg = msg
+        self.logger = structlog.get_logger("jetloom.activity").bind(
+            instance_id=task.instance_id, activity=task.name, attempt=task.attempt
+        )
+        """Structured logger bound to the activity."""
+
+    @property
+    def workflow_id(self) -> str:
+        """The calling workflow's instance id."""
+        return self._task.instance_id
+
+    @property
+    def workflow_name(self) -> str:
+        """The calling workflow's name."""
+        return self._task.workflow_name
+
+    @property
+    def activity_name(self) -> str:
+        """This activity's registered name."""
+        return self._task.name
+
+    @property
+    def task_id(self) -> int:
+        """The id of this attempt's task in the workflow's history."""
+        return self._task.task_id
+
+    @property
+    def task_execution_id(self) -> str:
+        """Stable across retries and redeliveries: the idempotency key for side effects."""
+        return self._task.task_execution_id
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self._task.attempt
+
+    async def heartbeat(self) -> None:
+        """Extend this activity's lease so it is not redelivered to another worker."""
+        if self._msg is not None:
+            await self._msg.in_progress()
+
+
+@dataclass
+class _CachedRun:
+    """The current run's history as this worker last saw it."""
+
+    events: list[HistoryEvent]
+    last_seq: int
+
+
+class WorkflowRuntime:
+    """Hosts workflows and/or activities and runs them from JetStream.
+
+    Many processes may host the same workflows and activities: they share durable consumers and
+    compete for work. Limits hold per runtime: it never holds more unfinished workflow tasks or
+    activities than ``max_concurrent_workflow_tasks`` / ``max_concurrent_activities``.
+    """
+
+    def __init__(
+        self,
+        nats_url: str | None = None,
+        *,
+        max_concurrent_workflow_tasks: int = 100,
+        max_concurrent_activities: int = 100,
+        task_queues: list[str] | None = None,
+        prefix: str = "jetloom",
+        activity_lease: timedelta = timedelta(seconds=30),
+        replicas: int = 1,
+        history_cache_size: int = 10_000,
+        stall_retry_max: timedelta = timedelta(seconds=30),
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Configure a runtime; nothing connects until ``start()``.
+
+        Args:
+            nats_url: server URL(s), comma separated; default NATS_URL, then 127.0.0.1:4222.
+            max_concurrent_workflow_tasks: workflow work items held at once.
+            max_concurrent_activities: activities running at once.
+            task_queues: activity task queues served (default ``["default"]``).
+            prefix: namespace of subjects, streams and buckets.
+            activity_lease: how long a running activity's message stays with this worker
+                without a heartbeat (the runtime heartbeats while the activity runs).
+            replicas: stream replicas (3 on a cluster).
+            history_cache_size: instances whose history is kept in memory between tasks.
+            stall_retry_max: longest wait before a failing workflow task is retried.
+            connect_options: extra ``nats.connect`` options (credentials, TLS, ...).
+        """
+        if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        self.nats_url = nats_url
+        self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
+        self.max_concurrent_activities = max_concurrent_activities
+        self.task_queues = list(task_queues or ["default"])
+        self.subjects = Subjects(prefix)
+        self.activity_lease = activity_lease
+        self.replicas = replicas
+        self.stall_retry_max = stall_retry_max
+        self.connect_options = dict(connect_options or {})
+        self.registry = Registry()
+        self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self._cache_size = history_cache_size
+        self._broker: JetStreamBroker | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wf_slots = 0
+        self._act_slots = 0
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._started = False
+
+    # ------------------------------------------------------------ registration
+
+    def register_workflow(self, fn: F, *, name: str | None = None) -> F:
+        """Host ``fn`` as a workflow (name defaults to the function's name)."""
+        definition = self.registry.add_workflow(fn, name=name)
+        fn.__jetloom_name__ = definition.name  # type: ignore[attr-defined]
+        return fn
+
+    def register_activity(
+        self, fn: F, *, name: str | None = None, start_to_close_timeout: timedelta | None = None
+    ) -> F:
+        """Host ``fn`` as an activity (plain ``def`` runs in a thread pool)."""
+        definition = self.registry.add_activity(
+            fn, name=name, start_to_close_timeout=start_to_close_timeout
+        )
+        fn.__jetloom_name__ = definition.name  # type: ignore[attr-defined]
+        return fn
+
+    def workflow(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Decorator: ``@wfr.workflow`` or ``@wfr.workflow(name="...")``."""
+        if fn is not None:
+            return self.register_workflow(fn, name=name)
+        return lambda f: self.register_workflow(f, name=name)
+
+    def activity(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        start_to_close_timeout: timedelta | None = None,
+    ) -> Any:
+        """Decorator: ``@wfr.activity`` or ``@wfr.activity(name="...")``."""
+        if fn is not None:
+            return self.register_activity(fn, name=name)
+        return lambda f: self.register_activity(
+            f, name=name, start_to_close_timeout=start_to_close_timeout
+        )
+
+    def versioned_workflow(self, *, name: str, is_latest: bool = False) -> Callable[[F], F]:
+        """Decorator registering one version (the function's name) of workflow ``name``.
+
+        New instances run the latest version; a running instance keeps the version it started
+        with, recorded in its history.
+        """
+
+        def register(fn: F) -> F:
+            self.registry.add_workflow(fn, name=name, version=fn.__name__, is_latest=is_latest)
+            fn.__jetloom_name__ = name  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    # --------------------------------------------------------------- lifecycle
+
+    @property
+    def broker(self) -> JetStreamBroker:
+        """The JetStream binding (after start)."""
+        if self._broker is None:
+            raise RuntimeError("the runtime is not started: call 'await runtime.start()'")
+        return self._broker
+
+    async def start(self) -> None:
+        """Connect, create the streams if needed and start taking work."""
+        if self._started:
+            return
+        nc = await connect_nats(self.nats_url, **self.connect_options)
+        self._broker = JetStreamBroker(nc, self.subjects, replicas=self.replicas)
+        await self._broker.ensure_topology()
+        s = self.subjects
+        if self.registry.workflow_names:
+            await self._broker.ensure_consumer(
+                s.workflows_consumer,
+                [f"{s.prefix}.start.*", f"{s.prefix}.inbox.*", f"{s.prefix}.outbox.workflow.*"],
+                ack_wait=30.0,
+                max_ack_pending=100_000,
+            )
+            self._loops.append(asyncio.create_task(self._workflow_loop()))
+        if self.registry.activity_names:
+            for queue in self.task_queues:
+                await self._broker.ensure_consumer(
+                    s.activities_consumer(queue),
+                    [s.outbox_activity(queue)],
+                    ack_wait=self.activity_lease.total_seconds(),
+                    max_ack_pending=100_000,
+                )
+                self._loops.append(asyncio.create_task(self._activity_loop(queue)))
+        self._started = True
+        log.info(
+            "runtime.started",
+            workflows=self.registry.workflow_names,
+            activities=self.registry.activity_names,
+            task_queues=self.task_queues,
+        )
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop taking work, let in-flight work finish (up to ``timeout``), disconnect."""
+        if not self._started:
+            return
+        self._stopping = True
+        self._slot_freed.set()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=timeout)
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                await self._broker.nc.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self._broker.nc.close()
+        self._started = False
+        log.info("runtime.stopped")
+
+    async def run(self) -> None:
+        """Start, then serve until cancelled, SIGTERM or SIGINT; shut down gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    async def __aenter__(self) -> WorkflowRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _wait_for_slot(self, used: Callable[[], int], limit: int) -> int:
+        while used() >= limit and not self._stopping:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return limit - used()
+
+    def _free(self) -> None:
+        self._slot_freed.set()
+
+    # ----------------------------------------------------------- workflow side
+
+    async def _workflow_loop(self) -> None:
+        sub = await self.broker.pull(self.subjects.workflows_consumer)
+        while not self._stopping:
+            free = await self._wait_for_slot(
+                lambda: self._wf_slots, self.max_concurrent_workflow_tasks
+            )
+            if self._stopping:
+                return
+            try:
+                msgs = await sub.fetch(free, timeout=1)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("workflow.fetch_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            groups: dict[str, list[Msg]] = {}
+            for msg in msgs:
+                instance_id = await self._instance_of(msg)
+                if instance_id is not None:
+                    groups.setdefault(instance_id, []).append(msg)
+            for instance_id, group in groups.items():
+                self._wf_slots += len(group)
+                self._spawn(self._process_instance(instance_id, group))
+
+    async def _instance_of(self, msg: Msg) -> str | None:
+        """The instance a work message is for; bad start events go to the dead-letter stream."""
+        s = self.subjects
+        if not msg.subject.startswith(f"{s.prefix}.start."):
+            try:
+                decode_work_item(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                reason = f"work item is not a valid WorkItem: {exc}"
+                log.warning("work_item.dead_lettered", subject=msg.subject, reason=reason)
+                await self.broker.dead_letter("inbox", msg, reason)
+                await msg.ack()
+                return None
+            return s.instance_of(msg.subject)
+        workflow_name = msg.subject.rsplit(".", 1)[-1]
+        reason = None
+        try:
+            request = decode_start_request(msg.data)
+            instance_id = request.instance_id or instance_id_for_message(
+                s.work_stream, msg.metadata.sequence.stream
+            )
+            check_instance_id(instance_id)
+            self.registry.workflow(workflow_name)
+        except msgspec.DecodeError as exc:
+            reason = f"start event is not valid JSON: {exc}"
+        except msgspec.ValidationError as exc:
+            reason = (
+                f"start event has the wrong shape ({exc}); expected "
+                '{"instance_id": "<optional id>", "input": <any JSON>}'
+            )
+        except (InvalidInstanceIdError, WorkflowNotRegisteredError) as exc:
+            reason = str(exc)
+        if reason is None:
+            return instance_id
+        log.warning("start.dead_lettered", subject=msg.subject, reason=reason)
+        await self.broker.dead_letter("start", msg, reason)
+        await msg.ack()
+        return None
+
+    async def _process_instance(self, instance_id: str, msgs: list[Msg]) -> None:
+        lock = self._locks.setdefault(instance_id, asyncio.Lock())
+        try:
+            async with lock:
+                await self._run_workflow_task_with_retries(instance_id, msgs)
+        finally:
+            if not lock.locked():
+                self._locks.pop(instance_id, None)
+            self._wf_slots -= len(msgs)
+            self._free()
+
+    async def _run_workflow_task_with_retries(self, instance_id: str, msgs: list[Msg]) -> None:
+        for attempt in range(8):
+            try:
+                delay = await self._workflow_task(instance_id, msgs)
+            except AppendConflictError:
+                # Another worker advanced this instance: reload its history and try again.
+                self._cache.pop(instance_id, None)
+                log.debug("workflow.append_conflict", instance_id=instance_id, attempt=attempt)
+                continue
+            except Exception as exc:
+                self._cache.pop(instance_id, None)
+                await self._stall(instance_id, msgs, exc)
+                return
+            for msg in msgs:
+                if delay is None:
+                    await msg.ack()
+                else:
+                    await msg.nak(delay=delay)
+            return
+        self._cache.pop(instance_id, None)
+        for msg in msgs:
+            await msg.nak(delay=0.05)
+
+    async def _stall(self, instance_id: str, msgs: list[Msg], exc: Exception) -> None:
+        """A workflow task failed: show the instance as STALLED and retry later with back-off."""
+        deliveries = max(m.metadata.num_delivered or 1 for m in msgs)
+        delay = min(0.5 * 2 ** (deliveries - 1), self.stall_retry_max.total_seconds())
+        log.error(
+            "workflow.task_failed",
+            instance_id=instance_id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            retry_in_s=delay,
+        )
+        with contextlib.suppress(Exception):
+            await self._project_stalled(instance_id, exc)
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=delay)
+
+    async def _project_stalled(self, instance_id: str, exc: Exception) -> None:
+        current = await self.broker.get_record(instance_id)
+        if current is None:
+            return
+        record = decode_record(current[0])
+        if WorkflowStatus(record.status).is_terminal:
+            return
+        record.status = WorkflowStatus.STALLED.value
+        record.failure = failure_from(exc)
+        record.last_updated_at = datetime.now(timezone.utc)
+        await self.broker.put_record(
+            instance_id, encode_record(record), record.history_seq, _history_seq_of
+        )
+
+    async def _history(self, instance_id: str) -> _CachedRun:
+        cached = self._cache.get(instance_id)
+        if cached is not None:
+            self._cache.move_to_end(instance_id)
+            return cached
+        stored = await self.broker.load_history(instance_id)
+        events = [decode_event(item.data) for item in stored]
+        run_start = max(
+            (i for i, e in enumerate(events) if isinstance(e, ExecutionStarted)), default=0
+        )
+        run = _CachedRun(events[run_start:], stored[-1].seq if stored else 0)
+        self._remember(instance_id, run)
+        return run
+
+    def _remember(self, instance_id: str, run: _CachedRun) -> None:
+        self._cache[instance_id] = run
+        self._cache.move_to_end(instance_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _workflow_task(self, instance_id: str, msgs: list[Msg]) -> float | None:
+        """Run one workflow task for ``instance_id`` with the events in ``msgs``.
+
+        Returns None when the messages can be acknowledged, or a delay after which they
+        should be delivered again (a scheduled start that is not due yet).
+        """
+        run = await self._history(instance_id)
+        now = datetime.now(timezone.utc)
+        started: ExecutionStarted | None = None
+        received: list[tuple[HistoryEvent, str]] = []
+        for msg in msgs:
+            new_start, events, run_id = self._events_of(instance_id, msg, now)
+            if new_start is not None:
+                if run.events or started is not None:
+                    log.info("start.duplicate_ignored", instance_id=instance_id)
+                else:
+                    started = new_start
+            received.extend((event, run_id) for event in events)
+
+        history = list(run.events)
+        prefix_events: list[HistoryEvent] = []
+        if not history:
+            if started is None:
+                log.warning("workflow.unknown_instance", instance_id=instance_id)
+                return None
+            history = [started]
+            prefix_events = [started]
+        execution_id = history[0].execution_id  # type: ignore[union-attr]
+        # Events sent to an earlier run of this instance id are stale.
+        incoming = [e for e, run_id in received if run_id in ("", execution_id)]
+        first = history[0]
+        assert isinstance(first, ExecutionStarted)
+        if first.scheduled_start_at and first.scheduled_start_at > now and len(history) == 1:
+            return max(0.05, (first.scheduled_start_at - now).total_seconds())
+
+        execution = WorkflowExecution(self.registry, instance_id, history)
+        if execution.is_complete:
+            if incoming:
+                log.info("workflow.events_after_completion_dropped", instance_id=instance_id,
+                         events=len(incoming))
+            return None
+        result = execution.run_task(incoming, now)
+        new_events = prefix_events + result.new_events
+        dispatches = self._dispatches(instance_id, first, result, history + result.new_events)
+        encoded = [encode(e) for e in new_events]
+        next_run: list[HistoryEvent] = []
+        if result.continue_as_new is not None:
+            next_run = [result.continue_as_new, *result.carried_events]
+            encoded += [encode(e) for e in next_run]
+            dispatches.append(
+                DispatchMessage(
+                    self.subjects.outbox_workflow(instance_id),
+                    encode(WorkItem(instance_id, [], result.continue_as_new.execution_id)),
+                    {"Nats-TTL": self.broker.outbox_ttl},
+                )
+            )
+        last_seq = await self.broker.append(instance_id, run.last_seq, encoded, dispatches)
+        if next_run:
+            new_run_start = last_seq - len(next_run) + 1
+            self._remember(instance_id, _CachedRun(next_run, last_seq))
+            with contextlib.suppress(Exception):
+                await self.broker.compact_history(instance_id, new_run_start)
+        else:
+            self._remember(instance_id, _CachedRun(history + result.new_events, last_seq))
+        await self._project(instance_id, first, result, history + result.new_events, last_seq,
+                            now, next_run)
+        return None
+
+    def _events_of(
+        self, instance_id: str, msg: Msg, now: datetime
+    ) -> tuple[ExecutionStarted | None, list[HistoryEvent], str]:
+        """One work message as (its start, if any; the events it carries; their run id)."""
+        s = self.subjects
+        if msg.subject.startswith(f"{s.prefix}.start."):
+            request = decode_start_request(msg.data)
+            name = msg.subject.rsplit(".", 1)[-1]
+            headers = msg.headers or {}
+            started = ExecutionStarted(
+                timestamp=now,
+                name=name,
+                execution_id=instance_id_for_message(
+                    s.work_stream + ".exec", msg.metadata.sequence.stream
+                ),
+                input=request.input,
+                version=self.registry.workflow(name).version,
+                traceparent=headers.get("traceparent", ""),
+                tracestate=headers.get("tracestate", ""),
+            )
+            return started, [], ""
+        try:
+            item = decode_work_item(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("work_item.invalid", subject=msg.subject, error=str(exc))
+            return None, [], ""
+        start = next((e for e in item.events if isinstance(e, ExecutionStarted)), None)
+        if start is not None and not start.version and self.registry.has_workflow(start.name):
+            start = msgspec.structs.replace(
+                start, version=self.registry.workflow(start.name).version
+            )
+        events = [e for e in item.events if not isinstance(e, ExecutionStarted)]
+        return start, events, item.execution_id
+
+    def _dispatches(
+        self,
+        instance_id: str,
+        started: ExecutionStarted,
+        result: TaskResult,
+        events: list[HistoryEvent],
+    ) -> list[DispatchMessage]:
+        """The messages that carry a task's commands out, derived from its new events."""
+        s = self.subjects
+        ttl = {"Nats-TTL": self.broker.outbox_ttl}
+        trace = {k: v for k, v in (("traceparent", started.traceparent),
+                                   ("tracestate", started.tracestate)) if v}
+        out: list[DispatchMessage] = []
+        for event in result.new_events:
+            if isinstance(event, TaskScheduled):
+                task = ActivityTask(
+                    instance_id=instance_id,
+                    execution_id=started.execution_id,
+                    workflow_name=started.name,
+                    task_id=event.task_id,
+                    name=event.name,
+                    task_execution_id=event.task_execution_id,
+                    input=event.input,
+                    attempt=event.attempt,
+                    start_to_close_timeout=event.start_to_close_timeout,
+                )
+                out.append(DispatchMessage(s.outbox_activity(event.task_queue), encode(task),
+                                           {**ttl, **trace}))
+            elif isinstance(event, TimerCreated):
+                fired = WorkItem(
+                    instance_id,
+                    [TimerFired(timestamp=event.fire_at, timer_id=event.timer_id,
+                                fire_at=event.fire_at)],
+                    started.execution_id,
+                )
+                out.append(
+                    DispatchMessage(
+                        s.timer(instance_id, f"{started.execution_id[:8]}-{event.timer_id}"),
+                        encode(fired),
+                        {
+                            "Nats-Schedule": "@at " + _rfc3339(event.fire_at),
+                            "Nats-Schedule-Target": s.outbox_workflow(instance_id),
+                            "Nats-Schedule-TTL": self.broker.outbox_ttl,
+                        },
+                    )
+                )
+            elif isinstance(event, ChildWorkflowScheduled):
+                child_start = ExecutionStarted(
+                    timestamp=event.timestamp,
+                    name=event.name,
+                    execution_id=f"{started.execution_id[:16]}-{event.task_id}",
+                    input=event.input,
+                    parent=ParentInfo(instance_id, started.execution_id, event.task_id),
+                    traceparent=started.traceparent,
+                    tracestate=started.tracestate,
+                )
+                out.append(
+                    DispatchMessage(
+                        s.outbox_workflow(event.instance_id),
+                        encode(WorkItem(event.instance_id, [child_start])),
+                        {**ttl, **trace},
+                    )
+                )
+            elif isinstance(event, ExecutionCompleted):
+                out.extend(self._completion_dispatches(instance_id, started, event, events))
+        return out
+
+    def _completion_dispatches(
+        self,
+        instance_id: str,
+        started: ExecutionStarted,
+        completed: ExecutionCompleted,
+        events: list[HistoryEvent],
+    ) -> list[DispatchMessage]:
+        s = self.subjects
+        ttl = {"Nats-TTL": self.broker.outbox_ttl}
+        out: list[DispatchMessage] = []
+        parent = started.parent
+        if parent is not None and completed.status != CONTINUED_AS_NEW:
+            report: HistoryEvent
+            if completed.status == "COMPLETED":
+                report = ChildWorkflowCompleted(
+                    timestamp=completed.timestamp, task_id=parent.task_id, result=completed.result
+                )
+            else:
+                failure = completed.failure or FailureDetails(
+                    type="Terminated" if completed.status == TERMINATED else "Failed",
+                    message=f"child workflow {instance_id!r} ended as {completed.status}",
+                )
+                report = ChildWorkflowFailed(
+                    timestamp=completed.timestamp, task_id=parent.task_id, failure=failure
+                )
+            out.append(
+                DispatchMessage(
+                    s.outbox_workflow(parent.instance_id),
+                    encode(WorkItem(parent.instance_id, [report], parent.execution_id)),
+                    ttl,
+                )
+            )
+        if completed.status == TERMINATED:
+            terminated = next(
+                (e for e in reversed(events) if isinstance(e, ExecutionTerminated)), None
+            )
+            if terminated is not None and terminated.recursive:
+                for child_id in _running_children(events):
+                    stop = ExecutionTerminated(
+                        timestamp=completed.timestamp, output=terminated.output, recursive=True
+                    )
+                    out.append(
+                        DispatchMessage(
+                            s.outbox_workflow(child_id),
+                            encode(WorkItem(child_id, [stop])),
+                            ttl,
+                        )
+                    )
+        return out
+
+    async def _project(
+        self,
+        instance_id: str,
+        started: ExecutionStarted,
+        result: TaskResult,
+        events: list[HistoryEvent],
+        last_seq: int,
+        now: datetime,
+        next_run: list[HistoryEvent],
+    ) -> None:
+        """Write the instance's status record (the readable projection of its history)."""
+        status = result.status
+        input_raw = started.input
+        execution_id = started.execution_id
+        output, failure = result.output, result.failure
+        if next_run:
+            new_start = next_run[0]
+            assert isinstance(new_start, ExecutionStarted)
+            status, input_raw, execution_id = "RUNNING", new_start.input, new_start.execution_id
+            output, failure = msgspec.Raw(b"null"), None
+        record = InstanceRecord(
+            instance_id=instance_id,
+            name=started.name,
+            status=status,
+            created_at=started.timestamp,
+            last_updated_at=now,
+            execution_id=execution_id,
+            history_seq=last_seq,
+            input=input_raw,
+            output=output if status == "COMPLETED" or status == TERMINATED else NULL,
+            custom_status=result.custom_status or NULL,
+            failure=failure,
+            parent_instance_id=started.parent.instance_id if started.parent else "",
+            children=[e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)],
+        )
+        await self.broker.put_record(instance_id, encode_record(record), last_seq,
+                                     _history_seq_of)
+
+    # ----------------------------------------------------------- activity side
+
+    async def _activity_loop(self, queue: str) -> None:
+        sub = await self.broker.pull(self.subjects.activities_consumer(queue))
+        while not self._stopping:
+            free = await self._wait_for_slot(lambda: self._act_slots,
+                                             self.max_concurrent_activities)
+            if self._stopping:
+                return
+            try:
+                msgs = await sub.fetch(free, timeout=1)
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                log.warning("activity.fetch_failed", queue=queue, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                self._act_slots += 1
+                self._spawn(self._run_activity(msg))
+
+    async def _run_activity(self, msg: Msg) -> None:
+        try:
+            await self._execute_activity(msg)
+        except Exception as exc:  # never let one message kill the worker
+            log.error("activity.internal_error", error=str(exc), subject=msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+        finally:
+            self._act_slots -= 1
+            self._free()
+
+    async def _execute_activity(self, msg: Msg) -> None:
+        try:
+            task = decode_activity_task(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("activity.invalid_task", subject=msg.subject, error=str(exc))
+            await self.broker.dead_letter("activity", msg, f"invalid activity task: {exc}")
+            await msg.ack()
+            return
+        try:
+            definition = self.registry.activity(task.name)
+        except ActivityNotRegisteredError as exc:
+            log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
+            await msg.nak(delay=2.0)
+            return
+        ctx = ActivityContext(task, msg)
+        started = time.monotonic()
+        keeper = asyncio.create_task(self._keep_lease(msg))
+        try:
+            result = await self._call_activity(definition, ctx, task)
+            event: HistoryEvent = TaskCompleted(
+                timestamp=datetime.now(timezone.utc), task_id=task.task_id, result=to_json(result)
+            )
+            ctx.logger.info("activity.completed",
+                            duration_ms=round((time.monotonic() - started) * 1000, 2))
+        except Exception as exc:
+            failure = failure_from(exc)
+            if isinstance(exc, InputDecodeError):
+                failure = msgspec.structs.replace(failure, non_retryable=True)
+            event = TaskFailed(
+                timestamp=datetime.now(timezone.utc), task_id=task.task_id, failure=failure
+            )
+            ctx.logger.warning("activity.failed", error=str(exc), error_type=type(exc).__name__)
+        finally:
+            keeper.cancel()
+        item = WorkItem(task.instance_id, [event], task.execution_id)
+        await self.broker.publish(
+            self.subjects.inbox(task.instance_id),
+            encode(item),
+            msg_id=f"{task.execution_id}:{task.task_id}:result",
+        )
+        await msg.ack()
+
+    async def _call_activity(self, definition: Any, ctx: ActivityContext, task: ActivityTask
+                             ) -> Any:
+        sig = definition.signature
+        args: tuple[Any, ...] = (ctx,)
+        if sig.takes_input:
+            args = (ctx, from_json(task.input, sig.input_type,
+                                   what=f"input of activity '{task.name}'"))
+        timeout = task.start_to_close_timeout
+        if definition.is_async:
+            call = definition.fn(*args)
+        else:
+            call = asyncio.to_thread(definition.fn, *args)
+        if timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"activity '{task.name}' exceeded its start_to_close_timeout of {timeout}s"
+            ) from None
+
+    async def _keep_lease(self, msg: Msg) -> None:
+        interval = max(self.activity_lease.total_seconds() / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+
+def _running_children(events: list[HistoryEvent]) -> list[str]:
+    scheduled = {e.task_id: e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)}
+    for e in events:
+        if isinstance(e, ChildWorkflowCompleted | ChildWorkflowFailed):
+            scheduled.pop(e.task_id, None)
+    return list(scheduled.values())
+
+
+def _history_seq_of(data: bytes) -> int:
+    try:
+        return decode_record(data).history_seq
+    except Exception:
+        return 0
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_ = (NonDeterminismError, EventRaised)

@@ -1,0 +1,104 @@
+"""Instance status as clients see it, and the record kept in the instances KV bucket."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from engine._events import NULL, FailureDetails
+
+
+class WorkflowStatus(enum.Enum):
+    """Where an instance stands."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+    SUSPENDED = "SUSPENDED"
+    STALLED = "STALLED"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED, FAILED and TERMINATED: the instance will not change again."""
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+
+
+class InstanceRecord(msgspec.Struct, omit_defaults=True):
+    """The projection of one instance, stored under its id in the ``instances`` KV bucket.
+
+    ``history_seq`` is the stream sequence of the last history event it reflects; a writer
+    never replaces a record with one reflecting less history.
+    """
+
+    instance_id: str
+    name: str
+    status: str
+    created_at: datetime
+    last_updated_at: datetime
+    execution_id: str = ""
+    history_seq: int = 0
+    input: msgspec.Raw = NULL
+    output: msgspec.Raw = NULL
+    custom_status: msgspec.Raw = NULL
+    failure: FailureDetails | None = None
+    parent_instance_id: str = ""
+    children: list[str] = []
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A snapshot of an instance, read without replaying it."""
+
+    instance_id: str
+    name: str
+    runtime_status: WorkflowStatus
+    created_at: datetime
+    last_updated_at: datetime
+    serialized_input: str | None = None
+    """The input as JSON text (None unless fetched with payloads)."""
+    serialized_output: str | None = None
+    """The output as JSON text."""
+    serialized_custom_status: str | None = None
+    """The custom status as JSON text."""
+    failure_details: FailureDetails | None = None
+    """Why the instance failed or stalled."""
+
+    @classmethod
+    def from_record(cls, record: InstanceRecord, *, fetch_payloads: bool = True) -> WorkflowState:
+        """Build the client view of a KV record."""
+
+        def text(raw: msgspec.Raw) -> str | None:
+            data = bytes(raw)
+            return None if data in (b"", b"null") or not fetch_payloads else data.decode()
+
+        return cls(
+            instance_id=record.instance_id,
+            name=record.name,
+            runtime_status=WorkflowStatus(record.status),
+            created_at=record.created_at,
+            last_updated_at=record.last_updated_at,
+            serialized_input=text(record.input),
+            serialized_output=text(record.output),
+            serialized_custom_status=text(record.custom_status),
+            failure_details=record.failure,
+        )
+
+
+_record_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(InstanceRecord)
+
+
+def encode_record(record: InstanceRecord) -> bytes:
+    """JSON of a KV record."""
+    return _record_encoder.encode(record)
+
+
+def decode_record(data: bytes) -> InstanceRecord:
+    """A KV record from JSON."""
+    return _record_decoder.decode(data)

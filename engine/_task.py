@@ -1,0 +1,143 @@
+"""Tasks: what workflow code awaits (async workflows) or yields (generator workflows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeVar
+
+from engine._errors import TaskFailedError
+
+T = TypeVar("T")
+
+
+class Task(Generic[T]):
+    """A durable operation's eventual result: an activity, timer, child workflow or event.
+
+    Awaitable in ``async def`` workflows and yieldable in generator workflows.
+    """
+
+    def __init__(self) -> None:
+        self._complete = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._parents: list[CompositeTask[Any]] = []
+
+    @property
+    def is_complete(self) -> bool:
+        """True once the task has a result or an exception."""
+        return self._complete
+
+    @property
+    def is_failed(self) -> bool:
+        """True if the task completed with an exception."""
+        return self._exception is not None
+
+    def get_result(self) -> T:
+        """The result; raises the task's exception if it failed."""
+        if not self._complete:
+            raise RuntimeError("the task has not completed yet")
+        if self._exception is not None:
+            raise self._exception
+        return self._result  # type: ignore[no-any-return]
+
+    def get_exception(self) -> BaseException | None:
+        """The exception of a failed task, else None."""
+        return self._exception
+
+    def __await__(self) -> Generator[Task[T], Any, T]:
+        # The executor drives the coroutine: it sends the result back or throws the exception.
+        result = yield self
+        return result  # type: ignore[no-any-return]
+
+    # -- completion (called by the executor only) --
+
+    def _set_result(self, result: Any) -> None:
+        if self._complete:
+            return
+        self._complete, self._result = True, result
+        self._notify()
+
+    def _set_exception(self, exc: BaseException) -> None:
+        if self._complete:
+            return
+        self._complete, self._exception = True, exc
+        self._notify()
+
+    def _notify(self) -> None:
+        for parent in self._parents:
+            parent._on_child_completed(self)
+
+
+class CompletableTask(Task[T]):
+    """A task completed by a history event (activity, timer, child workflow, external event)."""
+
+    def __init__(self, decode: Callable[[Any], T] | None = None) -> None:
+        super().__init__()
+        self._decode = decode
+
+
+class CompositeTask(Task[T]):
+    """A task built of other tasks."""
+
+    def __init__(self, tasks: Sequence[Task[Any]]) -> None:
+        super().__init__()
+        self._tasks = list(tasks)
+        for task in self._tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"when_all/when_any take engine tasks, got {type(task).__name__}")
+            task._parents.append(self)
+        for task in self._tasks:
+            if task.is_complete:
+                self._on_child_completed(task)
+
+    def _on_child_completed(self, task: Task[Any]) -> None:
+        raise NotImplementedError
+
+
+class WhenAllTask(CompositeTask[list[Any]]):
+    """Completes when every task has; fails with the first failure once all have finished."""
+
+    def __init__(self, tasks: Sequence[Task[Any]]) -> None:
+        super().__init__(tasks)
+        if not self._tasks:
+            self._set_result([])
+
+    def _on_child_completed(self, task: Task[Any]) -> None:
+        if self._complete or not all(t.is_complete for t in self._tasks):
+            return
+        failed = next((t for t in self._tasks if t.is_failed), None)
+        if failed is not None:
+            self._set_exception(failed._exception)  # type: ignore[arg-type]
+        else:
+            self._set_result([t._result for t in self._tasks])
+
+
+class WhenAnyTask(CompositeTask[Task[Any]]):
+    """Completes with the first of its tasks to finish (successfully or not)."""
+
+    def __init__(self, tasks: Sequence[Task[Any]]) -> None:
+        if not tasks:
+            raise ValueError("when_any needs at least one task")
+        super().__init__(tasks)
+
+    def _on_child_completed(self, task: Task[Any]) -> None:
+        if not self._complete:
+            self._set_result(task)
+
+
+def when_all(tasks: Sequence[Task[T]]) -> Task[list[T]]:
+    """A task whose result is the list of the tasks' results, in order.
+
+    Raises the first failure (in task order) once every task has finished.
+    """
+    return WhenAllTask(tasks)
+
+
+def when_any(tasks: Sequence[Task[Any]]) -> Task[Task[Any]]:
+    """A task whose result is the first of ``tasks`` to finish."""
+    return WhenAnyTask(tasks)
+
+
+def failed_error(kind: str, name: str, failure: Any) -> TaskFailedError:
+    """The TaskFailedError raised in a workflow for a failed activity or child workflow."""
+    return TaskFailedError(f"{kind} '{name}' failed: {failure.type}: {failure.message}", failure)

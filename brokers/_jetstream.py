@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -181,8 +181,11 @@ class JetStreamBroker:
         await self._ensure_stream(
             {
                 "name": s.history_stream,
-                "subjects": [f"{s.prefix}.history.*", f"{s.prefix}.outbox.>",
-                             f"{s.prefix}.timer.>"],
+                "subjects": [
+                    f"{s.prefix}.history.*",
+                    f"{s.prefix}.outbox.>",
+                    f"{s.prefix}.timer.>",
+                ],
                 "retention": "limits",
                 "storage": "file",
                 "num_replicas": self.replicas,
@@ -430,7 +433,11 @@ class JetStreamBroker:
     # ------------------------------------------------------------------ messages
 
     async def publish(
-        self, subject: str, data: bytes, *, msg_id: str | None = None,
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> int:
         """Publish to JetStream and wait for the ack; ``msg_id`` deduplicates retries."""
@@ -511,7 +518,7 @@ class JetStreamBroker:
 
 def utcnow() -> datetime:
     """The wall clock in UTC (the runtime's time for new workflow tasks)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def sleep_forever() -> None:

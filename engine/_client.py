@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -103,7 +103,8 @@ class WorkflowClient:
         await self._ensure_ready()
         name = check_name(
             "workflow",
-            workflow if isinstance(workflow, str)
+            workflow
+            if isinstance(workflow, str)
             else getattr(workflow, "__jetloom_name__", workflow.__name__),
         )
         iid = check_instance_id(instance_id) if instance_id is not None else new_instance_id()
@@ -115,7 +116,7 @@ class WorkflowClient:
                     f"instance {iid!r} is still running; wait for it, terminate it, "
                     "or choose another instance id"
                 )
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
         started = ExecutionStarted(
@@ -132,8 +133,8 @@ class WorkflowClient:
                 s.timer(iid, "start"),
                 trigger,
                 {
-                    "Nats-Schedule": "@at " + start_at.astimezone(timezone.utc).strftime(
-                        "%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "Nats-Schedule": "@at "
+                    + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                     "Nats-Schedule-Target": s.outbox_workflow(iid),
                 },
             )
@@ -190,9 +191,7 @@ class WorkflowClient:
         Raises:
             TimeoutError: it did not finish within ``timeout`` seconds.
         """
-        return await self._wait_until(
-            instance_id, lambda s: s.is_terminal, timeout, fetch_payloads
-        )
+        return await self._wait_until(instance_id, lambda s: s.is_terminal, timeout, fetch_payloads)
 
     async def _wait_until(
         self,
@@ -248,8 +247,9 @@ class WorkflowClient:
 
     # ---------------------------------------------------------------- steering
 
-    async def raise_workflow_event(self, instance_id: str, event_name: str, *, data: Any = None
-                                   ) -> None:
+    async def raise_workflow_event(
+        self, instance_id: str, event_name: str, *, data: Any = None
+    ) -> None:
         """Send an external event to a running instance.
 
         Raises:
@@ -257,7 +257,9 @@ class WorkflowClient:
         """
         event_id = uuid.uuid4().hex
         event = EventRaised(
-            timestamp=datetime.now(timezone.utc), name=event_name, data=to_json(data),
+            timestamp=datetime.now(UTC),
+            name=event_name,
+            data=to_json(data),
             event_id=event_id,
         )
         await self._send(instance_id, event, msg_id=event_id)
@@ -265,14 +267,12 @@ class WorkflowClient:
     async def pause_workflow(self, instance_id: str, *, reason: str = "") -> None:
         """Suspend an instance: it holds new events until resumed."""
         await self._send(
-            instance_id, ExecutionSuspended(timestamp=datetime.now(timezone.utc), reason=reason)
+            instance_id, ExecutionSuspended(timestamp=datetime.now(UTC), reason=reason)
         )
 
     async def resume_workflow(self, instance_id: str, *, reason: str = "") -> None:
         """Resume a suspended instance."""
-        await self._send(
-            instance_id, ExecutionResumed(timestamp=datetime.now(timezone.utc), reason=reason)
-        )
+        await self._send(instance_id, ExecutionResumed(timestamp=datetime.now(UTC), reason=reason))
 
     async def terminate_workflow(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
@@ -281,7 +281,7 @@ class WorkflowClient:
         await self._send(
             instance_id,
             ExecutionTerminated(
-                timestamp=datetime.now(timezone.utc), output=to_json(output), recursive=recursive
+                timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
             ),
         )
 
@@ -307,15 +307,14 @@ class WorkflowClient:
         purged = 0
         if recursive:
             for child in record.children:
-                try:
+                with contextlib.suppress(InstanceNotFoundError):
                     purged += await self.purge_workflow(child, recursive=True)
-                except InstanceNotFoundError:
-                    pass
         await self._broker.purge_instance(instance_id)
         return purged + 1
 
-    async def _send(self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
-                    ) -> None:
+    async def _send(
+        self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
+    ) -> None:
         await self._ensure_ready()
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:

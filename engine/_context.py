@@ -29,9 +29,7 @@ class ReplaySafeLogger:
     def _emit(self, level: str, event: str, **kw: Any) -> None:
         if self._ctx.is_replaying:
             return
-        bound = self._log.bind(
-            instance_id=self._ctx.instance_id, workflow=self._ctx.workflow_name
-        )
+        bound = self._log.bind(instance_id=self._ctx.instance_id, workflow=self._ctx.workflow_name)
         getattr(bound, level)(event, **kw)
 
     def debug(self, event: str, **kw: Any) -> None:

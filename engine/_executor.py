@@ -188,8 +188,9 @@ class WorkflowExecution:
         """False for an incoming event this run has already seen or can no longer use."""
         if self.is_complete:
             return False
-        if isinstance(event, TaskCompleted | TaskFailed | ChildWorkflowCompleted
-                      | ChildWorkflowFailed):
+        if isinstance(
+            event, TaskCompleted | TaskFailed | ChildWorkflowCompleted | ChildWorkflowFailed
+        ):
             return event.task_id in self._handlers
         if isinstance(event, TimerFired):
             return event.timer_id in self._handlers
@@ -360,9 +361,7 @@ class WorkflowExecution:
         self._awaiting = yielded
 
     def _resume(self) -> None:
-        while (
-            self._awaiting is not None and self._awaiting.is_complete and not self.is_complete
-        ):
+        while self._awaiting is not None and self._awaiting.is_complete and not self.is_complete:
             task, self._awaiting = self._awaiting, None
             error = task.get_exception()
             self._step(None if error is not None else task._result, error)
@@ -481,8 +480,9 @@ class WorkflowExecution:
             if isinstance(event, TaskCompleted):
                 self._settle(call.task, lambda: call.decode(event.result))
             elif isinstance(event, TaskFailed):
-                if self._should_retry(call.retry_policy, call.attempt, call.first_attempt_at,
-                                      event.failure):
+                if self._should_retry(
+                    call.retry_policy, call.attempt, call.first_attempt_at, event.failure
+                ):
                     delay = call.retry_policy.delay_after(call.attempt)  # type: ignore[union-attr]
                     call.attempt += 1
                     self._after_timer(delay, lambda: self._schedule_attempt(call))
@@ -533,8 +533,9 @@ class WorkflowExecution:
             if isinstance(event, ChildWorkflowCompleted):
                 self._settle(call.task, lambda: call.decode(event.result))
             elif isinstance(event, ChildWorkflowFailed):
-                if self._should_retry(call.retry_policy, call.attempt, call.first_attempt_at,
-                                      event.failure):
+                if self._should_retry(
+                    call.retry_policy, call.attempt, call.first_attempt_at, event.failure
+                ):
                     delay = call.retry_policy.delay_after(call.attempt)  # type: ignore[union-attr]
                     call.attempt += 1
                     self._after_timer(delay, lambda: self._schedule_child_attempt(call))

@@ -104,9 +104,10 @@ class Registry:
         """The workflow to run: the given version, or the latest for a new instance."""
         versions = self._workflows.get(name)
         if versions is None:
+            registered = ", ".join(self.workflow_names) or "none"
             raise WorkflowNotRegisteredError(
-                f"unknown workflow {name!r} (registered: {', '.join(self.workflow_names) or 'none'})"
-                "; check the name in the start event"
+                f"unknown workflow {name!r} (registered: {registered}); "
+                "check the name in the start event"
             )
         key = versions.latest if version is None else version
         definition = versions.by_version.get(key)

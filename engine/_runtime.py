@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -457,7 +457,7 @@ class WorkflowRuntime:
             return
         record.status = WorkflowStatus.STALLED.value
         record.failure = failure_from(exc)
-        record.last_updated_at = datetime.now(timezone.utc)
+        record.last_updated_at = datetime.now(UTC)
         await self.broker.put_record(
             instance_id, encode_record(record), record.history_seq, _history_seq_of
         )
@@ -489,7 +489,7 @@ class WorkflowRuntime:
         should be delivered again (a scheduled start that is not due yet).
         """
         run = await self._history(instance_id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         started: ExecutionStarted | None = None
         received: list[tuple[HistoryEvent, str]] = []
         for msg in msgs:
@@ -520,8 +520,11 @@ class WorkflowRuntime:
         execution = WorkflowExecution(self.registry, instance_id, history)
         if execution.is_complete:
             if incoming:
-                log.info("workflow.events_after_completion_dropped", instance_id=instance_id,
-                         events=len(incoming))
+                log.info(
+                    "workflow.events_after_completion_dropped",
+                    instance_id=instance_id,
+                    events=len(incoming),
+                )
             return None
         result = execution.run_task(incoming, now)
         new_events = prefix_events + result.new_events
@@ -546,8 +549,9 @@ class WorkflowRuntime:
                 await self.broker.compact_history(instance_id, new_run_start)
         else:
             self._remember(instance_id, _CachedRun(history + result.new_events, last_seq))
-        await self._project(instance_id, first, result, history + result.new_events, last_seq,
-                            now, next_run)
+        await self._project(
+            instance_id, first, result, history + result.new_events, last_seq, now, next_run
+        )
         return None
 
     def _events_of(
@@ -594,8 +598,11 @@ class WorkflowRuntime:
         """The messages that carry a task's commands out, derived from its new events."""
         s = self.subjects
         ttl = {"Nats-TTL": self.broker.outbox_ttl}
-        trace = {k: v for k, v in (("traceparent", started.traceparent),
-                                   ("tracestate", started.tracestate)) if v}
+        trace = {
+            k: v
+            for k, v in (("traceparent", started.traceparent), ("tracestate", started.tracestate))
+            if v
+        }
         out: list[DispatchMessage] = []
         for event in result.new_events:
             if isinstance(event, TaskScheduled):
@@ -610,13 +617,19 @@ class WorkflowRuntime:
                     attempt=event.attempt,
                     start_to_close_timeout=event.start_to_close_timeout,
                 )
-                out.append(DispatchMessage(s.outbox_activity(event.task_queue), encode(task),
-                                           {**ttl, **trace}))
+                out.append(
+                    DispatchMessage(
+                        s.outbox_activity(event.task_queue), encode(task), {**ttl, **trace}
+                    )
+                )
             elif isinstance(event, TimerCreated):
                 fired = WorkItem(
                     instance_id,
-                    [TimerFired(timestamp=event.fire_at, timer_id=event.timer_id,
-                                fire_at=event.fire_at)],
+                    [
+                        TimerFired(
+                            timestamp=event.fire_at, timer_id=event.timer_id, fire_at=event.fire_at
+                        )
+                    ],
                     started.execution_id,
                 )
                 out.append(
@@ -736,16 +749,16 @@ class WorkflowRuntime:
             parent_instance_id=started.parent.instance_id if started.parent else "",
             children=[e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)],
         )
-        await self.broker.put_record(instance_id, encode_record(record), last_seq,
-                                     _history_seq_of)
+        await self.broker.put_record(instance_id, encode_record(record), last_seq, _history_seq_of)
 
     # ----------------------------------------------------------- activity side
 
     async def _activity_loop(self, queue: str) -> None:
         sub = await self.broker.pull(self.subjects.activities_consumer(queue))
         while not self._stopping:
-            free = await self._wait_for_slot(lambda: self._act_slots,
-                                             self.max_concurrent_activities)
+            free = await self._wait_for_slot(
+                lambda: self._act_slots, self.max_concurrent_activities
+            )
             if self._stopping:
                 return
             try:
@@ -791,17 +804,16 @@ class WorkflowRuntime:
         try:
             result = await self._call_activity(definition, ctx, task)
             event: HistoryEvent = TaskCompleted(
-                timestamp=datetime.now(timezone.utc), task_id=task.task_id, result=to_json(result)
+                timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
             )
-            ctx.logger.info("activity.completed",
-                            duration_ms=round((time.monotonic() - started) * 1000, 2))
+            ctx.logger.info(
+                "activity.completed", duration_ms=round((time.monotonic() - started) * 1000, 2)
+            )
         except Exception as exc:
             failure = failure_from(exc)
             if isinstance(exc, InputDecodeError):
                 failure = msgspec.structs.replace(failure, non_retryable=True)
-            event = TaskFailed(
-                timestamp=datetime.now(timezone.utc), task_id=task.task_id, failure=failure
-            )
+            event = TaskFailed(timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure)
             ctx.logger.warning("activity.failed", error=str(exc), error_type=type(exc).__name__)
         finally:
             keeper.cancel()
@@ -813,13 +825,16 @@ class WorkflowRuntime:
         )
         await msg.ack()
 
-    async def _call_activity(self, definition: Any, ctx: ActivityContext, task: ActivityTask
-                             ) -> Any:
+    async def _call_activity(
+        self, definition: Any, ctx: ActivityContext, task: ActivityTask
+    ) -> Any:
         sig = definition.signature
         args: tuple[Any, ...] = (ctx,)
         if sig.takes_input:
-            args = (ctx, from_json(task.input, sig.input_type,
-                                   what=f"input of activity '{task.name}'"))
+            args = (
+                ctx,
+                from_json(task.input, sig.input_type, what=f"input of activity '{task.name}'"),
+            )
         timeout = task.start_to_close_timeout
         if definition.is_async:
             call = definition.fn(*args)
@@ -858,7 +873,7 @@ def _history_seq_of(data: bytes) -> int:
 
 
 def _rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _ = (NonDeterminismError, EventRaised)

@@ -55,9 +55,14 @@ class ExecutionStarted(Event, tag="execution_started"):
 
 
 class WorkflowTaskStarted(Event, tag="workflow_task_started"):
-    """A workflow task (one replay) began; its timestamp is the workflow's current time."""
+    """A workflow task (one replay) began; its timestamp is the workflow's current time.
+
+    ``patches`` lists patches first applied in this task; ``version`` pins the workflow version
+    on a run's first task when its start event did not name one.
+    """
 
     patches: tuple[str, ...] = ()
+    version: str = ""
 
 
 class TaskScheduled(Event, tag="task_scheduled"):

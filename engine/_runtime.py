@@ -42,6 +42,7 @@ from engine._events import (
     TaskScheduled,
     TimerCreated,
     TimerFired,
+    WorkflowTaskStarted,
     WorkItem,
     decode_activity_task,
     decode_event,
@@ -495,11 +496,15 @@ class WorkflowRuntime:
         for msg in msgs:
             new_start, events, run_id = self._events_of(instance_id, msg, now)
             if new_start is not None:
-                if run.events or started is not None:
-                    log.info("start.duplicate_ignored", instance_id=instance_id)
-                else:
-                    started = new_start
+                started = started or new_start
             received.extend((event, run_id) for event in events)
+        if run.events and self._is_stale(run, received):
+            # A client started a new run since this worker cached the old one.
+            self._cache.pop(instance_id, None)
+            run = await self._history(instance_id)
+        if started is not None and run.events:
+            log.info("start.duplicate_ignored", instance_id=instance_id)
+            started = None
 
         history = list(run.events)
         prefix_events: list[HistoryEvent] = []
@@ -517,6 +522,7 @@ class WorkflowRuntime:
         if first.scheduled_start_at and first.scheduled_start_at > now and len(history) == 1:
             return max(0.05, (first.scheduled_start_at - now).total_seconds())
 
+        history, pinned_version = self._pin_version(history)
         execution = WorkflowExecution(self.registry, instance_id, history)
         if execution.is_complete:
             if incoming:
@@ -527,6 +533,10 @@ class WorkflowRuntime:
                 )
             return None
         result = execution.run_task(incoming, now)
+        if pinned_version is not None:
+            first_task = result.new_events[0]
+            assert isinstance(first_task, WorkflowTaskStarted)
+            result.new_events[0] = msgspec.structs.replace(first_task, version=pinned_version)
         new_events = prefix_events + result.new_events
         dispatches = self._dispatches(instance_id, first, result, history + result.new_events)
         encoded = [encode(e) for e in new_events]
@@ -553,6 +563,30 @@ class WorkflowRuntime:
             instance_id, first, result, history + result.new_events, last_seq, now, next_run
         )
         return None
+
+    def _pin_version(
+        self, history: list[HistoryEvent]
+    ) -> tuple[list[HistoryEvent], str | None]:
+        """Resolve the version of a run whose start event named none (a client start).
+
+        The first workflow task records the version it chose; later tasks reuse it. Returns the
+        history to replay and the version to record (None if already recorded).
+        """
+        first = history[0]
+        assert isinstance(first, ExecutionStarted)
+        if first.version or not self.registry.has_workflow(first.name):
+            return history, None
+        recorded = next((e.version for e in history if isinstance(e, WorkflowTaskStarted)), None)
+        version = recorded if recorded is not None else self.registry.workflow(first.name).version
+        pinned = [msgspec.structs.replace(first, version=version), *history[1:]]
+        return pinned, (version if recorded is None else None)
+
+    @staticmethod
+    def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:
+        first = run.events[0]
+        assert isinstance(first, ExecutionStarted)
+        finished = isinstance(run.events[-1], ExecutionCompleted)
+        return finished or any(rid and rid != first.execution_id for _, rid in received)
 
     def _events_of(
         self, instance_id: str, msg: Msg, now: datetime

@@ -1,0 +1,333 @@
+"""Workers as real, separate processes: competing consumers, crashes, restarts and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brokers._server import EmbeddedNatsServer, free_port
+from engine import (
+    ActivityContext,
+    WorkflowClient,
+    WorkflowContext,
+    WorkflowRuntime,
+    WorkflowStatus,
+    when_all,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_SCRIPT = ROOT / "tests" / "workers" / "worker.py"
+
+
+class WorkerProcess:
+    """One ``tests/workers/worker.py`` subprocess, whose stdout lines the test can wait for."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.proc = proc
+        self.lines: list[str] = []
+        self._new_line = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_stdout())
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode().rstrip("\n"))
+            self._new_line.set()
+        self._new_line.set()
+
+    async def wait_for_line(self, match: Callable[[str], bool], timeout: float = 15) -> str:
+        """The first stdout line that ``match`` accepts, waiting up to ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if match(line):
+                        return line
+                seen = len(self.lines)
+                if self.proc.returncode is not None or self._reader.done():
+                    raise RuntimeError(
+                        f"worker {self.name} exited ({self.proc.returncode}) "
+                        f"without printing the awaited line; its stdout: {self.lines}"
+                    )
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, in-flight work is abandoned."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+        await self._reader
+
+    async def stop(self) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL if it lingers."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.send_signal(signal.SIGKILL)
+                await self.proc.wait()
+        await self._reader
+
+
+@pytest.fixture
+async def spawn_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start worker subprocesses (each waited for until ``ready``); stop them all afterwards."""
+    started: list[WorkerProcess] = []
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    async def spawn(nats_url: str, prefix: str, name: str, *options: str) -> WorkerProcess:
+        stderr = (tmp_path / f"{name}-{len(started)}.stderr").open("wb")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(WORKER_SCRIPT),
+                "--nats-url",
+                nats_url,
+                "--prefix",
+                prefix,
+                "--worker-name",
+                name,
+                *options,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=str(ROOT),
+            )
+        finally:
+            stderr.close()
+        worker = WorkerProcess(name, proc)
+        started.append(worker)
+        await worker.wait_for_line(lambda line: line == "ready", timeout=20)
+        return worker
+
+    yield spawn
+    for worker in started:
+        await worker.stop()
+
+
+def _record_lines(path: Path) -> list[tuple[str, str]]:
+    """The (worker name, task_execution_id) pairs the activities appended to ``path``."""
+    if not path.exists():
+        return []
+    return [tuple(line.split(" ", 1)) for line in path.read_text().splitlines()]  # type: ignore[misc]
+
+
+class TestCompetingConsumers:
+    """Several worker processes share one durable consumer and split the work."""
+
+    async def test_fan_out_is_split_between_two_workers_each_task_once(
+        self, nats_url, prefix, client, spawn_worker, tmp_path
+    ):
+        """40 activities fanned out run once each, some on worker wA and some on worker wB."""
+        record = tmp_path / "work.log"
+        for name in ("wA", "wB"):
+            await spawn_worker(
+                nats_url, prefix, name, "--activities", "--record", str(record),
+                "--max-activities", "4",
+            )  # fmt: skip
+        orchestrator = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @orchestrator.workflow(name="fan_out")
+        async def fan_out(ctx: WorkflowContext, n: int) -> list[int]:
+            return await when_all([ctx.call_activity("record_work", input=i) for i in range(n)])
+
+        async with orchestrator:
+            iid = await client.schedule_new_workflow(fan_out, input=40)
+            state = await client.wait_for_workflow_completion(iid, timeout=30)
+
+        assert WorkflowStatus.COMPLETED is state.runtime_status
+        assert [2 * i for i in range(40)] == json.loads(state.serialized_output)
+        ran = _record_lines(record)
+        task_ids = [task_id for _, task_id in ran]
+        assert 40 == len(task_ids)
+        assert 40 == len(set(task_ids)), "a task_execution_id ran twice"
+        assert {"wA", "wB"} == {worker for worker, _ in ran}
+
+
+class TestDurableTimers:
+    """Timers are held by the server, not by any worker's memory."""
+
+    @pytest.mark.slow
+    async def test_timer_fires_for_an_orchestrator_started_after_a_kill(
+        self, nats_url, prefix, client, spawn_worker
+    ):
+        """A 3 s timer set by a SIGKILLed orchestrator completes the instance on a new one."""
+        first = await spawn_worker(nats_url, prefix, "orch1", "--workflows")
+        iid = await client.schedule_new_workflow("sleepy", input=3.0)
+        await client.wait_for_workflow_start(iid, timeout=15)
+        await first.kill()
+
+        # Deliberately let the timer come due while no worker exists at all.
+        await asyncio.sleep(3.5)
+        idle = await client.get_workflow_state(iid)
+        assert idle is not None
+        assert WorkflowStatus.RUNNING is idle.runtime_status
+
+        await spawn_worker(nats_url, prefix, "orch2", "--workflows")
+        state = await client.wait_for_workflow_completion(iid, timeout=20)
+        assert WorkflowStatus.COMPLETED is state.runtime_status
+        assert '"woke"' == state.serialized_output
+
+    @pytest.mark.slow
+    async def test_timer_survives_a_nats_server_restart(self, tmp_path, spawn_worker):
+        """A timer that comes due while nats-server is down completes its instance after the
+        server returns on the same port and store, with the worker reconnecting by itself."""
+        prefix = "restart"
+        server = EmbeddedNatsServer(store_dir=tmp_path / "store", port=free_port()).start()
+        try:
+            orchestrator = await spawn_worker(server.url, prefix, "orch", "--workflows")
+            async with await WorkflowClient.connect(server.url, prefix=prefix) as client:
+                iid = await client.schedule_new_workflow("sleepy", input=2.0)
+                await client.wait_for_workflow_start(iid, timeout=15)
+                server.stop()
+                # Deliberately keep the server down until after the timer is due.
+                await asyncio.sleep(3.0)
+                server.start()
+                state = await client.wait_for_workflow_completion(iid, timeout=30)
+            assert WorkflowStatus.COMPLETED is state.runtime_status
+            assert '"woke"' == state.serialized_output
+            assert orchestrator.proc.returncode is None, "the worker must survive the outage"
+        finally:
+            server.cleanup()
+
+
+class TestConcurrencyLimits:
+    """A runtime never holds more unfinished work than its limits."""
+
+    async def test_activities_never_exceed_max_concurrent_activities(
+        self, nats_url, prefix, client
+    ):
+        """With max_concurrent_activities=2, 10 fanned-out activities all finish, 2 at a time."""
+        running = 0
+        peak = 0
+        runtime = WorkflowRuntime(nats_url, prefix=prefix, max_concurrent_activities=2)
+
+        @runtime.activity
+        async def measured(ctx: ActivityContext, x: int) -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                await asyncio.sleep(0.1)
+            finally:
+                running -= 1
+            return x
+
+        @runtime.workflow
+        async def fan_out_10(ctx: WorkflowContext) -> list[int]:
+            return await when_all([ctx.call_activity(measured, input=i) for i in range(10)])
+
+        async with runtime:
+            iid = await client.schedule_new_workflow(fan_out_10)
+            state = await client.wait_for_workflow_completion(iid, timeout=30)
+
+        assert WorkflowStatus.COMPLETED is state.runtime_status
+        assert list(range(10)) == json.loads(state.serialized_output)
+        assert 2 == peak
+
+    @pytest.mark.parametrize(("limit", "expected_peak"), [(1, "== 1"), (100, "> 1")])
+    async def test_workflow_tasks_never_exceed_max_concurrent_workflow_tasks(
+        self, nats_url, prefix, client, limit, expected_peak
+    ):
+        """With max_concurrent_workflow_tasks=1, 10 waiting instances all complete one task at a
+        time; with 100, the same probe sees tasks overlap (so the probe can see overlap)."""
+        runtime = WorkflowRuntime(nats_url, prefix=prefix, max_concurrent_workflow_tasks=limit)
+
+        @runtime.workflow
+        async def nap(ctx: WorkflowContext, x: int) -> int:
+            await ctx.create_timer(timedelta(milliseconds=200))
+            return x
+
+        # Probe 1: workflow tasks actually in progress (history load, replay, append, project).
+        in_task = 0
+        peak_in_task = 0
+        run_task = runtime._workflow_task
+
+        async def counting_task(*args: Any) -> Any:
+            nonlocal in_task, peak_in_task
+            in_task += 1
+            peak_in_task = max(peak_in_task, in_task)
+            try:
+                return await run_task(*args)
+            finally:
+                in_task -= 1
+
+        runtime._workflow_task = counting_task  # type: ignore[method-assign]
+
+        # Probe 2: the slots the runtime counts as held, sampled while it runs.
+        peak_slots = 0
+
+        async def sample_slots() -> None:
+            nonlocal peak_slots
+            while True:
+                peak_slots = max(peak_slots, runtime._wf_slots)
+                await asyncio.sleep(0)
+
+        # Start every instance before the runtime, so all 10 start items wait at once.
+        iids = [await client.schedule_new_workflow(nap, input=i) for i in range(10)]
+        sampler = asyncio.create_task(sample_slots())
+        try:
+            async with runtime:
+                states = await asyncio.gather(
+                    *(client.wait_for_workflow_completion(i, timeout=30) for i in iids)
+                )
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+        assert [WorkflowStatus.COMPLETED] * 10 == [s.runtime_status for s in states]
+        assert [str(i) for i in range(10)] == [s.serialized_output for s in states]
+        if expected_peak == "== 1":
+            assert (1, 1) == (peak_in_task, peak_slots)
+        else:
+            assert peak_in_task > 1
+            assert peak_slots <= limit
+
+
+class TestActivityRedelivery:
+    """An activity whose worker dies is redelivered to another worker after its lease."""
+
+    @pytest.mark.slow
+    async def test_activity_of_a_killed_worker_is_redelivered_to_another(
+        self, nats_url, prefix, client, spawn_worker, tmp_path
+    ):
+        """Worker wA is SIGKILLed mid-activity; after the 2 s lease wB runs the same task."""
+        record = tmp_path / "attempts.log"
+        orchestrator = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @orchestrator.workflow(name="one_hang")
+        async def one_hang(ctx: WorkflowContext) -> str:
+            return await ctx.call_activity("hang_once", input=1)
+
+        common = ("--activities", "--record", str(record), "--lease", "2")
+        hanging = await spawn_worker(nats_url, prefix, "wA", *common, "--hang")
+        async with orchestrator:
+            iid = await client.schedule_new_workflow(one_hang)
+            started = await hanging.wait_for_line(lambda line: line.startswith("started "))
+            task_execution_id = started.split(" ", 1)[1]
+            await hanging.kill()
+            await spawn_worker(nats_url, prefix, "wB", *common)
+            state = await client.wait_for_workflow_completion(iid, timeout=30)
+
+        assert WorkflowStatus.COMPLETED is state.runtime_status
+        assert '"done by wB"' == state.serialized_output
+        assert [("wA", task_execution_id), ("wB", task_execution_id)] == _record_lines(record)

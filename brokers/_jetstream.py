@@ -29,7 +29,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -265,20 +265,19 @@ class JetStreamBroker:
         self, name: str, filter_subjects: list[str], *, ack_wait: float, max_ack_pending: int
     ) -> None:
         """Create the durable pull consumer ``name`` on the work stream if it is missing."""
-        config = ConsumerConfig(
-            durable_name=name,
-            ack_policy="explicit",  # type: ignore[arg-type]
-            ack_wait=ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max_ack_pending,
-            filter_subjects=filter_subjects,
-        )
-        try:
-            await self.js.add_consumer(self.subjects.work_stream, config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10148:  # consumer already exists with another config
-                raise
-            await self.js.add_consumer(self.subjects.work_stream, config)
+        config = {
+            "durable_name": name,
+            "ack_policy": "explicit",
+            "ack_wait": int(ack_wait * 1_000_000_000),
+            "max_deliver": -1,
+            "max_ack_pending": max_ack_pending,
+            "filter_subjects": filter_subjects,
+            "deliver_policy": "all",
+        }
+        stream = self.subjects.work_stream
+        # No "action": create, or update the existing durable to this configuration.
+        await self._api(f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream,
+                                                              "config": config})
 
     async def pull(self, consumer: str) -> JetStreamContext.PullSubscription:
         """A pull subscription bound to a durable consumer of the work stream."""
@@ -453,7 +452,13 @@ class JetStreamBroker:
             "Jetloom-Reason": reason[:1000].replace("\r", " ").replace("\n", " "),
             "Jetloom-Original-Subject": msg.subject,
         }
-        await self.publish(self.subjects.deadletter(kind), msg.data, headers=headers)
+        msg_id = None
+        if msg.reply:  # a JetStream message: its stream sequence identifies it
+            meta = msg.metadata
+            msg_id = f"{meta.stream}:{meta.sequence.stream}:dead"
+        await self.publish(
+            self.subjects.deadletter(kind), msg.data, headers=headers, msg_id=msg_id
+        )
 
     # ------------------------------------------------------------------------ KV
 

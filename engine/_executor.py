@@ -166,6 +166,14 @@ class WorkflowExecution:
         for event in history:
             self._apply(event)
         self._check_no_pending(None)
+        if self.is_complete and not any(isinstance(e, ExecutionCompleted) for e in history):
+            # The first run did not end here: replay must not end a run history says is open.
+            ended = self.status
+            if self.failure is not None:
+                ended += f": {self.failure.type}: {self.failure.message}"
+            raise NonDeterminismError(
+                self._position, describe(None), f"ended the workflow ({ended})"
+            )
 
     # ----------------------------------------------------------------- public
 
@@ -189,13 +197,17 @@ class WorkflowExecution:
         if self.is_complete:
             return False
         if isinstance(
-            event, TaskCompleted | TaskFailed | ChildWorkflowCompleted | ChildWorkflowFailed
+            event,
+            TaskCompleted | TaskFailed | ChildWorkflowCompleted | ChildWorkflowFailed | TimerFired,
         ):
-            return event.task_id in self._handlers
-        if isinstance(event, TimerFired):
-            return event.timer_id in self._handlers
+            # While suspended, a delivered result waits in _held with its handler still set.
+            key = _completion_id(event)
+            return key in self._handlers and all(_completion_id(h) != key for h in self._held)
         if isinstance(event, EventRaised):
-            return not event.event_id or event.event_id not in self._seen_event_ids
+            return not event.event_id or (
+                event.event_id not in self._seen_event_ids
+                and all(getattr(h, "event_id", "") != event.event_id for h in self._held)
+            )
         if isinstance(event, ExecutionSuspended):
             return not self._suspended
         if isinstance(event, ExecutionResumed):

@@ -24,6 +24,6 @@ def new_instance_id() -> str:
     return uuid.uuid4().hex
 
 
-def instance_id_for_message(stream: str, sequence: int) -> str:
-    """A stable id for a start event without one: redelivery yields the same id."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"jetloom:{stream}:{sequence}").hex
+def instance_id_for_message(origin: str, key: int | str) -> str:
+    """A stable id for a start event without one: the same message yields the same id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"jetloom:{origin}:{key}").hex

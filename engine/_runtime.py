@@ -116,10 +116,15 @@ class ActivityContext:
 
 @dataclass
 class _CachedRun:
-    """The current run's history as this worker last saw it."""
+    """The current run as this worker last saw it.
+
+    ``execution`` is the live workflow (its coroutine suspended where the last task left it),
+    so the next task feeds it only the new events instead of replaying the whole history.
+    """
 
     events: list[HistoryEvent]
     last_seq: int
+    execution: WorkflowExecution | None = None
 
 
 class WorkflowRuntime:
@@ -377,18 +382,16 @@ class WorkflowRuntime:
         reason = None
         try:
             request = decode_start_request(msg.data)
-            instance_id = request.instance_id or instance_id_for_message(
-                s.work_stream, msg.metadata.sequence.stream
-            )
+            instance_id = request.instance_id or self._generated_instance_id(msg)
             check_instance_id(instance_id)
             self.registry.workflow(workflow_name)
-        except msgspec.DecodeError as exc:
-            reason = f"start event is not valid JSON: {exc}"
-        except msgspec.ValidationError as exc:
+        except msgspec.ValidationError as exc:  # a DecodeError subclass: must come first
             reason = (
                 f"start event has the wrong shape ({exc}); expected "
                 '{"instance_id": "<optional id>", "input": <any JSON>}'
             )
+        except msgspec.DecodeError as exc:
+            reason = f"start event is not valid JSON: {exc}"
         except (InvalidInstanceIdError, WorkflowNotRegisteredError) as exc:
             reason = str(exc)
         if reason is None:
@@ -397,6 +400,14 @@ class WorkflowRuntime:
         await self.broker.dead_letter("start", msg, reason)
         await msg.ack()
         return None
+
+    def _generated_instance_id(self, msg: Msg) -> str:
+        """The id of a start event without one: stable across redeliveries and, when the
+        publisher sets Nats-Msg-Id, across its retries too."""
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        if msg_id:
+            return instance_id_for_message("msg-id", msg_id)
+        return instance_id_for_message(self.subjects.work_stream, msg.metadata.sequence.stream)
 
     async def _process_instance(self, instance_id: str, msgs: list[Msg]) -> None:
         lock = self._locks.setdefault(instance_id, asyncio.Lock())
@@ -413,10 +424,11 @@ class WorkflowRuntime:
         for attempt in range(8):
             try:
                 delay = await self._workflow_task(instance_id, msgs)
-            except AppendConflictError:
+            except AppendConflictError as conflict:
                 # Another worker advanced this instance: reload its history and try again.
                 self._cache.pop(instance_id, None)
-                log.debug("workflow.append_conflict", instance_id=instance_id, attempt=attempt)
+                log.debug("workflow.append_conflict", instance_id=instance_id, attempt=attempt,
+                          detail=str(conflict))
                 continue
             except Exception as exc:
                 self._cache.pop(instance_id, None)
@@ -510,7 +522,10 @@ class WorkflowRuntime:
         prefix_events: list[HistoryEvent] = []
         if not history:
             if started is None:
-                log.warning("workflow.unknown_instance", instance_id=instance_id)
+                reason = f"no instance {instance_id!r}: nothing to deliver the events to"
+                log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
+                for msg in msgs:
+                    await self.broker.dead_letter("inbox", msg, reason)
                 return None
             history = [started]
             prefix_events = [started]
@@ -523,7 +538,11 @@ class WorkflowRuntime:
             return max(0.05, (first.scheduled_start_at - now).total_seconds())
 
         history, pinned_version = self._pin_version(history)
-        execution = WorkflowExecution(self.registry, instance_id, history)
+        execution = run.execution
+        if execution is None or execution.history_length != len(history):
+            execution = WorkflowExecution(self.registry, instance_id, history)
+        # From here the live execution is ahead of the stored history until the append commits.
+        run.execution = None
         if execution.is_complete:
             if incoming:
                 log.info(
@@ -537,6 +556,12 @@ class WorkflowRuntime:
             first_task = result.new_events[0]
             assert isinstance(first_task, WorkflowTaskStarted)
             result.new_events[0] = msgspec.structs.replace(first_task, version=pinned_version)
+        if self._changes_nothing(result, history, prefix_events, pinned_version):
+            # Only duplicates or stale events came in (e.g. a redelivery after a lost ack):
+            # append nothing, but re-write the projection in case that was what was lost.
+            self._cache.pop(instance_id, None)
+            await self._project(instance_id, first, result, history, run.last_seq, now, [])
+            return None
         new_events = prefix_events + result.new_events
         dispatches = self._dispatches(instance_id, first, result, history + result.new_events)
         encoded = [encode(e) for e in new_events]
@@ -558,7 +583,9 @@ class WorkflowRuntime:
             with contextlib.suppress(Exception):
                 await self.broker.compact_history(instance_id, new_run_start)
         else:
-            self._remember(instance_id, _CachedRun(history + result.new_events, last_seq))
+            self._remember(
+                instance_id, _CachedRun(history + result.new_events, last_seq, execution)
+            )
         await self._project(
             instance_id, first, result, history + result.new_events, last_seq, now, next_run
         )
@@ -580,6 +607,21 @@ class WorkflowRuntime:
         version = recorded if recorded is not None else self.registry.workflow(first.name).version
         pinned = [msgspec.structs.replace(first, version=version), *history[1:]]
         return pinned, (version if recorded is None else None)
+
+    @staticmethod
+    def _changes_nothing(
+        result: TaskResult,
+        history: list[HistoryEvent],
+        prefix_events: list[HistoryEvent],
+        pinned_version: str | None,
+    ) -> bool:
+        """True if the task's only new event would be its own WorkflowTaskStarted."""
+        if prefix_events or pinned_version is not None or len(result.new_events) != 1:
+            return False
+        task_started = result.new_events[0]
+        assert isinstance(task_started, WorkflowTaskStarted)
+        ran_before = any(isinstance(e, WorkflowTaskStarted) for e in history)
+        return ran_before and not task_started.patches
 
     @staticmethod
     def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:

@@ -1,0 +1,353 @@
+"""The ``jetloom`` command line, run as real subprocesses against a real nats-server."""
+
+# STYLE.md puts the expected value first in asserts, which ruff's SIM300 calls a Yoda condition.
+# ruff: noqa: SIM300
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from brokers._server import free_port
+from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
+from tests.cli_workflows import build_runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS_FILE = "tests/cli_workflows.py"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``jetloom`` invocation printed and returned."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+Jetloom = Callable[..., Awaitable[CliResult]]
+"""The ``jetloom`` fixture: run the CLI with these arguments on the test's server and prefix."""
+
+
+def _cli_env() -> dict[str, str]:
+    """The test's environment without NATS_URL/JETLOOM_PREFIX, this venv's bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "JETLOOM_PREFIX")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli",
+        *args,
+        cwd=ROOT,
+        env=_cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_cli(*args: str, timeout: float = 60) -> CliResult:
+    """Run ``python -m engine.cli ARGS`` without blocking the event loop the runtime uses."""
+    proc = await _spawn(*args)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+def jetloom(nats_url: str, prefix: str) -> Jetloom:
+    """``await jetloom(*args)`` runs the CLI on the test's server and namespace."""
+
+    async def invoke(*args: str) -> CliResult:
+        return await run_cli(*args, "--nats-url", nats_url, "--prefix", prefix)
+
+    return invoke
+
+
+@pytest.fixture
+async def runtime(nats_url: str, prefix: str) -> AsyncIterator[WorkflowRuntime]:
+    """The example workflows of tests/cli_workflows.py, hosted in this process."""
+    async with build_runtime(nats_url, prefix) as rt:
+        yield rt
+
+
+def assert_one_line_error(result: CliResult, *fragments: str) -> None:
+    """Exit code 1 and a single ``error:`` line on stderr naming every fragment."""
+    assert (1, 1) == (result.code, len(result.stderr.splitlines())), result.stderr
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+async def _start_approval(jetloom: Jetloom, client: WorkflowClient, instance_id: str) -> None:
+    result = await jetloom("start", "approval", "--input", '"order-1"', "--id", instance_id)
+    assert (0, instance_id) == (result.code, result.stdout.strip())
+    await client.wait_for_workflow_start(instance_id, timeout=20)
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStart:
+    async def test_wait_prints_completed_and_output(self, jetloom: Jetloom) -> None:
+        """start --wait prints the instance id, then status COMPLETED and the output."""
+        result = await jetloom("start", "doubler", "--input", "21", "--id", "d1", "--wait")
+        assert (0, ["d1", "status: COMPLETED", "output: 42"]) == (
+            result.code,
+            result.stdout.splitlines(),
+        )
+
+    async def test_generated_id_is_printed(self, jetloom: Jetloom, client: WorkflowClient) -> None:
+        """Without --id the generated instance id is printed and names the new instance."""
+        result = await jetloom("start", "doubler", "--input", "1")
+        state = await client.wait_for_workflow_completion(result.stdout.strip(), timeout=20)
+        assert ("doubler", "2") == (state.name, state.serialized_output)
+
+    async def test_failed_workflow_exits_1_with_its_failure(self, jetloom: Jetloom) -> None:
+        """start --wait on a failing workflow prints FAILED and the error, and exits 1."""
+        result = await jetloom("start", "failing", "--wait")
+        assert 1 == result.code
+        assert ["status: FAILED", "failure: ValueError: boom"] == result.stdout.splitlines()[1:]
+
+    async def test_running_id_is_refused(self, jetloom: Jetloom, client: WorkflowClient) -> None:
+        """Starting an id whose instance still runs is one error line naming the id."""
+        await _start_approval(jetloom, client, "busy")
+        result = await jetloom("start", "approval", "--id", "busy")
+        assert_one_line_error(result, "'busy'", "still running")
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStatus:
+    async def test_shows_status_input_and_output(self, jetloom: Jetloom) -> None:
+        """status lists the instance's workflow, status, input and output."""
+        await jetloom("start", "doubler", "--input", "5", "--id", "s1", "--wait")
+        result = await jetloom("status", "s1")
+        fields = dict(line.split(":", 1) for line in result.stdout.splitlines())
+        assert {
+            "instance": "s1",
+            "workflow": "doubler",
+            "status": "COMPLETED",
+            "input": "5",
+            "output": "10",
+        } == {k: fields[k].strip() for k in ("instance", "workflow", "status", "input", "output")}
+
+    async def test_json_has_decoded_payloads(self, jetloom: Jetloom) -> None:
+        """status --json prints the state with input and output as JSON values."""
+        await jetloom("start", "doubler", "--input", "3", "--id", "s2", "--wait")
+        state = json.loads((await jetloom("status", "s2", "--json")).stdout)
+        assert ("COMPLETED", 3, 6) == (state["runtime_status"], state["input"], state["output"])
+
+
+@pytest.mark.usefixtures("runtime")
+class TestHistory:
+    async def test_table_shows_activity_rows(self, jetloom: Jetloom) -> None:
+        """history prints a table whose rows include the activity's scheduling and result."""
+        await jetloom("start", "doubler", "--input", "21", "--id", "h1", "--wait")
+        result = await jetloom("history", "h1")
+        lines = result.stdout.splitlines()
+        assert ["#", "time", "type", "details"] == lines[0].split()
+        rows = {line.split()[3]: line for line in lines[2:]}
+        assert "task_id=1 name=double input=21" in rows["task_scheduled"]
+        assert "task_id=1 result=42" in rows["task_completed"]
+        assert "status=COMPLETED result=42" in rows["execution_completed"]
+
+    async def test_json_lists_tagged_events(self, jetloom: Jetloom) -> None:
+        """history --json prints the events with their type tags, oldest first."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "h2", "--wait")
+        events = json.loads((await jetloom("history", "h2", "--json")).stdout)
+        assert ("execution_started", "execution_completed") == (
+            events[0]["type"],
+            events[-1]["type"],
+        )
+
+
+@pytest.mark.usefixtures("runtime")
+class TestSteering:
+    async def test_raise_completes_a_waiting_workflow(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """raise delivers the event (with its JSON data) to the waiting workflow."""
+        await _start_approval(jetloom, client, "r1")
+        result = await jetloom("raise", "r1", "approve", "--data", "true")
+        state = await client.wait_for_workflow_completion("r1", timeout=20)
+        assert (0, WorkflowStatus.COMPLETED, {"order": "order-1", "approved": True}) == (
+            result.code,
+            state.runtime_status,
+            json.loads(state.serialized_output or "null"),
+        )
+
+    async def test_terminate_ends_a_running_instance(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """terminate ends the instance as TERMINATED with the given output."""
+        await _start_approval(jetloom, client, "t1")
+        result = await jetloom("terminate", "t1", "--output", '"stopped"')
+        state = await client.wait_for_workflow_completion("t1", timeout=20)
+        assert (0, WorkflowStatus.TERMINATED, '"stopped"') == (
+            result.code,
+            state.runtime_status,
+            state.serialized_output,
+        )
+
+    async def test_paused_instance_completes_after_resume(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """pause then resume are accepted, and the event raised in between is not lost."""
+        await _start_approval(jetloom, client, "p1")
+        codes = [
+            (await jetloom("pause", "p1")).code,
+            (await jetloom("raise", "p1", "approve", "--data", "false")).code,
+            (await jetloom("resume", "p1")).code,
+        ]
+        state = await client.wait_for_workflow_completion("p1", timeout=20)
+        assert ([0, 0, 0], '{"order":"order-1","approved":false}') == (
+            codes,
+            state.serialized_output,
+        )
+
+    async def test_terminate_finished_instance_is_refused(self, jetloom: Jetloom) -> None:
+        """Terminating an instance that already finished is one error line naming its status."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "done", "--wait")
+        assert_one_line_error(await jetloom("terminate", "done"), "'done'", "COMPLETED")
+
+    async def test_purged_instance_is_not_found(self, jetloom: Jetloom) -> None:
+        """After purge, status reports the instance as unknown."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "gone", "--wait")
+        purge = await jetloom("purge", "gone")
+        assert (0, "purged gone (1 instance)") == (purge.code, purge.stdout.strip())
+        assert_one_line_error(await jetloom("status", "gone"), "no instance 'gone'")
+
+
+@pytest.mark.usefixtures("runtime")
+class TestList:
+    @pytest.fixture
+    async def instances(self, jetloom: Jetloom, client: WorkflowClient) -> None:
+        """One completed doubler, one failed instance, one running approval."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "l-done", "--wait")
+        await jetloom("start", "failing", "--id", "l-failed", "--wait")
+        await _start_approval(jetloom, client, "l-running")
+
+    @staticmethod
+    def ids(result: CliResult) -> list[str]:
+        return [line.split()[0] for line in result.stdout.splitlines()[2:]]
+
+    @pytest.mark.usefixtures("instances")
+    async def test_lists_every_instance_in_a_table(self, jetloom: Jetloom) -> None:
+        """list without filters shows all instances, oldest first, under a header."""
+        result = await jetloom("list")
+        assert ["instance", "workflow", "status", "created", "updated"] == (
+            result.stdout.splitlines()[0].split()
+        )
+        assert ["l-done", "l-failed", "l-running"] == self.ids(result)
+
+    @pytest.mark.usefixtures("instances")
+    async def test_status_filter(self, jetloom: Jetloom) -> None:
+        """list --status (case-insensitive) shows only instances in that status."""
+        assert ["l-running"] == self.ids(await jetloom("list", "--status", "running"))
+
+    @pytest.mark.usefixtures("instances")
+    async def test_workflow_filter_as_json(self, jetloom: Jetloom) -> None:
+        """list --workflow --json shows only that workflow's instances as JSON."""
+        states = json.loads((await jetloom("list", "--workflow", "failing", "--json")).stdout)
+        assert [("l-failed", "FAILED")] == [(s["instance_id"], s["runtime_status"]) for s in states]
+
+    async def test_empty_namespace(self, jetloom: Jetloom) -> None:
+        """list in a namespace without instances says so."""
+        assert "no instances" == (await jetloom("list")).stdout.strip()
+
+
+class TestErrors:
+    async def test_unknown_instance(self, jetloom: Jetloom) -> None:
+        """Commands on an unknown id print one line pointing at 'jetloom list'."""
+        for command in (["status", "nope"], ["history", "nope"], ["raise", "nope", "e"]):
+            assert_one_line_error(await jetloom(*command), "no instance 'nope'", "jetloom list")
+
+    async def test_invalid_instance_id(self, jetloom: Jetloom) -> None:
+        """An id with forbidden characters is refused with the rule it breaks."""
+        assert_one_line_error(await jetloom("status", "a b"), "invalid instance id")
+
+    async def test_bad_input_json(self, jetloom: Jetloom) -> None:
+        """Invalid JSON in --input names the option."""
+        assert_one_line_error(
+            await jetloom("start", "doubler", "--input", "{oops"), "--input is not valid JSON"
+        )
+
+    async def test_no_server(self) -> None:
+        """A URL where no server listens fails fast with that URL and how to fix it."""
+        url = f"nats://127.0.0.1:{free_port()}"
+        result = await run_cli("list", "--nats-url", url, timeout=15)
+        assert_one_line_error(result, f"cannot connect to NATS at {url}", "jetloom dev")
+
+    async def test_usage_error_is_one_line(self) -> None:
+        """A usage mistake is one line too (exit code 2, as argparse does)."""
+        result = await run_cli("list", "--status", "sleepy")
+        assert (2, 1) == (result.code, len(result.stderr.splitlines()))
+        assert "unknown status 'sleepy'" in result.stderr
+
+
+async def _wait_until_ready(proc: asyncio.subprocess.Process) -> list[str]:
+    """Lines ``jetloom dev`` printed up to its ready line (the rest is drained in background)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("jetloom dev: ready"):
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, f"jetloom dev exited early: {lines}"
+        lines.append(line.decode().rstrip())
+    return lines
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    """SIGTERM the dev process by PID; its exit code and the output it printed afterwards."""
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class TestDev:
+    async def test_hosts_a_file_and_stops_gracefully(
+        self, nats_url: str, prefix: str, jetloom: Jetloom
+    ) -> None:
+        """dev hosts the file's runtime on the given server and exits 0 on SIGTERM."""
+        proc = await _spawn("dev", WORKFLOWS_FILE, "--nats-url", nats_url, "--prefix", prefix)
+        try:
+            lines = await _wait_until_ready(proc)
+            result = await jetloom("start", "doubler", "--input", "4", "--wait")
+        finally:
+            code, out, _ = await _stop(proc)
+        assert (0, ["status: COMPLETED", "output: 8"]) == (code, result.stdout.splitlines()[1:])
+        assert f"jetloom dev: NATS at {nats_url}" == lines[0]
+        assert "workflows: approval, doubler, failing; activities: double" in lines[1]
+        assert "jetloom dev: stopped" in out
+
+    async def test_embedded_server(self, tmp_path: Path, prefix: str) -> None:
+        """Without a NATS URL, dev runs its own nats-server on --port with --store."""
+        url = f"nats://127.0.0.1:{(port := free_port())}"
+        store = tmp_path / "js"
+        proc = await _spawn("dev", WORKFLOWS_FILE, "--port", str(port), "--store", str(store))
+        try:
+            lines = await _wait_until_ready(proc)
+            result = await run_cli("start", "doubler", "--input", "7", "--wait", "--nats-url", url)
+        finally:
+            code, _, _ = await _stop(proc)
+        assert (0, "output: 14") == (code, result.stdout.splitlines()[-1])
+        assert f"jetloom dev: NATS at {url} (embedded nats-server, store {store})" == lines[0]
+        assert_one_line_error(await run_cli("list", "--nats-url", url), "cannot connect")
+
+    async def test_module_without_runtime(self, tmp_path: Path) -> None:
+        """dev on a module without a WorkflowRuntime fails with one line, starting no server."""
+        empty = tmp_path / "empty_app.py"
+        empty.write_text("VALUE = 1\n")
+        result = await run_cli("dev", str(empty), "--port", "0")
+        assert_one_line_error(result, "no WorkflowRuntime", str(empty))
+        assert "" == result.stdout

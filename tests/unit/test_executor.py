@@ -5,6 +5,8 @@ Dapr-style generator workflows that yield them. The ``Simulation`` helper checks
 that a fresh replay and a sticky execution append the same events.
 """
 
+# STYLE.md puts the expected value first in asserts, which ruff's SIM300 calls a Yoda condition.
+
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
+from harness import T0, Simulation, commands, output, registry_of, task_started
 
 from engine import RetryPolicy, TaskFailedError, WorkflowContext, when_all, when_any
 from engine._errors import NonDeterminismError
@@ -28,7 +31,6 @@ from engine._events import (
 )
 from engine._executor import WorkflowExecution
 from engine._payload import to_json
-from harness import T0, Simulation, commands, output, registry_of, task_started
 
 
 def both(async_fn: Any, generator_fn: Any) -> list[Any]:
@@ -540,7 +542,9 @@ class TestRetryPolicy:
     @pytest.mark.parametrize("workflow", both(retry_async, retry_gen))
     def test_failure_marked_non_retryable_fails_at_once(self, workflow: Any) -> None:
         """A failure the activity marked non-retryable is not retried."""
-        sim = Simulation(registry_of(workflow), {"first_retry_interval": 1, "max_number_of_attempts": 5})
+        sim = Simulation(
+            registry_of(workflow), {"first_retry_interval": 1, "max_number_of_attempts": 5}
+        )
         sim.step()
 
         result = sim.step(sim.failed(1, non_retryable=True))
@@ -717,7 +721,8 @@ class TestContext:
         replayed = WorkflowExecution(sim.registry, "inst-1", sim.history).run_task([], sim.now)
 
         assert [b'"step-1"', b'{"stage":2}', b'{"stage":2}'] == [
-            bytes(r.custom_status) for r in (first, second, replayed)  # type: ignore[arg-type]
+            bytes(r.custom_status)
+            for r in (first, second, replayed)  # type: ignore[arg-type]
         ]
 
     @pytest.mark.parametrize("workflow", both(values_async, values_gen))
@@ -1040,7 +1045,9 @@ class TestForeignAwaitables:
         async def sleeps(ctx: WorkflowContext) -> None:
             await asyncio.sleep(0)
 
-        execution = WorkflowExecution(registry_of(sleeps), "i", Simulation(registry_of(sleeps)).history)
+        execution = WorkflowExecution(
+            registry_of(sleeps), "i", Simulation(registry_of(sleeps)).history
+        )
 
         with pytest.raises(NonDeterminismError, match="engine task") as caught:
             execution.run_task([], T0)
@@ -1052,7 +1059,9 @@ class TestForeignAwaitables:
         async def sleeps(ctx: WorkflowContext) -> None:
             await asyncio.sleep(1)
 
-        execution = WorkflowExecution(registry_of(sleeps), "i", Simulation(registry_of(sleeps)).history)
+        execution = WorkflowExecution(
+            registry_of(sleeps), "i", Simulation(registry_of(sleeps)).history
+        )
 
         with pytest.raises(NonDeterminismError) as caught:
             execution.run_task([], T0)

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -492,18 +492,18 @@ class JetStreamBroker:
                 continue
         raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")
 
-    async def watch_record(self, instance_id: str) -> AsyncIterator[bytes | None]:
+    async def watch_record(self, instance_id: str) -> AsyncGenerator[bytes | None, None]:
         """Yield the record's current value, then every change, until the caller stops."""
         kv = await self.instances()
         watcher = await kv.watch(instance_id)
         try:
             while True:
-                entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]
+                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
                 if entry is None:
                     continue
                 yield entry.value if entry.operation is None else None
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def list_records(self) -> list[bytes]:
         """Every instance record."""
@@ -517,7 +517,7 @@ class JetStreamBroker:
                 if entry.value:
                     values.append(entry.value)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
         return values
 
 

@@ -41,7 +41,7 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
     timestamp: datetime
 
 
-class ExecutionStarted(Event, tag="execution_started"):
+class ExecutionStarted(Event, tag="execution_started", frozen=True):
     """A run of an instance begins; everything before the last one belongs to older runs."""
 
     name: str
@@ -54,7 +54,7 @@ class ExecutionStarted(Event, tag="execution_started"):
     tracestate: str = ""
 
 
-class WorkflowTaskStarted(Event, tag="workflow_task_started"):
+class WorkflowTaskStarted(Event, tag="workflow_task_started", frozen=True):
     """A workflow task (one replay) began; its timestamp is the workflow's current time.
 
     ``patches`` lists patches first applied in this task; ``version`` pins the workflow version
@@ -65,7 +65,7 @@ class WorkflowTaskStarted(Event, tag="workflow_task_started"):
     version: str = ""
 
 
-class TaskScheduled(Event, tag="task_scheduled"):
+class TaskScheduled(Event, tag="task_scheduled", frozen=True):
     """The workflow called an activity."""
 
     task_id: int
@@ -77,35 +77,35 @@ class TaskScheduled(Event, tag="task_scheduled"):
     start_to_close_timeout: float | None = None
 
 
-class TaskCompleted(Event, tag="task_completed"):
+class TaskCompleted(Event, tag="task_completed", frozen=True):
     """An activity returned."""
 
     task_id: int
     result: Raw = NULL
 
 
-class TaskFailed(Event, tag="task_failed"):
+class TaskFailed(Event, tag="task_failed", frozen=True):
     """An activity attempt raised (or timed out)."""
 
     task_id: int
     failure: FailureDetails
 
 
-class TimerCreated(Event, tag="timer_created"):
+class TimerCreated(Event, tag="timer_created", frozen=True):
     """The workflow set a durable timer (also used for retry back-off and event timeouts)."""
 
     timer_id: int
     fire_at: datetime
 
 
-class TimerFired(Event, tag="timer_fired"):
+class TimerFired(Event, tag="timer_fired", frozen=True):
     """A durable timer fired."""
 
     timer_id: int
     fire_at: datetime
 
 
-class ChildWorkflowScheduled(Event, tag="child_workflow_scheduled"):
+class ChildWorkflowScheduled(Event, tag="child_workflow_scheduled", frozen=True):
     """The workflow started a child workflow."""
 
     task_id: int
@@ -114,21 +114,21 @@ class ChildWorkflowScheduled(Event, tag="child_workflow_scheduled"):
     input: Raw = NULL
 
 
-class ChildWorkflowCompleted(Event, tag="child_workflow_completed"):
+class ChildWorkflowCompleted(Event, tag="child_workflow_completed", frozen=True):
     """A child workflow completed."""
 
     task_id: int
     result: Raw = NULL
 
 
-class ChildWorkflowFailed(Event, tag="child_workflow_failed"):
+class ChildWorkflowFailed(Event, tag="child_workflow_failed", frozen=True):
     """A child workflow failed or was terminated."""
 
     task_id: int
     failure: FailureDetails
 
 
-class EventRaised(Event, tag="event_raised"):
+class EventRaised(Event, tag="event_raised", frozen=True):
     """An external event was raised to the instance."""
 
     name: str
@@ -136,26 +136,26 @@ class EventRaised(Event, tag="event_raised"):
     event_id: str = ""
 
 
-class ExecutionSuspended(Event, tag="execution_suspended"):
+class ExecutionSuspended(Event, tag="execution_suspended", frozen=True):
     """The instance was paused; new events are held until it resumes."""
 
     reason: str = ""
 
 
-class ExecutionResumed(Event, tag="execution_resumed"):
+class ExecutionResumed(Event, tag="execution_resumed", frozen=True):
     """The instance was resumed."""
 
     reason: str = ""
 
 
-class ExecutionTerminated(Event, tag="execution_terminated"):
+class ExecutionTerminated(Event, tag="execution_terminated", frozen=True):
     """The instance was terminated from outside."""
 
     output: Raw = NULL
     recursive: bool = True
 
 
-class ExecutionCompleted(Event, tag="execution_completed"):
+class ExecutionCompleted(Event, tag="execution_completed", frozen=True):
     """The run ended: COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW."""
 
     status: str
@@ -229,7 +229,8 @@ def encode(value: msgspec.Struct) -> bytes:
 
 def decode_event(data: bytes) -> HistoryEvent:
     """Decode one history event."""
-    return _event_decoder.decode(data)
+    event: HistoryEvent = _event_decoder.decode(data)
+    return event
 
 
 def decode_work_item(data: bytes) -> WorkItem:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -145,7 +145,7 @@ class WorkflowExecution:
         self.failure: FailureDetails | None = None
         self.history_length = 0
 
-        self._code: Generator[Any, Any, Any] | None = None
+        self._code: Any = None  # the workflow's coroutine or generator
         self._code_started = False
         self._awaiting: Task[Any] | None = None
         self._next_id = 0

@@ -372,14 +372,14 @@ class WorkflowRuntime:
             try:
                 decode_work_item(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                reason = f"work item is not a valid WorkItem: {exc}"
-                log.warning("work_item.dead_lettered", subject=msg.subject, reason=reason)
-                await self.broker.dead_letter("inbox", msg, reason)
+                why = f"work item is not a valid WorkItem: {exc}"
+                log.warning("work_item.dead_lettered", subject=msg.subject, reason=why)
+                await self.broker.dead_letter("inbox", msg, why)
                 await msg.ack()
                 return None
             return s.instance_of(msg.subject)
         workflow_name = msg.subject.rsplit(".", 1)[-1]
-        reason = None
+        reason: str | None = None
         try:
             request = decode_start_request(msg.data)
             instance_id = request.instance_id or self._generated_instance_id(msg)
@@ -661,7 +661,9 @@ class WorkflowRuntime:
             start = msgspec.structs.replace(
                 start, version=self.registry.workflow(start.name).version
             )
-        events = [e for e in item.events if not isinstance(e, ExecutionStarted)]
+        events: list[HistoryEvent] = [
+            e for e in item.events if not isinstance(e, ExecutionStarted)
+        ]
         return start, events, item.execution_id
 
     def _dispatches(

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import nats
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -154,12 +155,30 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
+        "error_cb": _on_error,
+        "disconnected_cb": _on_disconnected,
+        "reconnected_cb": _on_reconnected,
     }
     creds = os.environ.get("NATS_CREDS")
     if creds and "user_credentials" not in options:
         opts["user_credentials"] = creds
     opts.update(options)
     return await nats.connect(servers=servers.split(","), **opts)
+
+
+_log = structlog.get_logger("jetloom.nats")
+
+
+async def _on_error(exc: Exception) -> None:
+    _log.warning("nats.error", error=str(exc) or type(exc).__name__)
+
+
+async def _on_disconnected() -> None:
+    _log.warning("nats.disconnected")
+
+
+async def _on_reconnected() -> None:
+    _log.info("nats.reconnected")
 
 
 class JetStreamBroker:
@@ -278,6 +297,11 @@ class JetStreamBroker:
         # No "action": create, or update the existing durable to this configuration.
         await self._api(f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream,
                                                               "config": config})
+
+    async def ack_wait(self, consumer: str) -> float:
+        """The lease (ack_wait, seconds) the server applies to a work-stream consumer."""
+        info = await self._api(f"CONSUMER.INFO.{self.subjects.work_stream}.{consumer}", None)
+        return float(info["config"]["ack_wait"]) / 1_000_000_000
 
     async def pull(self, consumer: str) -> JetStreamContext.PullSubscription:
         """A pull subscription bound to a durable consumer of the work stream."""

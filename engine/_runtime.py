@@ -187,6 +187,7 @@ class WorkflowRuntime:
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._started = False
+        self._server_lease = activity_lease.total_seconds()
 
     # ------------------------------------------------------------ registration
 
@@ -832,8 +833,15 @@ class WorkflowRuntime:
     # ----------------------------------------------------------- activity side
 
     async def _activity_loop(self, queue: str) -> None:
-        sub = await self.broker.pull(self.subjects.activities_consumer(queue))
+        consumer = self.subjects.activities_consumer(queue)
+        sub = await self.broker.pull(consumer)
+        lease_checked = 0.0
         while not self._stopping:
+            if time.monotonic() - lease_checked > 10:
+                # The consumer is shared: another runtime may have set a shorter lease.
+                lease_checked = time.monotonic()
+                with contextlib.suppress(Exception):
+                    self._server_lease = await self.broker.ack_wait(consumer)
             free = await self._wait_for_slot(
                 lambda: self._act_slots, self.max_concurrent_activities
             )
@@ -928,9 +936,9 @@ class WorkflowRuntime:
             ) from None
 
     async def _keep_lease(self, msg: Msg) -> None:
-        interval = max(self.activity_lease.total_seconds() / 3, 0.5)
         while True:
-            await asyncio.sleep(interval)
+            lease = min(self.activity_lease.total_seconds(), self._server_lease)
+            await asyncio.sleep(max(lease / 3, 0.2))
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 

@@ -57,6 +57,7 @@ from engine._executor import (
     WorkflowExecution,
     failure_from,
 )
+from engine._faults import crash_point
 from engine._ids import check_instance_id, instance_id_for_message
 from engine._payload import from_json, to_json
 from engine._registry import Registry
@@ -435,6 +436,7 @@ class WorkflowRuntime:
                 self._cache.pop(instance_id, None)
                 await self._stall(instance_id, msgs, exc)
                 return
+            crash_point("before_ack")
             for msg in msgs:
                 if delay is None:
                     await msg.ack()
@@ -578,6 +580,7 @@ class WorkflowRuntime:
                 )
             )
         last_seq = await self.broker.append(instance_id, run.last_seq, encoded, dispatches)
+        crash_point("after_append")
         if next_run:
             new_run_start = last_seq - len(next_run) + 1
             self._remember(instance_id, _CachedRun(next_run, last_seq))
@@ -904,11 +907,13 @@ class WorkflowRuntime:
         finally:
             keeper.cancel()
         item = WorkItem(task.instance_id, [event], task.execution_id)
+        crash_point("activity_before_result")
         await self.broker.publish(
             self.subjects.inbox(task.instance_id),
             encode(item),
             msg_id=f"{task.execution_id}:{task.task_id}:result",
         )
+        crash_point("activity_before_ack")
         await msg.ack()
 
     async def _call_activity(

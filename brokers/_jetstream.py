@@ -156,14 +156,21 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
         "error_cb": _on_error,
-        "disconnected_cb": _on_disconnected,
         "reconnected_cb": _on_reconnected,
     }
     creds = os.environ.get("NATS_CREDS")
     if creds and "user_credentials" not in options:
         opts["user_credentials"] = creds
     opts.update(options)
-    return await nats.connect(servers=servers.split(","), **opts)
+    nc = NATS()
+
+    async def on_disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):  # a deliberate close is no outage
+            _log.warning("nats.disconnected")
+
+    opts.setdefault("disconnected_cb", on_disconnected)
+    await nc.connect(servers=servers.split(","), **opts)
+    return nc
 
 
 _log = structlog.get_logger("jetloom.nats")
@@ -171,10 +178,6 @@ _log = structlog.get_logger("jetloom.nats")
 
 async def _on_error(exc: Exception) -> None:
     _log.warning("nats.error", error=str(exc) or type(exc).__name__)
-
-
-async def _on_disconnected() -> None:
-    _log.warning("nats.disconnected")
 
 
 async def _on_reconnected() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -12,7 +13,11 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
-from engine._errors import InstanceAlreadyRunningError, InstanceNotFoundError
+from engine._errors import (
+    InstanceAlreadyRunningError,
+    InstanceFinishedError,
+    InstanceNotFoundError,
+)
 from engine._events import (
     EventRaised,
     ExecutionCompleted,
@@ -48,18 +53,29 @@ class WorkflowClient:
     or use ``async with``.
     """
 
-    def __init__(self, nc: NATS, *, prefix: str = "jetloom", owns_connection: bool = True):
+    def __init__(
+        self, nc: NATS, *, prefix: str | None = None, owns_connection: bool = True
+    ) -> None:
+        prefix = prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom"
         self._broker = JetStreamBroker(nc, Subjects(prefix))
         self._owns_connection = owns_connection
         self._ready = False
 
     @classmethod
     async def connect(
-        cls, nats_url: str | None = None, *, prefix: str = "jetloom", **options: Any
+        cls, nats_url: str | None = None, *, prefix: str | None = None, **options: Any
     ) -> WorkflowClient:
-        """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist."""
+        """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist.
+
+        ``prefix`` defaults to JETLOOM_PREFIX, then ``jetloom``; ``options`` go to
+        ``nats.connect`` (credentials, TLS, ...).
+        """
         client = cls(await connect_nats(nats_url, **options), prefix=prefix)
-        await client._ensure_ready()
+        try:
+            await client._ensure_ready()
+        except BaseException:
+            await client.close()
+            raise
         return client
 
     async def close(self) -> None:
@@ -254,6 +270,7 @@ class WorkflowClient:
 
         Raises:
             InstanceNotFoundError: no such instance.
+            InstanceFinishedError: the instance has completed, failed or been terminated.
         """
         event_id = uuid.uuid4().hex
         event = EventRaised(
@@ -322,6 +339,11 @@ class WorkflowClient:
                 f"no instance {instance_id!r}; check the id (jetloom list shows instances)"
             )
         record = decode_record(stored[0])
+        if WorkflowStatus(record.status).is_terminal:
+            raise InstanceFinishedError(
+                f"instance {instance_id!r} is {record.status}: it takes no more events; "
+                "start a new run with schedule_new_workflow"
+            )
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id),
             encode(WorkItem(instance_id, [event], record.execution_id)),

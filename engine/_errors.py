@@ -58,6 +58,10 @@ class InstanceAlreadyRunningError(RuntimeError):
     """A workflow was scheduled with the id of an instance that is still running."""
 
 
+class InstanceFinishedError(RuntimeError):
+    """The instance has finished (completed, failed or terminated) and takes no more events."""
+
+
 class InstanceNotFoundError(LookupError):
     """No instance with that id exists."""
 

@@ -67,7 +67,11 @@ def _nats_url(args: argparse.Namespace) -> str:
 
 
 async def _ignore_nats_error(exc: Exception) -> None:
-    """nats-py prints every failed attempt with a traceback by default; the CLI reports once."""
+    """Connection trouble is reported once, as the command's error, not per attempt."""
+
+
+async def _ignore_nats_event() -> None:
+    """A command's own close is not worth a 'disconnected' log line on its output."""
 
 
 def _cli_connect_options() -> dict[str, Any]:
@@ -82,6 +86,8 @@ def _cli_connect_options() -> dict[str, Any]:
         "reconnect_time_wait": 0.1,
         "connect_timeout": 2,
         "error_cb": _ignore_nats_error,
+        "disconnected_cb": _ignore_nats_event,
+        "reconnected_cb": _ignore_nats_event,
     }
 
 
@@ -589,7 +595,7 @@ def _status_option(text: str) -> WorkflowStatus:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``jetloom`` argument parser with all subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--nats-url",
         help=f"NATS server URL(s), comma separated (default: NATS_URL, then {DEFAULT_NATS_URL})",

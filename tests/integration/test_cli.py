@@ -1,8 +1,5 @@
 """The ``jetloom`` command line, run as real subprocesses against a real nats-server."""
 
-# STYLE.md puts the expected value first in asserts, which ruff's SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import asyncio
@@ -231,8 +228,10 @@ class TestSteering:
 @pytest.mark.usefixtures("runtime")
 class TestList:
     @pytest.fixture
-    async def instances(self, jetloom: Jetloom, client: WorkflowClient) -> None:
-        """One completed doubler, one failed instance, one running approval."""
+    async def instances(
+        self, runtime: WorkflowRuntime, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """One completed doubler, one failed instance, one running approval (needs the runtime)."""
         await jetloom("start", "doubler", "--input", "1", "--id", "l-done", "--wait")
         await jetloom("start", "failing", "--id", "l-failed", "--wait")
         await _start_approval(jetloom, client, "l-running")

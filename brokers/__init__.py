@@ -10,5 +10,15 @@ from brokers._jetstream import (
     Subjects,
     connect_nats,
 )
+from brokers._server import EmbeddedNatsServer, free_port, nats_server_binary
 
-__all__ = ["AppendConflictError", "DispatchMessage", "JetStreamBroker", "Subjects", "connect_nats"]
+__all__ = [
+    "AppendConflictError",
+    "DispatchMessage",
+    "EmbeddedNatsServer",
+    "JetStreamBroker",
+    "Subjects",
+    "connect_nats",
+    "free_port",
+    "nats_server_binary",
+]

@@ -1,0 +1,360 @@
+"""The order-processing sample end to end: every service a real process, talking over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO
+
+import msgspec
+import nats
+import pytest
+from nats.js.kv import KeyValue
+
+from engine import WorkflowClient, WorkflowStatus
+from sample_order_app import stock
+from sample_order_app.model import OrderResult
+from sample_order_app.shipping import started_subject
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 30.0
+ORDER_TIMEOUT = 30.0
+PROVIDER_PRICES = {"budget": 5.0, "parcelly": 7.0, "swift": 9.0}
+
+
+def _env(nats_url: str) -> dict[str, str]:
+    """The environment of a service: this Python's bin dir on PATH, the repo on PYTHONPATH."""
+    env = dict(os.environ, NATS_URL=nats_url, PYTHONPATH=str(ROOT))
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class Service:
+    """One ``python -m sample_order_app.<module>`` subprocess; its stdout lines can be awaited."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: IO[bytes]) -> None:
+        self.name = name
+        self.proc = proc
+        self.log = log
+        self.lines: list[str] = []
+        self._new_line = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_stdout())
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode().rstrip("\n"))
+            self._new_line.set()
+        self._new_line.set()
+
+    async def wait_for_line(self, match: Callable[[str], bool], timeout: float) -> str:
+        """The first stdout line ``match`` accepts, within ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if match(line):
+                        return line
+                seen = len(self.lines)
+                if self._reader.done():
+                    raise RuntimeError(
+                        f"{self.name} exited ({self.proc.returncode}) before the awaited line; "
+                        f"see its log {self.log.name}"
+                    )
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL by PID: no graceful shutdown, in-flight work is abandoned."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+        await self._reader
+
+    async def stop(self) -> None:
+        """SIGTERM by PID (graceful), SIGKILL if it lingers."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.send_signal(signal.SIGKILL)
+                await self.proc.wait()
+        await self._reader
+        self.log.close()
+
+
+class Fleet:
+    """The services of one test, on the test's namespace; stopped at the end of the test."""
+
+    def __init__(self, nats_url: str, prefix: str, log_dir: Path) -> None:
+        self.nats_url = nats_url
+        self.prefix = prefix
+        self.log_dir = log_dir
+        self.services: list[Service] = []
+
+    async def start(self, name: str, module: str, *args: str) -> Service:
+        """Start ``python -m sample_order_app.<module>`` and wait for its readiness line."""
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"sample_order_app.{module}",
+            "--prefix",
+            self.prefix,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=_env(self.nats_url),
+        )
+        service = Service(name, proc, log)
+        self.services.append(service)
+        await service.wait_for_line(lambda line: line.startswith("ready"), READY_TIMEOUT)
+        return service
+
+    async def start_saga(
+        self, seed: dict[str, int], *, shipping: tuple[str, ...] | None = (), attempts: int = 3
+    ) -> None:
+        """Inventory (seeded), three providers, shipping and the orchestrator, all at once.
+
+        ``shipping`` holds the shipping service's extra flags; None leaves it to the test.
+        """
+        starts = [
+            self.start("inventory", "inventory", *(f"--seed={k}={v}" for k, v in seed.items())),
+            self.start(
+                "orchestrator",
+                "orchestrator",
+                "--providers",
+                ",".join(PROVIDER_PRICES),
+                "--quote-timeout",
+                "1",
+                "--shipping-attempts",
+                str(attempts),
+                "--shipping-retry-interval",
+                "0.1",
+            ),
+        ]
+        if shipping is not None:
+            starts.append(self.start("shipping", "shipping", *shipping))
+        starts += [
+            self.start(
+                f"provider-{name}",
+                "provider",
+                "--name",
+                name,
+                "--price",
+                str(price),
+                "--latency",
+                "0.05",
+                "--slow-latency",
+                "10",
+            )
+            for name, price in PROVIDER_PRICES.items()
+        ]
+        await asyncio.gather(*starts)
+
+    async def place_order(self, order_id: str, sku: str, quantity: int, *flags: str) -> None:
+        """Place an order through the storefront process (a plain nats-py publish)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sample_order_app.storefront",
+            "--prefix",
+            self.prefix,
+            "--order-id",
+            order_id,
+            "--sku",
+            sku,
+            "--quantity",
+            str(quantity),
+            *flags,
+            stdout=asyncio.subprocess.PIPE,
+            env=_env(self.nats_url),
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert 0 == proc.returncode
+        assert out.decode().startswith(f"placed {order_id}")
+
+    async def stop_all(self) -> None:
+        """Stop every service gracefully, by PID."""
+        await asyncio.gather(*(s.stop() for s in self.services), return_exceptions=True)
+
+
+@pytest.fixture
+async def fleet(nats_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[Fleet]:
+    """A fleet of sample services on the test's namespace."""
+    services = Fleet(nats_url, prefix, tmp_path)
+    try:
+        yield services
+    finally:
+        await services.stop_all()
+
+
+@pytest.fixture
+async def stock_kv(nats_url: str, prefix: str) -> AsyncIterator[KeyValue]:
+    """The sample's stock bucket on the test's namespace, read with plain nats-py."""
+    nc = await nats.connect(nats_url)
+    try:
+        yield await stock.stock_bucket(nc.jetstream(), prefix)
+    finally:
+        await nc.close()
+
+
+async def _result(client: WorkflowClient, order_id: str) -> OrderResult:
+    state = await client.wait_for_workflow_completion(order_id, timeout=ORDER_TIMEOUT)
+    assert WorkflowStatus.COMPLETED == state.runtime_status
+    assert state.serialized_output is not None
+    return msgspec.json.decode(state.serialized_output, type=OrderResult)
+
+
+class TestOrderOutcomes:
+    async def test_order_ships_with_the_cheapest_provider(self, fleet, client, stock_kv):
+        """An order in stock reserves its units and ships with the cheapest provider."""
+        await fleet.start_saga({"widget": 10})
+        await fleet.place_order("order-1", "widget", 3)
+        result = await _result(client, "order-1")
+        assert ("shipped", "budget", 5.0) == (result.status, result.provider, result.price)
+        assert result.tracking_id.startswith("BUD-")
+        assert 7 == await stock.available(stock_kv, "widget")
+
+    async def test_services_stop_gracefully_on_sigterm(self, fleet):
+        """Every service finishes its shutdown and exits 0 on SIGTERM."""
+        await fleet.start_saga({"widget": 1})
+        await fleet.stop_all()
+        assert [0] * 6 == [s.proc.returncode for s in fleet.services]
+        assert all(s.lines[-1].startswith("stopped") for s in fleet.services)
+
+    async def test_insufficient_stock_rejects_and_changes_nothing(self, fleet, client, stock_kv):
+        """An order larger than the stock ends as rejected with the reason, stock untouched."""
+        await fleet.start_saga({"gizmo": 2})
+        await fleet.place_order("order-2", "gizmo", 5)
+        result = await _result(client, "order-2")
+        assert "rejected" == result.status
+        assert "insufficient stock of 'gizmo': 5 ordered, 2 available" == result.reason
+        assert 2 == await stock.available(stock_kv, "gizmo")
+
+    async def test_shipment_failure_is_retried_then_compensated(self, fleet, client, stock_kv):
+        """A shipment that always fails is retried, then the reservation is restored."""
+        await fleet.start_saga({"sprocket": 4}, attempts=3)
+        before = await stock.available(stock_kv, "sprocket")
+        await fleet.place_order("fail-ship-3", "sprocket", 2)
+        result = await _result(client, "fail-ship-3")
+        assert "failed" == result.status
+        assert "compensated: stock restored" in result.reason
+        assert before == await stock.available(stock_kv, "sprocket")
+        history = await client.get_history("fail-ship-3")
+        attempts = [
+            e
+            for e in history
+            if type(e).__name__ == "TaskScheduled" and e.name == "register_shipment"
+        ]
+        assert [1, 2, 3] == [e.attempt for e in attempts]
+
+    async def test_shipping_flag_in_the_order_forces_failure(self, fleet, client, stock_kv):
+        """faults.fail_shipping in the order fails shipping like a fail-ship id does."""
+        await fleet.start_saga({"bolt": 6}, attempts=2)
+        await fleet.place_order("order-4", "bolt", 1, "--fail-shipping")
+        result = await _result(client, "order-4")
+        assert "failed" == result.status
+        assert 6 == await stock.available(stock_kv, "bolt")
+
+    async def test_a_timed_out_provider_is_skipped(self, fleet, client, stock_kv):
+        """A provider slower than the quote timeout is skipped; the next cheapest ships."""
+        await fleet.start_saga({"doohickey": 5})
+        await fleet.place_order("order-5", "doohickey", 1, "--slow-provider", "budget")
+        result = await _result(client, "order-5")
+        assert ("shipped", "parcelly", 7.0) == (result.status, result.provider, result.price)
+        assert {"budget": "timed out after 1s"} == result.skipped_providers
+        assert 4 == await stock.available(stock_kv, "doohickey")
+
+    async def test_no_quotes_at_all_compensates(self, fleet, client, stock_kv):
+        """When every provider fails, the order fails and its stock is restored."""
+        await fleet.start_saga({"flange": 3})
+        flags = [f for name in PROVIDER_PRICES for f in ("--failing-provider", name)]
+        await fleet.place_order("order-6", "flange", 2, *flags)
+        result = await _result(client, "order-6")
+        assert "failed" == result.status
+        assert sorted(PROVIDER_PRICES) == sorted(result.skipped_providers)
+        assert 3 == await stock.available(stock_kv, "flange")
+
+
+class TestInventory:
+    async def test_reserve_and_restore_are_idempotent_per_order(self, stock_kv):
+        """Reserving or restoring twice for one order changes the stock once."""
+        await stock.seed_stock(stock_kv, {"nut": 10})
+        first = await stock.reserve(stock_kv, "o-1", "nut", 4)
+        again = await stock.reserve(stock_kv, "o-1", "nut", 4)
+        assert (True, 10, 6) == (first.reserved, first.available_before, first.available_after)
+        assert (True, 6) == (again.reserved, again.available_after)
+        assert [4, 0] == [await stock.restore(stock_kv, "o-1", "nut") for _ in range(2)]
+        assert 10 == await stock.available(stock_kv, "nut")
+
+    async def test_concurrent_reservations_never_oversell(self, stock_kv):
+        """Competing reservations compare-and-set one key, so exactly the stock is sold."""
+        await stock.seed_stock(stock_kv, {"washer": 5})
+        results = await asyncio.gather(
+            *(stock.reserve(stock_kv, f"o-{i}", "washer", 1) for i in range(12))
+        )
+        assert 5 == sum(r.reserved for r in results)
+        assert 0 == await stock.available(stock_kv, "washer")
+
+
+class TestCrashes:
+    @pytest.mark.slow
+    async def test_killed_shipping_service_is_replaced_and_the_order_ships(
+        self, fleet, client, stock_kv, nats_url, prefix
+    ):
+        """A shipping process killed mid-activity loses its lease; a new one finishes the order."""
+        await fleet.start_saga({"crate": 10}, shipping=None)
+        hanging = await fleet.start(
+            "shipping-1", "shipping", "--activity-lease", "2", "--hang-prefix", "crash-"
+        )
+        nc = await nats.connect(nats_url)
+        started: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on_started(msg: nats.aio.msg.Msg) -> None:
+            await started.put(msg.data.decode())
+
+        await nc.subscribe(started_subject(prefix), cb=on_started)
+        await nc.flush()
+        try:
+            await fleet.place_order("crash-7", "crate", 2)
+            assert "crash-7" == await asyncio.wait_for(started.get(), ORDER_TIMEOUT)
+            await hanging.kill()
+            assert -signal.SIGKILL == hanging.proc.returncode
+            await fleet.start("shipping-2", "shipping", "--activity-lease", "2")
+            result = await _result(client, "crash-7")
+            assert "crash-7" == await asyncio.wait_for(started.get(), 5)
+        finally:
+            await nc.close()
+        assert "shipped" == result.status
+        assert 8 == await stock.available(stock_kv, "crate")
+
+
+class TestDemo:
+    @pytest.mark.slow
+    @pytest.mark.timeout(120)
+    async def test_demo_covers_every_outcome(self):
+        """``python -m sample_order_app demo`` exits 0 and shows every outcome."""
+        env = _env("")
+        del env["NATS_URL"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sample_order_app",
+            "demo",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        text = out.decode()
+        assert 0 == proc.returncode, text
+        for outcome in ("shipped", "rejected", "compensated: stock restored", "timed out"):
+            assert outcome in text
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in text

@@ -1,7 +1,6 @@
 """Workers as real, separate processes: competing consumers, crashes, restarts and limits."""
 
 # Expected values come first in asserts (STYLE.md), which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from engine._state import (
     decode_record,
     encode_record,
 )
+from observability import publish_span
 
 
 def _seq_of(data: bytes) -> int:
@@ -135,35 +136,45 @@ class WorkflowClient:
         now = datetime.now(UTC)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
-        started = ExecutionStarted(
-            timestamp=now,
-            name=name,
-            execution_id=uuid.uuid4().hex,
-            input=to_json(input),
-            scheduled_start_at=start_at,
-        )
-        s = self._broker.subjects
-        trigger = encode(WorkItem(iid, [], started.execution_id))
-        if start_at is not None and start_at > now:
-            dispatch = DispatchMessage(
-                s.timer(iid, "start"),
-                trigger,
-                {
-                    "Nats-Schedule": "@at "
-                    + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "Nats-Schedule-Target": s.outbox_workflow(iid),
-                },
+        # observability: a PRODUCER span for the start; the run records its context, so the
+        # whole instance joins the caller's trace (or starts one at this span).
+        with publish_span(
+            self._broker.subjects.history(iid),
+            self._broker.subjects.history("*"),
+            name=f"start_workflow {name}",
+            attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": name},
+        ) as trace_headers:
+            started = ExecutionStarted(
+                timestamp=now,
+                name=name,
+                execution_id=uuid.uuid4().hex,
+                input=to_json(input),
+                scheduled_start_at=start_at,
+                traceparent=trace_headers.get("traceparent", ""),
+                tracestate=trace_headers.get("tracestate", ""),
             )
-        else:
-            dispatch = DispatchMessage(
-                s.outbox_workflow(iid), trigger, {"Nats-TTL": self._broker.outbox_ttl}
-            )
-        try:
-            seq = await self._broker.append(iid, last_seq, [encode(started)], [dispatch])
-        except AppendConflictError:
-            raise InstanceAlreadyRunningError(
-                f"instance {iid!r} was started by someone else just now"
-            ) from None
+            s = self._broker.subjects
+            trigger = encode(WorkItem(iid, [], started.execution_id))
+            if start_at is not None and start_at > now:
+                dispatch = DispatchMessage(
+                    s.timer(iid, "start"),
+                    trigger,
+                    {
+                        "Nats-Schedule": "@at "
+                        + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        "Nats-Schedule-Target": s.outbox_workflow(iid),
+                    },
+                )
+            else:
+                dispatch = DispatchMessage(
+                    s.outbox_workflow(iid), trigger, {"Nats-TTL": self._broker.outbox_ttl}
+                )
+            try:
+                seq = await self._broker.append(iid, last_seq, [encode(started)], [dispatch])
+            except AppendConflictError:
+                raise InstanceAlreadyRunningError(
+                    f"instance {iid!r} was started by someone else just now"
+                ) from None
         if last_seq:
             await self._broker.compact_history(iid, seq)
         record = InstanceRecord(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections import OrderedDict
@@ -62,6 +63,13 @@ from engine._ids import check_instance_id, instance_id_for_message
 from engine._payload import from_json, to_json
 from engine._registry import Registry
 from engine._state import InstanceRecord, WorkflowStatus, decode_record, encode_record
+from observability import (
+    ActivityTrace,
+    WorkflowTaskTrace,
+    dispatch_trace_headers,
+    publish_span,
+    watch_consumers,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,7 +151,7 @@ class WorkflowRuntime:
         max_concurrent_workflow_tasks: int = 100,
         max_concurrent_activities: int = 100,
         task_queues: list[str] | None = None,
-        prefix: str = "jetloom",
+        prefix: str | None = None,
         activity_lease: timedelta = timedelta(seconds=30),
         replicas: int = 1,
         history_cache_size: int = 10_000,
@@ -157,7 +165,8 @@ class WorkflowRuntime:
             max_concurrent_workflow_tasks: workflow work items held at once.
             max_concurrent_activities: activities running at once.
             task_queues: activity task queues served (default ``["default"]``).
-            prefix: namespace of subjects, streams and buckets.
+            prefix: namespace of subjects, streams and buckets (default JETLOOM_PREFIX, then
+                ``jetloom``).
             activity_lease: how long a running activity's message stays with this worker
                 without a heartbeat (the runtime heartbeats while the activity runs).
             replicas: stream replicas (3 on a cluster).
@@ -171,7 +180,7 @@ class WorkflowRuntime:
         self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
         self.max_concurrent_activities = max_concurrent_activities
         self.task_queues = list(task_queues or ["default"])
-        self.subjects = Subjects(prefix)
+        self.subjects = Subjects(prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom")
         self.activity_lease = activity_lease
         self.replicas = replicas
         self.stall_retry_max = stall_retry_max
@@ -223,7 +232,9 @@ class WorkflowRuntime:
     ) -> Any:
         """Decorator: ``@wfr.activity`` or ``@wfr.activity(name="...")``."""
         if fn is not None:
-            return self.register_activity(fn, name=name)
+            return self.register_activity(
+                fn, name=name, start_to_close_timeout=start_to_close_timeout
+            )
         return lambda f: self.register_activity(
             f, name=name, start_to_close_timeout=start_to_close_timeout
         )
@@ -276,6 +287,15 @@ class WorkflowRuntime:
                     max_ack_pending=100_000,
                 )
                 self._loops.append(asyncio.create_task(self._activity_loop(queue)))
+        # observability: backlog gauges (returns at once unless metrics are configured)
+        watched = [s.activities_consumer(q) for q in self.task_queues] if (
+            self.registry.activity_names
+        ) else []
+        if self.registry.workflow_names:
+            watched.append(s.workflows_consumer)
+        self._loops.append(asyncio.create_task(watch_consumers(
+            lambda c: self.broker.js.consumer_info(s.work_stream, c), s.work_stream, watched
+        )))
         self._started = True
         log.info(
             "runtime.started",
@@ -425,7 +445,10 @@ class WorkflowRuntime:
     async def _run_workflow_task_with_retries(self, instance_id: str, msgs: list[Msg]) -> None:
         for attempt in range(8):
             try:
-                delay = await self._workflow_task(instance_id, msgs)
+                with WorkflowTaskTrace(
+                    instance_id, msgs, self.subjects.workflows_consumer
+                ) as task_trace:  # observability: span, metrics, log context of this task
+                    delay = await self._workflow_task(instance_id, msgs, task_trace)
             except AppendConflictError as conflict:
                 # Another worker advanced this instance: reload its history and try again.
                 self._cache.pop(instance_id, None)
@@ -498,8 +521,12 @@ class WorkflowRuntime:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _workflow_task(self, instance_id: str, msgs: list[Msg]) -> float | None:
+    async def _workflow_task(
+        self, instance_id: str, msgs: list[Msg], task_trace: WorkflowTaskTrace | None = None
+    ) -> float | None:
         """Run one workflow task for ``instance_id`` with the events in ``msgs``.
+
+        ``task_trace`` (observability) is told when the run is known, replayed and committed.
 
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
@@ -542,8 +569,11 @@ class WorkflowRuntime:
 
         history, pinned_version = self._pin_version(history)
         execution = run.execution
+        from_cache = execution is not None and execution.history_length == len(history)
         if execution is None or execution.history_length != len(history):
             execution = WorkflowExecution(self.registry, instance_id, history)
+        if task_trace is not None:  # observability: opens the workflow task span
+            task_trace.begin(first, history, from_cache=from_cache)
         # From here the live execution is ahead of the stored history until the append commits.
         run.execution = None
         if execution.is_complete:
@@ -555,6 +585,8 @@ class WorkflowRuntime:
                 )
             return None
         result = execution.run_task(incoming, now)
+        if task_trace is not None:  # observability
+            task_trace.replayed(result, incoming=len(incoming))
         if pinned_version is not None:
             first_task = result.new_events[0]
             assert isinstance(first_task, WorkflowTaskStarted)
@@ -579,7 +611,15 @@ class WorkflowRuntime:
                     {"Nats-TTL": self.broker.outbox_ttl},
                 )
             )
-        last_seq = await self.broker.append(instance_id, run.last_seq, encoded, dispatches)
+        history_subject = self.subjects.history(instance_id)
+        with publish_span(  # observability: the atomic batch as one PRODUCER span
+            history_subject,
+            history_subject.rsplit(".", 1)[0] + ".*",
+            message_count=len(encoded) + len(dispatches),
+        ):
+            last_seq = await self.broker.append(instance_id, run.last_seq, encoded, dispatches)
+        if task_trace is not None:  # observability: counts starts/ends, emits the run's span
+            task_trace.committed(result, instance_id)
         crash_point("after_append")
         if next_run:
             new_run_start = last_seq - len(next_run) + 1
@@ -680,11 +720,8 @@ class WorkflowRuntime:
         """The messages that carry a task's commands out, derived from its new events."""
         s = self.subjects
         ttl = {"Nats-TTL": self.broker.outbox_ttl}
-        trace = {
-            k: v
-            for k, v in (("traceparent", started.traceparent), ("tracestate", started.tracestate))
-            if v
-        }
+        # observability: the current workflow task span, else the run's recorded traceparent
+        trace = dispatch_trace_headers(started)
         out: list[DispatchMessage] = []
         for event in result.new_events:
             if isinstance(event, TaskScheduled):
@@ -732,8 +769,8 @@ class WorkflowRuntime:
                     execution_id=f"{started.execution_id[:16]}-{event.task_id}",
                     input=event.input,
                     parent=ParentInfo(instance_id, started.execution_id, event.task_id),
-                    traceparent=started.traceparent,
-                    tracestate=started.tracestate,
+                    traceparent=trace.get("traceparent", ""),
+                    tracestate=trace.get("tracestate", ""),
                 )
                 out.append(
                     DispatchMessage(
@@ -888,33 +925,45 @@ class WorkflowRuntime:
             await msg.nak(delay=2.0)
             return
         ctx = ActivityContext(task, msg)
-        started = time.monotonic()
-        keeper = asyncio.create_task(self._keep_lease(msg))
-        try:
-            result = await self._call_activity(definition, ctx, task)
-            event: HistoryEvent = TaskCompleted(
-                timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
-            )
-            ctx.logger.info(
-                "activity.completed", duration_ms=round((time.monotonic() - started) * 1000, 2)
-            )
-        except Exception as exc:
-            failure = failure_from(exc)
-            if isinstance(exc, InputDecodeError):
-                failure = msgspec.structs.replace(failure, non_retryable=True)
-            event = TaskFailed(timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure)
-            ctx.logger.warning("activity.failed", error=str(exc), error_type=type(exc).__name__)
-        finally:
-            keeper.cancel()
-        item = WorkItem(task.instance_id, [event], task.execution_id)
-        crash_point("activity_before_result")
-        await self.broker.publish(
-            self.subjects.inbox(task.instance_id),
-            encode(item),
-            msg_id=f"{task.execution_id}:{task.task_id}:result",
-        )
-        crash_point("activity_before_ack")
-        await msg.ack()
+        consumer = self.subjects.activities_consumer(msg.subject.rsplit(".", 1)[-1])
+        # observability: the attempt's span, metrics and log context
+        with ActivityTrace(task, msg, consumer) as activity_trace:
+            started = time.monotonic()
+            keeper = asyncio.create_task(self._keep_lease(msg))
+            try:
+                result = await self._call_activity(definition, ctx, task)
+                event: HistoryEvent = TaskCompleted(
+                    timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
+                )
+                ctx.logger.info(
+                    "activity.completed",
+                    duration_ms=round((time.monotonic() - started) * 1000, 2),
+                )
+            except Exception as exc:
+                activity_trace.failed(exc)
+                failure = failure_from(exc)
+                if isinstance(exc, InputDecodeError):
+                    failure = msgspec.structs.replace(failure, non_retryable=True)
+                event = TaskFailed(
+                    timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure
+                )
+                ctx.logger.warning(
+                    "activity.failed", error=str(exc), error_type=type(exc).__name__
+                )
+            finally:
+                keeper.cancel()
+            item = WorkItem(task.instance_id, [event], task.execution_id)
+            crash_point("activity_before_result")
+            inbox = self.subjects.inbox(task.instance_id)
+            with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
+                await self.broker.publish(
+                    inbox,
+                    encode(item),
+                    msg_id=f"{task.execution_id}:{task.task_id}:result",
+                    headers=trace_headers,
+                )
+            crash_point("activity_before_ack")
+            await msg.ack()
 
     async def _call_activity(
         self, definition: Any, ctx: ActivityContext, task: ActivityTask

@@ -325,13 +325,13 @@ class WorkflowRuntime:
 
     async def run(self) -> None:
         """Start, then serve until cancelled, SIGTERM or SIGINT; shut down gracefully."""
-        await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         try:
+            await self.start()
             await stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -29,6 +29,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
+import observability
 from brokers import Subjects, connect_nats
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
@@ -499,6 +500,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # like 'python -m': modules of this project import
+    # Logs, and traces/metrics when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    observability.configure(service_name="jetloom-dev")
     server = None if external_url else _embedded_server(args)
     try:
         url = str(external_url) if server is None else server.url

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import os
+import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import nats
-import structlog
 from nats.aio.client import Client as NATS
 
+import observability
 from engine import WorkflowRuntime
 
 
@@ -38,13 +40,10 @@ def service_parser(description: str) -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    """structlog key-value logs on stderr; stdout carries only the readiness line."""
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-    )
+    """Logs on stderr (stdout carries only the readiness line), traces and metrics over OTLP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set; the service name is the module's name."""
+    service = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "service"
+    observability.configure(service_name=f"order-{service}", log_level=level.upper())
 
 
 def new_runtime(args: argparse.Namespace, **options: Any) -> WorkflowRuntime:
@@ -66,7 +65,12 @@ async def connect(args: argparse.Namespace) -> NATS:
 
 async def serve(runtime: WorkflowRuntime, service: str) -> None:
     """Start the runtime, print ``ready <service>``, serve until SIGTERM/SIGINT, then stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before "ready": no window without a handler
+        loop.add_signal_handler(sig, stop.set)
     await runtime.start()
     print(f"ready {service}", flush=True)
-    await runtime.run()
+    await stop.wait()
+    await runtime.shutdown()
     print(f"stopped {service}", flush=True)

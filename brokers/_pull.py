@@ -44,6 +44,7 @@ class PullStream:
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._last_heard = time.monotonic()
+        self._stopped = False
 
     async def start(self) -> None:
         """Subscribe to the delivery inbox and request the first messages."""
@@ -52,6 +53,7 @@ class PullStream:
 
     async def stop(self) -> None:
         """Stop receiving (outstanding requests expire on the server by themselves)."""
+        self._stopped = True
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
@@ -76,7 +78,7 @@ class PullStream:
 
     async def _request_more(self) -> None:
         want = self._capacity - self._in_hand - self._outstanding
-        if want <= 0 or self._nc.is_closed:
+        if want <= 0 or self._stopped or self._nc.is_closed:
             return
         request = {
             "batch": want,

@@ -18,6 +18,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from brokers._pull import PullStream
 from engine._errors import (
     ActivityNotRegisteredError,
     InputDecodeError,
@@ -192,9 +193,9 @@ class WorkflowRuntime:
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._wf_slots = 0
-        self._act_slots = 0
-        self._slot_freed = asyncio.Event()
+        self._wf_slots = 0  # work messages held (being processed or waiting for a lock)
+        self._act_slots = 0  # activities running
+        self._wf_stream: PullStream | None = None
         self._stopping = False
         self._started = False
         self._server_lease = activity_lease.total_seconds()
@@ -309,7 +310,6 @@ class WorkflowRuntime:
         if not self._started:
             return
         self._stopping = True
-        self._slot_freed.set()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -351,41 +351,32 @@ class WorkflowRuntime:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _wait_for_slot(self, used: Callable[[], int], limit: int) -> int:
-        while used() >= limit and not self._stopping:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        return limit - used()
-
-    def _free(self) -> None:
-        self._slot_freed.set()
-
     # ----------------------------------------------------------- workflow side
 
     async def _workflow_loop(self) -> None:
-        sub = await self.broker.pull(self.subjects.workflows_consumer)
-        while not self._stopping:
-            free = await self._wait_for_slot(
-                lambda: self._wf_slots, self.max_concurrent_workflow_tasks
-            )
-            if self._stopping:
-                return
-            try:
-                msgs = await sub.fetch(free, timeout=1)
-            except TimeoutError:
-                continue
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("workflow.fetch_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            groups: dict[str, list[Msg]] = {}
-            for msg in msgs:
-                instance_id = await self._instance_of(msg)
-                if instance_id is not None:
-                    groups.setdefault(instance_id, []).append(msg)
-            for instance_id, group in groups.items():
-                self._wf_slots += len(group)
-                self._spawn(self._process_instance(instance_id, group))
+        stream = PullStream(
+            self.broker.nc,
+            self.subjects.work_stream,
+            self.subjects.workflows_consumer,
+            self.max_concurrent_workflow_tasks,
+        )
+        self._wf_stream = stream
+        await stream.start()
+        try:
+            while not self._stopping:
+                msgs = await stream.next_batch(self.max_concurrent_workflow_tasks)
+                groups: dict[str, list[Msg]] = {}
+                for msg in msgs:
+                    instance_id = await self._instance_of(msg)
+                    if instance_id is None:
+                        stream.release(1)  # dead-lettered and acknowledged
+                    else:
+                        groups.setdefault(instance_id, []).append(msg)
+                for instance_id, group in groups.items():
+                    self._wf_slots += len(group)
+                    self._spawn(self._process_instance(instance_id, group))
+        finally:
+            await stream.stop()
 
     async def _instance_of(self, msg: Msg) -> str | None:
         """The instance a work message is for; bad start events go to the dead-letter stream."""
@@ -440,7 +431,8 @@ class WorkflowRuntime:
             if not lock.locked():
                 self._locks.pop(instance_id, None)
             self._wf_slots -= len(msgs)
-            self._free()
+            if self._wf_stream is not None:
+                self._wf_stream.release(len(msgs))
 
     async def _run_workflow_task_with_retries(self, instance_id: str, msgs: list[Msg]) -> None:
         for attempt in range(8):
@@ -874,32 +866,25 @@ class WorkflowRuntime:
 
     async def _activity_loop(self, queue: str) -> None:
         consumer = self.subjects.activities_consumer(queue)
-        sub = await self.broker.pull(consumer)
+        # Queues share the runtime's limit: each gets its part of max_concurrent_activities.
+        capacity = max(1, self.max_concurrent_activities // len(self.task_queues))
+        stream = PullStream(self.broker.nc, self.subjects.work_stream, consumer, capacity)
+        await stream.start()
         lease_checked = 0.0
-        while not self._stopping:
-            if time.monotonic() - lease_checked > 10:
-                # The consumer is shared: another runtime may have set a shorter lease.
-                lease_checked = time.monotonic()
-                with contextlib.suppress(Exception):
-                    self._server_lease = await self.broker.ack_wait(consumer)
-            free = await self._wait_for_slot(
-                lambda: self._act_slots, self.max_concurrent_activities
-            )
-            if self._stopping:
-                return
-            try:
-                msgs = await sub.fetch(free, timeout=1)
-            except TimeoutError:
-                continue
-            except Exception as exc:
-                log.warning("activity.fetch_failed", queue=queue, error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                self._act_slots += 1
-                self._spawn(self._run_activity(msg))
+        try:
+            while not self._stopping:
+                if time.monotonic() - lease_checked > 10:
+                    # The consumer is shared: another runtime may have set a shorter lease.
+                    lease_checked = time.monotonic()
+                    with contextlib.suppress(Exception):
+                        self._server_lease = await self.broker.ack_wait(consumer)
+                for msg in await stream.next_batch(capacity):
+                    self._act_slots += 1
+                    self._spawn(self._run_activity(msg, stream))
+        finally:
+            await stream.stop()
 
-    async def _run_activity(self, msg: Msg) -> None:
+    async def _run_activity(self, msg: Msg, stream: PullStream) -> None:
         try:
             await self._execute_activity(msg)
         except Exception as exc:  # never let one message kill the worker
@@ -908,7 +893,7 @@ class WorkflowRuntime:
                 await msg.nak(delay=1.0)
         finally:
             self._act_slots -= 1
-            self._free()
+            stream.release(1)
 
     async def _execute_activity(self, msg: Msg) -> None:
         try:

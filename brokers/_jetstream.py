@@ -501,20 +501,36 @@ class JetStreamBroker:
         return entry.value, entry.revision or 0
 
     async def put_record(
-        self, instance_id: str, value: bytes, history_seq: int, seq_of: Any
-    ) -> None:
-        """Write a record unless the stored one reflects more history (``seq_of(bytes)``)."""
+        self,
+        instance_id: str,
+        value: bytes,
+        history_seq: int,
+        seq_of: Any,
+        *,
+        revision: int | None = None,
+        new: bool = False,
+    ) -> int | None:
+        """Write a record unless the stored one reflects more history (``seq_of(bytes)``).
+
+        ``revision`` (the revision the caller wrote last) or ``new`` (no record expected) try
+        a single compare-and-set first. Returns the new revision (None: not written).
+        """
         kv = await self.instances()
+        try:
+            if new:
+                return int(await kv.create(instance_id, value))
+            if revision is not None:
+                return int(await kv.update(instance_id, value, last=revision))
+        except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            pass  # someone else wrote in between: compare below
         for _ in range(20):
             current = await self.get_record(instance_id)
             try:
                 if current is None:
-                    await kv.create(instance_id, value)
-                    return
+                    return int(await kv.create(instance_id, value))
                 if seq_of(current[0]) > history_seq:
-                    return
-                await kv.update(instance_id, value, last=current[1])
-                return
+                    return None
+                return int(await kv.update(instance_id, value, last=current[1]))
             except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
                 continue
         raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")

@@ -187,7 +187,7 @@ class WorkflowClient:
             history_seq=seq,
             input=started.input,
         )
-        await self._broker.put_record(iid, encode_record(record), seq, _seq_of)
+        await self._broker.put_record(iid, encode_record(record), seq, _seq_of, new=not last_seq)
         return iid
 
     # ----------------------------------------------------------------- reading

@@ -135,6 +135,10 @@ class _CachedRun:
     events: list[HistoryEvent]
     last_seq: int
     execution: WorkflowExecution | None = None
+    projected: tuple[Any, ...] | None = None
+    """The visible fields of the KV record this worker wrote last."""
+    kv_revision: int | None = None
+    """That record's KV revision."""
 
 
 class WorkflowRuntime:
@@ -615,15 +619,18 @@ class WorkflowRuntime:
         crash_point("after_append")
         if next_run:
             new_run_start = last_seq - len(next_run) + 1
-            self._remember(instance_id, _CachedRun(next_run, last_seq))
+            cached = _CachedRun(next_run, last_seq)
             with contextlib.suppress(Exception):
                 await self.broker.compact_history(instance_id, new_run_start)
         else:
-            self._remember(
-                instance_id, _CachedRun(history + result.new_events, last_seq, execution)
+            cached = _CachedRun(
+                history + result.new_events, last_seq, execution,
+                projected=run.projected, kv_revision=run.kv_revision,
             )
+        self._remember(instance_id, cached)
         await self._project(
-            instance_id, first, result, history + result.new_events, last_seq, now, next_run
+            instance_id, first, result, history + result.new_events, last_seq, now, next_run,
+            cached,
         )
         return None
 
@@ -834,8 +841,13 @@ class WorkflowRuntime:
         last_seq: int,
         now: datetime,
         next_run: list[HistoryEvent],
+        cached: _CachedRun | None = None,
     ) -> None:
-        """Write the instance's status record (the readable projection of its history)."""
+        """Write the instance's status record (the readable projection of its history).
+
+        With ``cached``, a record whose visible fields did not change is not written again,
+        and the write uses the KV revision this worker wrote last (one round trip).
+        """
         status = result.status
         input_raw = started.input
         execution_id = started.execution_id
@@ -860,7 +872,18 @@ class WorkflowRuntime:
             parent_instance_id=started.parent.instance_id if started.parent else "",
             children=[e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)],
         )
-        await self.broker.put_record(instance_id, encode_record(record), last_seq, _history_seq_of)
+        visible = (
+            status, bytes(record.output), bytes(record.custom_status), failure,
+            len(record.children), execution_id,
+        )
+        if cached is not None and cached.projected == visible:
+            return
+        revision = await self.broker.put_record(
+            instance_id, encode_record(record), last_seq, _history_seq_of,
+            revision=None if cached is None else cached.kv_revision,
+        )
+        if cached is not None:
+            cached.projected, cached.kv_revision = visible, revision
 
     # ----------------------------------------------------------- activity side
 

@@ -307,6 +307,7 @@ class TestVersioningAndStalls:
             @wfr.workflow(name="flow")
             async def flow(ctx: WorkflowContext) -> str:
                 first = await ctx.call_activity(step_name)
+                ctx.set_custom_status("first step done")
                 await ctx.wait_for_external_event("continue")
                 return first
 
@@ -315,7 +316,7 @@ class TestVersioningAndStalls:
         async with build("step_a"):
             iid = await client.schedule_new_workflow("flow", instance_id="nd-1")
             await client.wait_for_workflow_start(iid, timeout=10)
-            await _wait_history(client, iid, "TaskCompleted")
+            await _wait_custom_status(client, iid, "first step done")
         async with build("step_b"):  # a deployment that changed the first call
             await client.raise_workflow_event(iid, "continue")
             stalled = await client._wait_until(iid, lambda s: s is WorkflowStatus.STALLED,
@@ -393,10 +394,10 @@ class TestVersioningAndStalls:
         assert ('"old"', '"new"') == (old_state.serialized_output, new_state.serialized_output)
 
 
-async def _wait_history(client, iid: str, event_type: str) -> None:
-    """Wait until the instance's projection reflects an event of that type (bounded)."""
+async def _wait_custom_status(client, iid: str, text: str) -> None:
+    """Wait (watching the instance's record) until its custom status says ``text``."""
     async with asyncio.timeout(10):
         async for _ in client._broker.watch_record(iid):
-            history = await client.get_history(iid)
-            if any(type(e).__name__ == event_type for e in history):
+            state = await client.get_workflow_state(iid)
+            if state is not None and state.serialized_custom_status == f'"{text}"':
                 return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -37,8 +38,13 @@ from nats.js.kv import KeyValue
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_BATCH_INCOMPLETE = 10176
 ERR_BATCH_DUPLICATE_MSG_ID = 10201
 MAX_BATCH = 1000
+# A stream accepts at most 50 atomic batches in flight (ADR-50); the server drops the start of
+# any further batch without a word and its commit then fails as incomplete (10176). Keep each
+# connection well below that so several workers can share a stream.
+MAX_BATCHES_IN_FLIGHT = 8
 
 
 class AppendConflictError(Exception):
@@ -194,6 +200,7 @@ class JetStreamBroker:
         self.replicas = replicas
         self._kv: KeyValue | None = None
         self.outbox_ttl = "24h"
+        self._batch_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
 
     # ------------------------------------------------------------------ topology
 
@@ -342,7 +349,16 @@ class JetStreamBroker:
                 f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
                 f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
             )
-        ack = await self._publish_batch(messages)
+        for attempt in range(10):
+            try:
+                async with self._batch_slots:
+                    ack = await self._publish_batch(messages)
+                break
+            except JetStreamError as exc:
+                # Other workers filled the stream's batch slots: nothing was stored, try again.
+                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 9:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))
         first_seq = int(ack["seq"]) - len(messages) + 1
         return first_seq + len(events) - 1
 

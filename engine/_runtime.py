@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 import structlog
@@ -222,11 +222,37 @@ class WorkflowRuntime:
         fn.__jetloom_name__ = definition.name  # type: ignore[attr-defined]
         return fn
 
-    def workflow(self, fn: F | None = None, *, name: str | None = None) -> Any:
+    @overload
+    def workflow(self, fn: F, *, name: str | None = None) -> F: ...
+
+    @overload
+    def workflow(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def workflow(
+        self, fn: F | None = None, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
         """Decorator: ``@wfr.workflow`` or ``@wfr.workflow(name="...")``."""
         if fn is not None:
             return self.register_workflow(fn, name=name)
-        return lambda f: self.register_workflow(f, name=name)
+
+        def register(f: F) -> F:
+            return self.register_workflow(f, name=name)
+
+        return register
+
+    @overload
+    def activity(
+        self, fn: F, *, name: str | None = None, start_to_close_timeout: timedelta | None = None
+    ) -> F: ...
+
+    @overload
+    def activity(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        start_to_close_timeout: timedelta | None = None,
+    ) -> Callable[[F], F]: ...
 
     def activity(
         self,
@@ -234,15 +260,22 @@ class WorkflowRuntime:
         *,
         name: str | None = None,
         start_to_close_timeout: timedelta | None = None,
-    ) -> Any:
-        """Decorator: ``@wfr.activity`` or ``@wfr.activity(name="...")``."""
+    ) -> F | Callable[[F], F]:
+        """Decorator: ``@wfr.activity`` or ``@wfr.activity(name=..., start_to_close_timeout=...)``.
+
+        The timeout limits one attempt unless the call sets its own.
+        """
         if fn is not None:
             return self.register_activity(
                 fn, name=name, start_to_close_timeout=start_to_close_timeout
             )
-        return lambda f: self.register_activity(
-            f, name=name, start_to_close_timeout=start_to_close_timeout
-        )
+
+        def register(f: F) -> F:
+            return self.register_activity(
+                f, name=name, start_to_close_timeout=start_to_close_timeout
+            )
+
+        return register
 
     def versioned_workflow(self, *, name: str, is_latest: bool = False) -> Callable[[F], F]:
         """Decorator registering one version (the function's name) of workflow ``name``.

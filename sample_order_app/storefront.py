@@ -2,7 +2,8 @@
 
 It imports nothing from the engine: starting a workflow is just a JetStream publish of
 ``{"instance_id": ..., "input": ...}`` to ``<prefix>.start.order_processing``, which any NATS
-client in any language can do.
+client in any language can do. With OTEL_EXPORTER_OTLP_ENDPOINT set, each order gets a
+``place_order`` span whose W3C ``traceparent`` header makes it the root of the saga's trace.
 
 Usage::
 
@@ -24,6 +25,8 @@ import msgspec
 import nats
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from sample_order_app.model import Faults, Order
 
@@ -48,15 +51,38 @@ async def place_orders(js: JetStreamContext, prefix: str, events: Iterable[Start
     ``Nats-Msg-Id`` makes a retried publish of the same order a duplicate the server drops.
     """
     placed = 0
+    tracer = trace.get_tracer("storefront")
     for event in events:
-        ack = await js.publish(
-            start_subject(prefix),
-            msgspec.json.encode(event),
-            headers={"Nats-Msg-Id": f"start-{event.instance_id}"},
-        )
+        # The order's trace starts here: the traceparent header carries it into the workflow.
+        with tracer.start_as_current_span(
+            f"place_order {event.instance_id}",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats",
+                        "messaging.destination.name": start_subject(prefix),
+                        "order.id": event.instance_id},
+        ):
+            headers = {"Nats-Msg-Id": f"start-{event.instance_id}"}
+            propagate.inject(headers)
+            ack = await js.publish(
+                start_subject(prefix), msgspec.json.encode(event), headers=headers
+            )
         print(f"placed {event.instance_id} stream={ack.stream} seq={ack.seq}", flush=True)
         placed += 1
     return placed
+
+
+def _configure_tracing() -> TracerProvider | None:
+    """Export spans over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (plain SDK setup)."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "order-storefront"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
 
 
 def _read_batch(path: str) -> list[StartEvent]:
@@ -95,6 +121,7 @@ async def main(argv: list[str] | None = None) -> int:
         faults = Faults(args.fail_shipping, args.slow_provider, args.failing_provider)
         order = Order(args.sku, args.quantity, args.destination, faults)
         events = [StartEvent(args.order_id, order)]
+    provider = _configure_tracing()
     nc = await nats.connect(servers=args.nats_url.split(","))
     try:
         await place_orders(nc.jetstream(), args.prefix, events)
@@ -107,6 +134,8 @@ async def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         await nc.close()
+        if provider is not None:
+            provider.shutdown()  # flush the spans before exiting
     return 0
 
 

@@ -560,6 +560,7 @@ class WorkflowRuntime:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
+        from_cache = instance_id in self._cache
         run = await self._history(instance_id)
         now = datetime.now(UTC)
         started: ExecutionStarted | None = None
@@ -573,6 +574,7 @@ class WorkflowRuntime:
             # A client started a new run since this worker cached the old one.
             self._cache.pop(instance_id, None)
             run = await self._history(instance_id)
+            from_cache = False
         if started is not None and run.events:
             log.info("start.duplicate_ignored", instance_id=instance_id)
             started = None
@@ -621,6 +623,10 @@ class WorkflowRuntime:
             assert isinstance(first_task, WorkflowTaskStarted)
             result.new_events[0] = msgspec.structs.replace(first_task, version=pinned_version)
         if self._changes_nothing(result, history, prefix_events, pinned_version):
+            if from_cache and incoming:
+                # The cached view may predate tasks another worker appended, whose results
+                # it cannot recognise: only a fresh read may call these events duplicates.
+                raise AppendConflictError("events unknown to the cached history")
             # Only duplicates or stale events came in (e.g. a redelivery after a lost ack):
             # append nothing, but re-write the projection in case that was what was lost.
             self._cache.pop(instance_id, None)

@@ -1,0 +1,115 @@
+"""The NATS side fails: a server restart under load, and the loss of one node of a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fault_worker import expected_saga_output
+from faultkit import effect_counts, histories_problems, wait_all_completed
+
+from brokers._server import EmbeddedNatsServer, NatsCluster, free_port
+from engine import WorkflowClient, WorkflowStatus
+
+INFLIGHT = 200
+
+
+async def _start(client: WorkflowClient, n: int, timer_s: float) -> dict[str, int]:
+    """Start ``n`` sagas with a timer; instance id -> expected output."""
+    expected = {}
+    for i in range(n):
+        iid = await client.schedule_new_workflow(
+            "saga", input={"base": i, "fan": 2, "timer_s": timer_s}, instance_id=f"s-{i}"
+        )
+        expected[iid] = expected_saga_output(i)
+    return expected
+
+
+async def _wait_some_running(client: WorkflowClient, at_least: int, timeout: float) -> None:
+    """Wait until ``at_least`` instances have left PENDING (their first task ran)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            running = [s async for s in client.list_workflows(status=WorkflowStatus.RUNNING)]
+            if len(running) >= at_least:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _assert_complete_once(client, expected: dict[str, int], record, timeout: float) -> None:
+    states = await wait_all_completed(client, list(expected), timeout=timeout)
+    assert {WorkflowStatus.COMPLETED} == {s.runtime_status for s in states}
+    assert expected == {s.instance_id: json.loads(s.serialized_output) for s in states}
+    assert {} == await histories_problems(client, expected)
+    counts = effect_counts(record)
+    assert 3 * len(expected) == len(counts)
+    duplicates = {k: n for k, n in counts.items() if n > 1}
+    assert {} == duplicates, "activities ran twice although no activity worker died"
+
+
+class TestServerRestart:
+    """nats-server goes away and comes back on the same port and store."""
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(150)
+    @pytest.mark.xfail(
+        reason="dispatches lost across a server restart: timer_fired copies written to "
+        "<P>_HISTORY.outbox before the restart never reach a worker (instances stay RUNNING "
+        "after their timer_created; see the fault-test report)",
+        strict=True,
+    )
+    async def test_200_sagas_in_flight_survive_a_restart(self, tmp_path, workers):
+        """200 sagas with a 1 s timer in flight across a restart all complete exactly once:
+        workers and client reconnect, timers set before the restart still fire."""
+        prefix = "restart"
+        record = tmp_path / "effects.log"
+        server = EmbeddedNatsServer(store_dir=tmp_path / "store", port=free_port()).start()
+        try:
+            await workers.spawn(
+                server.url, prefix, "w1", "--workflows", "--activities", "--record", str(record)
+            )
+            await workers.spawn(
+                server.url, prefix, "w2", "--workflows", "--activities", "--record", str(record)
+            )
+            client = await WorkflowClient.connect(server.url, prefix=prefix)
+            try:
+                expected = await _start(client, INFLIGHT, timer_s=1.0)
+                await _wait_some_running(client, INFLIGHT // 4, timeout=30)
+                server.stop()
+                server.start()
+                await _assert_complete_once(client, expected, record, timeout=60)
+            finally:
+                await client.close()
+            assert [True, True] == [w.alive for w in workers.started]
+            await workers.stop_all()
+        finally:
+            server.cleanup()
+
+
+class TestClusterNodeLoss:
+    """A 3-node cluster with streams at replicas=3 loses one node while workflows run."""
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(150)
+    @pytest.mark.xfail(
+        reason="after a node loss some instances never finish (a dispatch sourced from "
+        "<P>_HISTORY into the work queue is lost, as with a server restart; see the report)",
+        strict=True,
+    )
+    async def test_workflows_complete_when_a_node_is_killed(self, tmp_path, workers):
+        """With R3 streams and every URL given, SIGKILLing one node mid-run loses nothing."""
+        prefix = "cluster"
+        record = tmp_path / "effects.log"
+        with NatsCluster(tmp_path / "cluster") as cluster:
+            common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
+            await workers.spawn(cluster.urls, prefix, "w1", *common)
+            await workers.spawn(cluster.urls, prefix, "w2", *common)
+            client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
+            try:
+                expected = await _start(client, 40, timer_s=1.0)
+                await _wait_some_running(client, 10, timeout=30)
+                cluster.nodes[0].kill()
+                await _assert_complete_once(client, expected, record, timeout=60)
+            finally:
+                await client.close()
+            await workers.stop_all()

@@ -499,9 +499,12 @@ class JetStreamBroker:
         if msg.reply:  # a JetStream message: its stream sequence identifies it
             meta = msg.metadata
             msg_id = f"{meta.stream}:{meta.sequence.stream}:dead"
-        await self.publish(
-            self.subjects.deadletter(kind), msg.data, headers=headers, msg_id=msg_id
-        )
+        data = msg.data
+        limit = self.nc.max_payload - 8192  # room for the headers
+        if len(data) > limit:
+            headers["Jetloom-Truncated-From"] = str(len(data))
+            data = data[:limit]
+        await self.publish(self.subjects.deadletter(kind), data, headers=headers, msg_id=msg_id)
 
     # ------------------------------------------------------------------------ KV
 

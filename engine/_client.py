@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
@@ -64,14 +66,21 @@ class WorkflowClient:
 
     @classmethod
     async def connect(
-        cls, nats_url: str | None = None, *, prefix: str | None = None, **options: Any
+        cls,
+        nats_url: str | None = None,
+        *,
+        prefix: str | None = None,
+        create_streams: bool = True,
+        **options: Any,
     ) -> WorkflowClient:
         """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist.
 
         ``prefix`` defaults to JETLOOM_PREFIX, then ``jetloom``; ``options`` go to
-        ``nats.connect`` (credentials, TLS, ...).
+        ``nats.connect`` (credentials, TLS, ...). A user without permission to create streams
+        passes ``create_streams=False`` (the workers create them).
         """
         client = cls(await connect_nats(nats_url, **options), prefix=prefix)
+        client._ready = not create_streams
         try:
             await client._ensure_ready()
         except BaseException:
@@ -231,16 +240,24 @@ class WorkflowClient:
         check_instance_id(instance_id)
 
         async def watch() -> WorkflowState:
-            async with contextlib.aclosing(self._broker.watch_record(instance_id)) as updates:
-                async for value in updates:
-                    if value is None:
-                        continue
-                    state = WorkflowState.from_record(
-                        decode_record(value), fetch_payloads=fetch_payloads
-                    )
-                    if done(state.runtime_status):
-                        return state
-            raise AssertionError("unreachable")
+            while True:
+                try:
+                    async with contextlib.aclosing(
+                        self._broker.watch_record(instance_id)
+                    ) as updates:
+                        async for value in updates:
+                            if value is None:
+                                continue
+                            state = WorkflowState.from_record(
+                                decode_record(value), fetch_payloads=fetch_payloads
+                            )
+                            if done(state.runtime_status):
+                                return state
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                        nats.errors.ConnectionClosedError, nats.js.errors.Error):
+                    # The server is restarting or unreachable: the connection reconnects by
+                    # itself; set the watch up again until the caller's deadline.
+                    await asyncio.sleep(0.2)
 
         try:
             return await asyncio.wait_for(watch(), timeout)

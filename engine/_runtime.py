@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
@@ -158,6 +159,7 @@ class WorkflowRuntime:
         task_queues: list[str] | None = None,
         prefix: str | None = None,
         activity_lease: timedelta = timedelta(seconds=30),
+        workflow_task_lease: timedelta = timedelta(seconds=30),
         replicas: int = 1,
         history_cache_size: int = 10_000,
         stall_retry_max: timedelta = timedelta(seconds=30),
@@ -174,6 +176,8 @@ class WorkflowRuntime:
                 ``jetloom``).
             activity_lease: how long a running activity's message stays with this worker
                 without a heartbeat (the runtime heartbeats while the activity runs).
+            workflow_task_lease: how long a workflow work item stays with a worker that took
+                it; after a crash, another worker gets it once this has passed.
             replicas: stream replicas (3 on a cluster).
             history_cache_size: instances whose history is kept in memory between tasks.
             stall_retry_max: longest wait before a failing workflow task is retried.
@@ -187,6 +191,7 @@ class WorkflowRuntime:
         self.task_queues = list(task_queues or ["default"])
         self.subjects = Subjects(prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom")
         self.activity_lease = activity_lease
+        self.workflow_task_lease = workflow_task_lease
         self.replicas = replicas
         self.stall_retry_max = stall_retry_max
         self.connect_options = dict(connect_options or {})
@@ -312,7 +317,7 @@ class WorkflowRuntime:
             await self._broker.ensure_consumer(
                 s.workflows_consumer,
                 [f"{s.prefix}.start.*", f"{s.prefix}.inbox.*", f"{s.prefix}.outbox.workflow.*"],
-                ack_wait=30.0,
+                ack_wait=self.workflow_task_lease.total_seconds(),
                 max_ack_pending=100_000,
             )
             self._loops.append(asyncio.create_task(self._workflow_loop()))
@@ -464,6 +469,11 @@ class WorkflowRuntime:
         try:
             async with lock:
                 await self._run_workflow_task_with_retries(instance_id, msgs)
+        except Exception as exc:  # never let one instance's trouble stop the worker
+            log.error("workflow.internal_error", instance_id=instance_id, error=repr(exc))
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
         finally:
             if not lock.locked():
                 self._locks.pop(instance_id, None)
@@ -484,6 +494,12 @@ class WorkflowRuntime:
                 log.debug("workflow.append_conflict", instance_id=instance_id, attempt=attempt,
                           detail=str(conflict))
                 continue
+            except nats.errors.MaxPayloadError as exc:
+                self._cache.pop(instance_id, None)
+                if await self._dead_letter_oversized_start(instance_id, msgs, exc):
+                    return
+                await self._stall(instance_id, msgs, exc)
+                return
             except Exception as exc:
                 self._cache.pop(instance_id, None)
                 await self._stall(instance_id, msgs, exc)
@@ -498,6 +514,29 @@ class WorkflowRuntime:
         self._cache.pop(instance_id, None)
         for msg in msgs:
             await msg.nak(delay=0.05)
+
+    async def _dead_letter_oversized_start(
+        self, instance_id: str, msgs: list[Msg], exc: Exception
+    ) -> bool:
+        """A start whose first history append exceeds the server's max payload can never run:
+        dead-letter it (with the reason) instead of retrying forever."""
+        if self._cache.get(instance_id) is None and (await self.broker.last_history_seq(
+            instance_id
+        ))[0]:
+            return False  # the instance exists: a later task grew too large (stall, visible)
+        starts = [m for m in msgs if m.subject.startswith(f"{self.subjects.prefix}.start.")]
+        if not starts:
+            return False
+        reason = (
+            f"the start of {instance_id!r} does not fit the server's max payload ({exc}); "
+            "send a smaller input"
+        )
+        log.warning("start.dead_lettered", instance_id=instance_id, reason=reason)
+        for msg in starts:
+            await self.broker.dead_letter("start", msg, reason)
+        for msg in msgs:
+            await msg.ack()
+        return True
 
     async def _stall(self, instance_id: str, msgs: list[Msg], exc: Exception) -> None:
         """A workflow task failed: show the instance as STALLED and retry later with back-off."""

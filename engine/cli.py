@@ -1,10 +1,14 @@
-"""The ``jetloom`` command line: host workflows in development and inspect or steer instances.
+"""The ``jetloom`` command line: host workflows, serve Dapr's HTTP API, inspect and steer instances.
 
 ``jetloom dev app.py`` hosts every ``WorkflowRuntime`` found in a module (with an embedded
-nats-server unless a NATS URL is given); ``start``, ``status``, ``history``, ``raise``,
-``terminate``, ``pause``, ``resume``, ``purge`` and ``list`` talk to instances through a
-``WorkflowClient``. Every failure is one ``error: ...`` line on stderr and exit code 1
-(usage mistakes exit 2, as with any argparse program); ``JETLOOM_DEBUG=1`` shows tracebacks.
+nats-server unless a NATS URL is given); ``serve-http`` serves Dapr's workflow HTTP API
+(engine/_http.py); ``start``, ``status``, ``history``, ``watch``, ``raise``, ``terminate``,
+``pause``, ``resume``, ``purge``, ``list`` and ``stats`` talk to instances through a
+``WorkflowClient``. On a terminal, output is rich tables and colours; when stdout is not a
+terminal, with ``--no-color`` or NO_COLOR, it is plain text (stable for scripts), and ``--json``
+is machine-readable everywhere. Every failure is one ``error: ...`` line on stderr and exit
+code 1 (usage mistakes exit 2, as with any argparse program); ``JETLOOM_DEBUG=1`` shows
+tracebacks.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import os
 import signal
 import socket
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -28,9 +34,16 @@ from typing import Any, NoReturn
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.js.api import ConsumerInfo
+from rich.console import Console, RenderableType
+from rich.json import JSON
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
 import observability
-from brokers import Subjects, connect_nats
+from brokers import JetStreamBroker, Subjects, connect_nats
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
 from engine._errors import (
@@ -38,22 +51,60 @@ from engine._errors import (
     InstanceNotFoundError,
     InvalidInstanceIdError,
 )
-from engine._events import FailureDetails, HistoryEvent
+from engine._events import (
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowScheduled,
+    ExecutionCompleted,
+    ExecutionStarted,
+    FailureDetails,
+    HistoryEvent,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from engine._http import serve_http
 from engine._runtime import WorkflowRuntime
-from engine._state import WorkflowState, WorkflowStatus
+from engine._state import WorkflowState, WorkflowStatus, decode_record
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_PREFIX = "jetloom"
 DEV_DEFAULT_PORT = 4222
 """``jetloom dev`` serves on NATS's usual port, so the other commands reach it by default."""
+HTTP_DEFAULT_PORT = 3500
+"""``jetloom serve-http`` listens where a Dapr sidecar's HTTP API does."""
+LIST_DEFAULT_PAGE_SIZE = 20
+"""Instances per page of ``list --page`` without ``--limit``."""
 
 _DETAIL_WIDTH = 60
 """Payloads longer than this are shortened in tables."""
 
 _HISTORY_SKIPPED_FIELDS = frozenset(
-    {"timestamp", "execution_id", "task_execution_id", "traceparent", "tracestate"}
+    {
+        "timestamp",
+        "execution_id",
+        "task_execution_id",
+        "traceparent",
+        "tracestate",
+        "task_id",
+        "timer_id",
+    }
 )
-"""Event fields too noisy for the history table (``--json`` shows everything)."""
+"""Event fields too noisy for the history table, or shown in their own column (``--json``
+shows everything)."""
+
+_STATUS_STYLES = {
+    WorkflowStatus.PENDING: "yellow",
+    WorkflowStatus.RUNNING: "cyan",
+    WorkflowStatus.COMPLETED: "green",
+    WorkflowStatus.FAILED: "bold red",
+    WorkflowStatus.TERMINATED: "magenta",
+    WorkflowStatus.SUSPENDED: "yellow",
+    WorkflowStatus.STALLED: "bold red",
+    WorkflowStatus.CONTINUED_AS_NEW: "blue",
+}
 
 
 class CliError(Exception):
@@ -108,21 +159,35 @@ async def _check_reachable(url: str) -> None:
     await nc.close()
 
 
-@contextlib.asynccontextmanager
-async def _connected(args: argparse.Namespace) -> AsyncIterator[WorkflowClient]:
-    """A client on ``--nats-url`` / ``--prefix`` that fails fast when no server answers."""
-    url = _nats_url(args)
+def _check_prefix(args: argparse.Namespace) -> None:
     try:
         Subjects(args.prefix)
     except ValueError as exc:
         raise CliError(f"--prefix: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A command's connection: the client, and a broker on the same connection for what the
+    client does not offer (watching the KV bucket, consumer statistics)."""
+
+    client: WorkflowClient
+    broker: JetStreamBroker
+
+
+@contextlib.asynccontextmanager
+async def _session(args: argparse.Namespace) -> AsyncIterator[_Session]:
+    """A client and broker on ``--nats-url`` / ``--prefix`` that fail fast when no server
+    answers."""
+    url = _nats_url(args)
+    _check_prefix(args)
     try:
         nc = await connect_nats(url, **_cli_connect_options())
     except (nats.errors.Error, OSError, TimeoutError):
         raise _unreachable(url) from None
     client = WorkflowClient(nc, prefix=args.prefix)
     try:
-        yield client
+        yield _Session(client, JetStreamBroker(nc, Subjects(args.prefix)))
     except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
         raise CliError(
             f"the NATS server at {url} has no JetStream; start nats-server with -js "
@@ -137,7 +202,35 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[WorkflowClient]:
             await client.close()
 
 
+@contextlib.asynccontextmanager
+async def _connected(args: argparse.Namespace) -> AsyncIterator[WorkflowClient]:
+    """A client on ``--nats-url`` / ``--prefix`` that fails fast when no server answers."""
+    async with _session(args) as session:
+        yield session.client
+
+
 # ------------------------------------------------------------------ formatting
+
+
+class _Output:
+    """Where a command prints: rich tables and colours on a terminal, plain text otherwise.
+
+    Plain text is chosen when stdout is not a terminal, with ``--no-color`` or NO_COLOR;
+    FORCE_COLOR forces the rich form (rich reads both variables).
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.console = Console(highlight=False, no_color=True if args.no_color else None)
+        self.rich = self.console.is_terminal and not self.console.no_color
+
+    def plain(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def json(self, value: Any, *, indent: int | None = 2) -> None:
+        print(json.dumps(value, indent=indent, ensure_ascii=False), flush=True)
+
+    def show(self, renderable: RenderableType) -> None:
+        self.console.print(renderable)
 
 
 def _parse_json_option(option: str, text: str | None) -> Any:
@@ -157,6 +250,24 @@ def _time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def _duration(seconds: float) -> str:
+    """A short human duration: ``850ms``, ``2.31s``, ``4m05s``, ``3h12m``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _delta(seconds: float) -> str:
+    """A signed duration; negative when events come from workers with different clocks."""
+    return ("+" if seconds >= 0 else "-") + _duration(abs(seconds))
+
+
 def _short(text: str, width: int = _DETAIL_WIDTH) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -164,6 +275,14 @@ def _short(text: str, width: int = _DETAIL_WIDTH) -> str:
 
 def _failure_text(failure: FailureDetails) -> str:
     return f"{failure.type}: {failure.message}" if failure.message else failure.type
+
+
+def _pretty_json(text: str) -> str:
+    """JSON text indented for reading (scalars stay on one line)."""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except json.JSONDecodeError:
+        return text
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -176,6 +295,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _rich_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str | Text]], *, title: str | None = None
+) -> Table:
+    table = Table(*headers, title=title, header_style="bold", title_justify="left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _status_text(status: WorkflowStatus) -> Text:
+    return Text(status.value, style=_STATUS_STYLES[status])
 
 
 def _json_value(text: str | None) -> Any:
@@ -197,7 +329,20 @@ def _state_as_json(state: WorkflowState) -> dict[str, Any]:
     }
 
 
+def _payloads(state: WorkflowState) -> list[tuple[str, str]]:
+    return [
+        (label, payload)
+        for label, payload in (
+            ("input", state.serialized_input),
+            ("output", state.serialized_output),
+            ("custom status", state.serialized_custom_status),
+        )
+        if payload is not None
+    ]
+
+
 def _state_lines(state: WorkflowState) -> list[str]:
+    """``label: value`` lines; JSON payloads pretty-printed, continued under their value."""
     fields = [
         ("instance", state.instance_id),
         ("workflow", state.name),
@@ -205,17 +350,37 @@ def _state_lines(state: WorkflowState) -> list[str]:
         ("created", _time(state.created_at)),
         ("updated", _time(state.last_updated_at)),
     ]
-    for label, payload in (
-        ("input", state.serialized_input),
-        ("output", state.serialized_output),
-        ("custom status", state.serialized_custom_status),
-    ):
-        if payload is not None:
-            fields.append((label, payload))
+    fields += [(label, _pretty_json(payload)) for label, payload in _payloads(state)]
     if state.failure_details is not None:
         fields.append(("failure", _failure_text(state.failure_details)))
     width = max(len(label) for label, _ in fields) + 1
-    return [f"{(label + ':').ljust(width)} {value}" for label, value in fields]
+    lines = []
+    for label, value in fields:
+        first, *rest = value.splitlines() or [""]
+        lines.append(f"{(label + ':').ljust(width)} {first}")
+        lines += [" " * (width + 1) + line for line in rest]
+    return lines
+
+
+def _state_panel(state: WorkflowState) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("workflow", state.name)
+    grid.add_row("status", _status_text(state.runtime_status))
+    grid.add_row("created", _time(state.created_at))
+    grid.add_row("updated", _time(state.last_updated_at))
+    for label, payload in _payloads(state):
+        try:
+            grid.add_row(label, JSON(payload, indent=2))
+        except json.JSONDecodeError:
+            grid.add_row(label, payload)
+    failure = state.failure_details
+    if failure is not None:
+        grid.add_row("failure", Text(_failure_text(failure), style="red"))
+        if failure.stack:
+            grid.add_row("stack", Text(failure.stack.rstrip(), style="dim"))
+    return Panel(grid, title=f"[bold]{state.instance_id}", title_align="left", expand=False)
 
 
 def _event_type(event: HistoryEvent) -> str:
@@ -247,17 +412,102 @@ def _event_details(event: HistoryEvent) -> str:
     return " ".join(parts)
 
 
+def _task_of(event: HistoryEvent) -> str:
+    """The task id an event belongs to (``t<n>`` for timers), or ``""``."""
+    if isinstance(event, TimerCreated | TimerFired):
+        return f"t{event.timer_id}"
+    task_id = getattr(event, "task_id", None)
+    return "" if task_id is None else str(task_id)
+
+
+@dataclass(frozen=True)
+class _HistoryRow:
+    """One event as the history table shows it."""
+
+    index: int
+    event: HistoryEvent
+    delta: float | None
+    """Seconds since the previous event (None for the first)."""
+    took: float | None
+    """Seconds since the event that opened what this one closes (task, timer, child, run)."""
+
+    @property
+    def details(self) -> str:
+        details = _event_details(self.event)
+        if self.took is None:
+            return details
+        return f"took={_duration(self.took)} {details}".rstrip()
+
+
+_CLOSING_EVENTS = (
+    TaskCompleted,
+    TaskFailed,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    TimerFired,
+)
+"""Events that close what a scheduling event opened (their row shows ``took=``)."""
+
+
+def _history_rows(events: Sequence[HistoryEvent]) -> list[_HistoryRow]:
+    opened: dict[str, datetime] = {}
+    rows = []
+    previous: datetime | None = None
+    for index, event in enumerate(events):
+        key = _task_of(event)
+        took: float | None = None
+        if isinstance(event, ExecutionStarted):
+            opened["run"] = event.timestamp
+        elif isinstance(event, TaskScheduled | ChildWorkflowScheduled | TimerCreated):
+            opened[key] = event.timestamp
+        elif isinstance(event, _CLOSING_EVENTS):
+            start = opened.get(key)
+            took = None if start is None else (event.timestamp - start).total_seconds()
+        elif isinstance(event, ExecutionCompleted) and "run" in opened:
+            took = (event.timestamp - opened["run"]).total_seconds()
+        delta = None if previous is None else (event.timestamp - previous).total_seconds()
+        previous = event.timestamp
+        rows.append(_HistoryRow(index, event, delta, took))
+    return rows
+
+
+def _event_style(event: HistoryEvent) -> str:
+    if isinstance(event, TaskFailed | ChildWorkflowFailed):
+        return "red"
+    if isinstance(event, ExecutionCompleted):
+        return "green" if event.status == "COMPLETED" else "bold red"
+    if isinstance(event, TaskCompleted | ChildWorkflowCompleted | TimerFired):
+        return "green"
+    return ""
+
+
 # -------------------------------------------------------------------- commands
 
 
+def _print_final(out: _Output, state: WorkflowState) -> None:
+    """Status, output and failure of a finished instance, for ``start --wait`` and ``watch``."""
+    if out.rich:
+        out.show(_state_panel(state))
+        return
+    out.plain(f"status: {state.runtime_status.value}")
+    if state.serialized_output is not None:
+        out.plain(f"output: {state.serialized_output}")
+    if state.failure_details is not None:
+        out.plain(f"failure: {_failure_text(state.failure_details)}")
+
+
 async def _cmd_start(args: argparse.Namespace) -> int:
+    out = _Output(args)
     workflow_input = _parse_json_option("--input", args.input)
     async with _connected(args) as client:
         instance_id = await client.schedule_new_workflow(
             args.workflow, input=workflow_input, instance_id=args.id
         )
-        print(instance_id, flush=True)
+        if not args.json:
+            out.plain(instance_id)
         if not args.wait:
+            if args.json:
+                out.json({"instance_id": instance_id})
             return 0
         try:
             state = await client.wait_for_workflow_completion(instance_id, timeout=args.timeout)
@@ -267,11 +517,10 @@ async def _cmd_start(args: argparse.Namespace) -> int:
                 f"running (jetloom status {instance_id}); is a worker hosting "
                 f"{args.workflow!r} on prefix {args.prefix!r}?"
             ) from None
-    print(f"status: {state.runtime_status.value}")
-    if state.serialized_output is not None:
-        print(f"output: {state.serialized_output}")
-    if state.failure_details is not None:
-        print(f"failure: {_failure_text(state.failure_details)}")
+    if args.json:
+        out.json(_state_as_json(state))
+    else:
+        _print_final(out, state)
     return 0 if state.runtime_status is WorkflowStatus.COMPLETED else 1
 
 
@@ -285,27 +534,64 @@ async def _existing_state(client: WorkflowClient, instance_id: str) -> WorkflowS
 
 
 async def _cmd_status(args: argparse.Namespace) -> int:
+    out = _Output(args)
     async with _connected(args) as client:
         state = await _existing_state(client, args.instance_id)
     if args.json:
-        print(json.dumps(_state_as_json(state), indent=2))
+        out.json(_state_as_json(state))
+    elif out.rich:
+        out.show(_state_panel(state))
     else:
-        print("\n".join(_state_lines(state)))
+        out.plain("\n".join(_state_lines(state)))
     return 0
 
 
+def _history_as_json(rows: Sequence[_HistoryRow]) -> list[dict[str, Any]]:
+    """The events as tagged JSON objects, each with ``delta_s`` / ``took_s`` added."""
+    events: list[dict[str, Any]] = msgspec.json.decode(
+        msgspec.json.encode([row.event for row in rows])
+    )
+    for event, row in zip(events, rows, strict=True):
+        event["delta_s"] = row.delta
+        event["took_s"] = row.took
+    return events
+
+
 async def _cmd_history(args: argparse.Namespace) -> int:
+    out = _Output(args)
     async with _connected(args) as client:
         await _existing_state(client, args.instance_id)
         events = await client.get_history(args.instance_id)
+    rows = _history_rows(events)
     if args.json:
-        print(msgspec.json.format(msgspec.json.encode(events), indent=2).decode())
+        out.json(_history_as_json(rows))
         return 0
-    rows = [
-        [str(i), _time(ev.timestamp), _event_type(ev), _event_details(ev)]
-        for i, ev in enumerate(events)
+    headers = ["#", "time", "delta", "task", "type", "details"]
+    if out.rich:
+        table = Table(*headers, header_style="bold", title=f"history of {args.instance_id}")
+        for row in rows:
+            table.add_row(
+                str(row.index),
+                _time(row.event.timestamp),
+                "" if row.delta is None else _delta(row.delta),
+                _task_of(row.event),
+                Text(_event_type(row.event), style=_event_style(row.event)),
+                row.details,
+            )
+        out.show(table)
+        return 0
+    plain_rows = [
+        [
+            str(row.index),
+            _time(row.event.timestamp),
+            "-" if row.delta is None else _delta(row.delta),
+            _task_of(row.event) or "-",
+            _event_type(row.event),
+            row.details,
+        ]
+        for row in rows
     ]
-    print(_table(["#", "time", "type", "details"], rows))
+    out.plain(_table(headers, plain_rows))
     return 0
 
 
@@ -326,6 +612,17 @@ async def _steer(
     return 0
 
 
+def _report(args: argparse.Namespace, message: str, **fields: Any) -> None:
+    """What a steering command did: one line, or a JSON object with ``--json``."""
+    out = _Output(args)
+    if args.json:
+        out.json({"instance_id": args.instance_id, **fields})
+    elif out.rich:
+        out.show(Text(message, style="green"))
+    else:
+        out.plain(message)
+
+
 async def _cmd_raise(args: argparse.Namespace) -> int:
     data = _parse_json_option("--data", args.data)
     await _steer(
@@ -333,7 +630,13 @@ async def _cmd_raise(args: argparse.Namespace) -> int:
         "raise an event to",
         lambda c: c.raise_workflow_event(args.instance_id, args.event, data=data),
     )
-    print(f"raised event {args.event!r} to {args.instance_id}")
+    _report(
+        args,
+        f"raised event {args.event!r} to {args.instance_id}",
+        action="raise",
+        event=args.event,
+        data=data,
+    )
     return 0
 
 
@@ -344,19 +647,25 @@ async def _cmd_terminate(args: argparse.Namespace) -> int:
         "terminate",
         lambda c: c.terminate_workflow(args.instance_id, output=output, recursive=args.recursive),
     )
-    print(f"terminating {args.instance_id}")
+    _report(
+        args,
+        f"terminating {args.instance_id}",
+        action="terminate",
+        output=output,
+        recursive=args.recursive,
+    )
     return 0
 
 
 async def _cmd_pause(args: argparse.Namespace) -> int:
     await _steer(args, "pause", lambda c: c.pause_workflow(args.instance_id))
-    print(f"pausing {args.instance_id}")
+    _report(args, f"pausing {args.instance_id}", action="pause")
     return 0
 
 
 async def _cmd_resume(args: argparse.Namespace) -> int:
     await _steer(args, "resume", lambda c: c.resume_workflow(args.instance_id))
-    print(f"resuming {args.instance_id}")
+    _report(args, f"resuming {args.instance_id}", action="resume")
     return 0
 
 
@@ -369,32 +678,400 @@ async def _cmd_purge(args: argparse.Namespace) -> int:
                 f"no instance {args.instance_id!r} to purge; check the id "
                 "(jetloom list shows instances)"
             ) from None
-    print(f"purged {args.instance_id} ({purged} instance{'s' if purged != 1 else ''})")
+    _report(
+        args,
+        f"purged {args.instance_id} ({purged} instance{'s' if purged != 1 else ''})",
+        action="purge",
+        purged=purged,
+    )
     return 0
 
 
+def _page_bounds(args: argparse.Namespace) -> tuple[int, int | None]:
+    """(offset, limit) from ``--offset/--limit`` or ``--page`` (1-based, ``--limit`` per page)."""
+    if args.page is not None:
+        size = args.limit if args.limit is not None else LIST_DEFAULT_PAGE_SIZE
+        return (args.page - 1) * size, size
+    return args.offset or 0, args.limit
+
+
 async def _cmd_list(args: argparse.Namespace) -> int:
+    out = _Output(args)
+    statuses = set(args.status or [])
     async with _connected(args) as client:
         states = [
-            s async for s in client.list_workflows(status=args.status, workflow_name=args.workflow)
+            s
+            async for s in client.list_workflows(workflow_name=args.workflow)
+            if not statuses or s.runtime_status in statuses
         ]
-    states.sort(key=lambda s: (s.created_at, s.instance_id))
+    states.sort(key=lambda s: (s.created_at, s.instance_id), reverse=args.newest_first)
+    offset, limit = _page_bounds(args)
+    page = states[offset : None if limit is None else offset + limit]
     if args.json:
-        print(json.dumps([_state_as_json(s) for s in states], indent=2))
-    elif not states:
-        print("no instances")
-    else:
-        rows = [
+        out.json([_state_as_json(s) for s in page])
+        return 0
+    if not page:
+        out.plain("no instances" if not states else f"no instances on this page ({len(states)})")
+        return 0
+    footer = ""
+    if len(page) < len(states):
+        footer = f"instances {offset + 1}-{offset + len(page)} of {len(states)}"
+        if offset + len(page) < len(states):
+            footer += f"; next: --offset {offset + len(page)}" + (
+                f" --limit {limit}" if limit is not None else ""
+            )
+    headers = ["instance", "workflow", "status", "created", "updated"]
+    if out.rich:
+        table = _rich_table(
+            headers,
             [
-                s.instance_id,
-                s.name,
-                s.runtime_status.value,
-                _time(s.created_at),
-                _time(s.last_updated_at),
-            ]
-            for s in states
+                [
+                    s.instance_id,
+                    s.name,
+                    _status_text(s.runtime_status),
+                    _time(s.created_at),
+                    _time(s.last_updated_at),
+                ]
+                for s in page
+            ],
+        )
+        if footer:
+            table.caption = footer
+        out.show(table)
+        return 0
+    rows = [
+        [
+            s.instance_id,
+            s.name,
+            s.runtime_status.value,
+            _time(s.created_at),
+            _time(s.last_updated_at),
         ]
-        print(_table(["instance", "workflow", "status", "created", "updated"], rows))
+        for s in page
+    ]
+    out.plain(_table(headers, rows))
+    if footer:
+        out.plain(footer)
+    return 0
+
+
+# ----------------------------------------------------------------------- watch
+
+
+def _watch_line(state: WorkflowState) -> str:
+    return (
+        f"{_time(state.last_updated_at)}  {state.instance_id}  {state.name}  "
+        f"{state.runtime_status.value}"
+    )
+
+
+class _Watch:
+    """Reads a KV watcher until the caller's deadline or a stop signal (SIGINT, SIGTERM).
+
+    The next-update task lives across calls, so giving up on a wait never drops an update.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = None if timeout is None else loop.time() + timeout
+        self._stop = asyncio.Event()
+        self._next: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> _Watch:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if self._next is not None:
+            self._next.cancel()
+
+    async def next(self, watcher: Any) -> tuple[bool, Any]:
+        """(True, entry-or-None-marker), or (False, None) once stopped or out of time."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(watcher.updates(timeout=None))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        remaining = None
+        if self._deadline is not None:
+            remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait(
+                [self._next, stopper], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+        if self._stop.is_set() or not self._next.done():
+            return False, None
+        task, self._next = self._next, None
+        return True, task.result()
+
+
+def _entry_state(entry: Any) -> WorkflowState | None:
+    """The state in a KV watch entry (None for a delete/purge)."""
+    if entry.operation is not None or not entry.value:
+        return None
+    return WorkflowState.from_record(decode_record(entry.value), fetch_payloads=True)
+
+
+async def _watch_instance(out: _Output, session: _Session, args: argparse.Namespace) -> int:
+    await _existing_state(session.client, args.instance_id)
+    kv = await session.broker.instances()
+    watcher = await kv.watch(args.instance_id)
+    shown: tuple[object, ...] | None = None
+    last: WorkflowState | None = None
+    live = Live(console=out.console, auto_refresh=False) if out.rich and not args.json else None
+    try:
+        async with _Watch(None if args.once else args.timeout) as watch:
+            if live is not None:
+                live.start()
+            while True:
+                ok, entry = await watch.next(watcher)
+                if not ok:
+                    break
+                if entry is None:
+                    if args.once and last is not None:
+                        break
+                    continue
+                state = _entry_state(entry)
+                if state is None:
+                    raise CliError(f"instance {args.instance_id!r} was purged while watching")
+                key = (
+                    state.runtime_status,
+                    state.last_updated_at,
+                    state.serialized_custom_status,
+                )
+                if key != shown:
+                    shown, last = key, state
+                    if args.json:
+                        out.json(_state_as_json(state), indent=None)
+                    elif live is not None:
+                        live.update(_state_panel(state), refresh=True)
+                    else:
+                        out.plain(_watch_line(state))
+                if args.once or state.runtime_status.is_terminal:
+                    break
+    finally:
+        if live is not None:
+            live.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    if last is None or not last.runtime_status.is_terminal:
+        return 0
+    if not args.json and live is None:
+        _print_final(out, last)
+    return 0 if last.runtime_status is WorkflowStatus.COMPLETED else 1
+
+
+def _running_table(running: dict[str, WorkflowState], finished: list[WorkflowState]) -> Table:
+    states = sorted(running.values(), key=lambda s: (s.created_at, s.instance_id))
+    rows: list[list[str | Text]] = [
+        [
+            s.instance_id,
+            s.name,
+            _status_text(s.runtime_status),
+            _time(s.created_at),
+            _time(s.last_updated_at),
+        ]
+        for s in [*states, *finished[-10:]]
+    ]
+    return _rich_table(
+        ["instance", "workflow", "status", "created", "updated"],
+        rows,
+        title=f"{len(running)} running (Ctrl-C stops)",
+    )
+
+
+async def _watch_all(out: _Output, session: _Session, args: argparse.Namespace) -> int:
+    kv = await session.broker.instances()
+    watcher = await kv.watchall()
+    running: dict[str, WorkflowState] = {}
+    finished: list[WorkflowState] = []
+    initial = True
+    live = Live(console=out.console, auto_refresh=False) if out.rich and not args.json else None
+    try:
+        async with _Watch(args.timeout) as watch:
+            if live is not None:
+                live.start()
+            while True:
+                ok, entry = await watch.next(watcher)
+                if not ok:
+                    break
+                if entry is None:  # the current values are all delivered
+                    initial = False
+                    if live is not None:
+                        live.update(_running_table(running, finished), refresh=True)
+                    if args.once:
+                        break
+                    continue
+                state = _entry_state(entry)
+                if state is None:
+                    running.pop(entry.key, None)
+                    continue
+                if state.runtime_status.is_terminal:
+                    if running.pop(state.instance_id, None) is None or initial:
+                        continue  # finished before the watch began: not running
+                    finished.append(state)
+                else:
+                    running[state.instance_id] = state
+                if args.json:
+                    out.json(_state_as_json(state), indent=None)
+                elif live is None:
+                    out.plain(_watch_line(state))
+                elif not initial:
+                    live.update(_running_table(running, finished), refresh=True)
+    finally:
+        if live is not None:
+            live.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return 0
+
+
+async def _cmd_watch(args: argparse.Namespace) -> int:
+    out = _Output(args)
+    async with _session(args) as session:
+        if args.instance_id is None:
+            return await _watch_all(out, session, args)
+        return await _watch_instance(out, session, args)
+
+
+# ----------------------------------------------------------------------- stats
+
+
+def _consumer_as_json(info: ConsumerInfo, prefix_of_activities: str) -> dict[str, Any]:
+    name = info.name
+    kind = "activities" if name.startswith(prefix_of_activities) else "workflows"
+    return {
+        "consumer": name,
+        "kind": kind,
+        "task_queue": name[len(prefix_of_activities) :] if kind == "activities" else None,
+        "pending": info.num_pending or 0,
+        "in_flight": info.num_ack_pending or 0,
+        "redelivered": info.num_redelivered or 0,
+        "waiting_pulls": info.num_waiting or 0,
+        "delivered": (info.delivered.consumer_seq or 0) if info.delivered else 0,
+    }
+
+
+async def _cmd_stats(args: argparse.Namespace) -> int:
+    out = _Output(args)
+    async with _session(args) as session:
+        by_status: Counter[WorkflowStatus] = Counter()
+        by_workflow: dict[str, Counter[WorkflowStatus]] = {}
+        async for state in session.client.list_workflows():
+            by_status[state.runtime_status] += 1
+            by_workflow.setdefault(state.name, Counter())[state.runtime_status] += 1
+        subjects = session.broker.subjects
+        js = session.broker.js
+        infos = await js.consumers_info(subjects.work_stream)
+        work = await js.stream_info(subjects.work_stream)
+        dead = await js.stream_info(subjects.deadletter_stream)
+    activities_prefix = subjects.activities_consumer("")
+    consumers = sorted(
+        (_consumer_as_json(info, activities_prefix) for info in infos),
+        key=lambda c: (c["kind"] != "workflows", c["consumer"]),
+    )
+    stats = {
+        "instances": {
+            "total": sum(by_status.values()),
+            "by_status": {s.value: by_status[s] for s in WorkflowStatus},
+            "by_workflow": {
+                name: {s.value: n for s, n in sorted(c.items(), key=lambda i: i[0].value)}
+                for name, c in sorted(by_workflow.items())
+            },
+        },
+        "consumers": consumers,
+        "streams": {
+            "work": {"stream": subjects.work_stream, "messages": work.state.messages},
+            "deadletter": {"stream": subjects.deadletter_stream, "messages": dead.state.messages},
+        },
+    }
+    if args.json:
+        out.json(stats)
+        return 0
+    status_rows = [[s.value, str(by_status[s])] for s in WorkflowStatus]
+    consumer_headers = ["consumer", "task queue", "pending", "in flight", "redelivered", "waiting"]
+    consumer_rows = [
+        [
+            str(c["consumer"]),
+            str(c["task_queue"] or "-"),
+            str(c["pending"]),
+            str(c["in_flight"]),
+            str(c["redelivered"]),
+            str(c["waiting_pulls"]),
+        ]
+        for c in consumers
+    ]
+    streams_line = (
+        f"work stream {subjects.work_stream}: {work.state.messages} messages; "
+        f"dead letters {subjects.deadletter_stream}: {dead.state.messages}"
+    )
+    total = stats["instances"]["total"]  # type: ignore[index]
+    if out.rich:
+        out.show(
+            _rich_table(
+                ["status", "count"],
+                [[_status_text(s), str(by_status[s])] for s in WorkflowStatus],
+                title=f"instances: {total}",
+            )
+        )
+        if consumer_rows:
+            out.show(_rich_table(consumer_headers, consumer_rows, title="consumers"))
+        else:
+            out.show(Text("no consumers yet (no runtime has started on this prefix)", "dim"))
+        out.show(Text(streams_line, style="dim"))
+        return 0
+    out.plain(f"instances: {total}")
+    out.plain(_table(["status", "count"], status_rows))
+    out.plain()
+    if consumer_rows:
+        out.plain(_table(consumer_headers, consumer_rows))
+    else:
+        out.plain("no consumers yet (no runtime has started on this prefix)")
+    out.plain()
+    out.plain(streams_line)
+    return 0
+
+
+# ------------------------------------------------------------------ serve-http
+
+
+async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
+    await _check_reachable(url)
+    # A long-running server reconnects forever, like a runtime (not the CLI's fail-fast).
+    client = await WorkflowClient.connect(url, prefix=args.prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def ready(host: str, port: int) -> None:
+        print(
+            f"jetloom serve-http: listening on http://{host}:{port} "
+            f"(NATS at {url}, prefix {args.prefix!r}); Ctrl-C stops",
+            flush=True,
+        )
+
+    try:
+        await serve_http(client, host=args.host, port=args.port, stop=stop, ready=ready)
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+            "choose another --port (0 picks a free one)"
+        ) from None
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await client.close()
+
+
+def _cmd_serve_http(args: argparse.Namespace) -> int:
+    _check_prefix(args)
+    observability.configure(service_name="jetloom-http")
+    asyncio.run(_serve_http_until_stopped(args, _nats_url(args)))
+    print("jetloom serve-http: stopped", flush=True)
     return 0
 
 
@@ -596,6 +1273,29 @@ def _status_option(text: str) -> WorkflowStatus:
         raise argparse.ArgumentTypeError(f"unknown status {text!r} (one of {names})") from None
 
 
+def _count_option(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds_option(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``jetloom`` argument parser with all subcommands."""
     common = _Parser(add_help=False)
@@ -608,6 +1308,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("JETLOOM_PREFIX") or DEFAULT_PREFIX,
         help="namespace of subjects, streams and buckets (default: JETLOOM_PREFIX, then jetloom)",
     )
+    common.add_argument(
+        "--no-color",
+        action="store_true",
+        help="plain text without colours or boxes (also when NO_COLOR is set or not a terminal)",
+    )
     parser = _Parser(
         prog="jetloom",
         description="Durable workflows on NATS JetStream: host, start, inspect and steer them.",
@@ -619,6 +1324,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
+    def json_flag(p: argparse.ArgumentParser, text: str = "print JSON") -> None:
+        p.add_argument("--json", action="store_true", help=text)
+
     p = command("dev", "host the WorkflowRuntimes of modules (embedded nats-server by default)")
     p.add_argument("modules", nargs="+", metavar="MODULE_OR_FILE", help="dotted name or .py file")
     p.add_argument(
@@ -628,6 +1336,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", help="embedded server's JetStream folder (default: a temporary one)")
     p.set_defaults(handler=_cmd_dev, is_async=False)
+
+    p = command("serve-http", "serve Dapr's workflow HTTP API (v1.0 and v1.0-beta1) over NATS")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=_count_option(0),
+        default=HTTP_DEFAULT_PORT,
+        help=f"port to listen on (default {HTTP_DEFAULT_PORT}, Dapr's; 0 picks a free one)",
+    )
+    p.set_defaults(handler=_cmd_serve_http, is_async=False)
 
     p = command("start", "start a workflow instance and print its id")
     p.add_argument("workflow", help="registered workflow name")
@@ -639,22 +1357,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for the end; print status and output (exit 1 unless COMPLETED)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    json_flag(p, "print {instance_id} (with --wait: the final state) as JSON")
     p.set_defaults(handler=_cmd_start)
 
-    p = command("status", "show an instance's status, input, output and failure")
+    p = command("status", "show an instance's status, input, output, custom status and failure")
     p.add_argument("instance_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_flag(p)
     p.set_defaults(handler=_cmd_status)
 
-    p = command("history", "show an instance's event history")
+    p = command("history", "show an instance's events with times, durations and task ids")
     p.add_argument("instance_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print the events as JSON")
+    json_flag(p, "print the events as JSON (with delta_s and took_s)")
     p.set_defaults(handler=_cmd_history)
+
+    p = command(
+        "watch",
+        "follow an instance until it finishes, or every running instance (Ctrl-C stops)",
+    )
+    p.add_argument("instance_id", metavar="ID", nargs="?", help="instance (default: all running)")
+    p.add_argument("--once", action="store_true", help="show the current state and exit")
+    p.add_argument("--timeout", type=_seconds_option, help="stop watching after this many seconds")
+    json_flag(p, "print one JSON state per line per change")
+    p.set_defaults(handler=_cmd_watch)
 
     p = command("raise", "raise an external event to an instance")
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("event", metavar="EVENT", help="event name")
     p.add_argument("--data", help="event data as JSON")
+    json_flag(p)
     p.set_defaults(handler=_cmd_raise)
 
     p = command("terminate", "terminate an instance (and its child workflows)")
@@ -666,25 +1396,47 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave child workflows running",
     )
+    json_flag(p)
     p.set_defaults(handler=_cmd_terminate)
 
     p = command("pause", "suspend an instance (events are held until it resumes)")
     p.add_argument("instance_id", metavar="ID")
+    json_flag(p)
     p.set_defaults(handler=_cmd_pause)
 
     p = command("resume", "resume a suspended instance")
     p.add_argument("instance_id", metavar="ID")
+    json_flag(p)
     p.set_defaults(handler=_cmd_resume)
 
     p = command("purge", "delete a finished instance's history and state (and its children's)")
     p.add_argument("instance_id", metavar="ID")
+    json_flag(p)
     p.set_defaults(handler=_cmd_purge)
 
-    p = command("list", "list instances")
-    p.add_argument("--status", type=_status_option, help="only this status, e.g. RUNNING")
+    p = command("list", "list instances, oldest first")
+    p.add_argument(
+        "--status",
+        type=_status_option,
+        action="append",
+        help="only this status, e.g. RUNNING (repeat for several)",
+    )
     p.add_argument("--workflow", help="only instances of this workflow name")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=_count_option(1), help="at most this many instances")
+    paging = p.add_mutually_exclusive_group()
+    paging.add_argument("--offset", type=_count_option(0), help="skip this many instances")
+    paging.add_argument(
+        "--page",
+        type=_count_option(1),
+        help=f"page number, 1-based, of --limit instances (default {LIST_DEFAULT_PAGE_SIZE})",
+    )
+    p.add_argument("--newest-first", action="store_true", help="newest instances first")
+    json_flag(p)
     p.set_defaults(handler=_cmd_list)
+
+    p = command("stats", "instance counts by status and the backlog of each work consumer")
+    json_flag(p)
+    p.set_defaults(handler=_cmd_stats)
     return parser
 
 

@@ -147,12 +147,6 @@ class TestMaxPayload:
             assert orch.alive
             await workers.stop_all()
 
-    @pytest.mark.xfail(
-        reason="a start whose input fits max_payload but whose execution_started event does "
-        "not is naked forever (append raises MaxPayloadError, no record to stall): never "
-        "dead-lettered nor visible",
-        strict=True,
-    )
     async def test_start_that_fits_but_its_history_event_does_not(self, tmp_path, workers):
         """A start event just under max_payload is dead-lettered (or fails visibly) rather than
         redelivered forever."""

@@ -1,0 +1,337 @@
+"""Dapr's workflow HTTP API on top of a WorkflowClient, served by ``jetloom serve-http``.
+
+Same paths, bodies and status codes as a Dapr sidecar (``/v1.0/workflows/dapr/...`` and the
+``v1.0-beta1`` / ``v1.0-alpha1`` prefixes), so a Dapr HTTP client only needs its base URL
+pointed here. Errors are Dapr's body ``{"errorCode": ..., "message": ...}``. jetloom statuses
+that Dapr lacks are mapped (see ``dapr_status``) and kept in the property
+``jetloom.workflow.runtime_status``. The document is in ``engine/_openapi.py``; docs/http.md
+has examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from engine._client import WorkflowClient
+from engine._errors import (
+    InstanceAlreadyRunningError,
+    InstanceFinishedError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+)
+from engine._ids import check_instance_id
+from engine._openapi import OPENAPI
+from engine._state import WorkflowState, WorkflowStatus
+
+_log = structlog.get_logger("jetloom.http")
+
+COMPONENT = "dapr"
+"""The only workflow component name served (Dapr's built-in engine has the same name)."""
+
+_STATUS_FOR_DAPR = {
+    WorkflowStatus.STALLED: "RUNNING",
+    WorkflowStatus.CONTINUED_AS_NEW: "RUNNING",
+}
+"""jetloom statuses Dapr does not have. STALLED: a workflow task keeps failing (e.g.
+non-determinism) and is retried; the instance is alive, so RUNNING (the failure is in the
+failure properties). CONTINUED_AS_NEW: the instance restarts with fresh history, so RUNNING."""
+
+_VERSION = r"{version:v1\.0(?:-beta1|-alpha1)?}"
+_PREFIX = f"/{_VERSION}/workflows/{{component}}"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+_CLIENT_KEY = web.AppKey("client", WorkflowClient)
+
+
+class DaprError(Exception):
+    """A failure answered with Dapr's error body and an HTTP status."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+def dapr_status(status: WorkflowStatus) -> str:
+    """The runtimeStatus a Dapr client sees for a jetloom status."""
+    return _STATUS_FOR_DAPR.get(status, status.value)
+
+
+def _timestamp(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dapr_state(state: WorkflowState) -> dict[str, Any]:
+    """Dapr's GetWorkflow response for an instance (payloads as JSON text, like Dapr)."""
+    properties = {
+        "dapr.workflow.custom_status": state.serialized_custom_status or "",
+        "jetloom.workflow.runtime_status": state.runtime_status.value,
+    }
+    if state.serialized_input is not None:
+        properties["dapr.workflow.input"] = state.serialized_input
+    failure = state.failure_details
+    if failure is None:
+        if state.serialized_output is not None:
+            properties["dapr.workflow.output"] = state.serialized_output
+    else:
+        properties["dapr.workflow.failure.error_type"] = failure.type
+        properties["dapr.workflow.failure.error_message"] = failure.message
+        if failure.stack:
+            properties["dapr.workflow.failure.stack_trace"] = failure.stack
+    return {
+        "instanceID": state.instance_id,
+        "workflowName": state.name,
+        "createdAt": _timestamp(state.created_at),
+        "lastUpdatedAt": _timestamp(state.last_updated_at),
+        "runtimeStatus": dapr_status(state.runtime_status),
+        "properties": properties,
+    }
+
+
+# --------------------------------------------------------------------- requests
+
+
+def _client(request: web.Request) -> WorkflowClient:
+    return request.app[_CLIENT_KEY]
+
+
+def _check_component(request: web.Request) -> None:
+    component = request.match_info["component"]
+    if component != COMPONENT:
+        raise DaprError(
+            400,
+            "ERR_WORKFLOW_COMPONENT_NOT_FOUND",
+            f"workflow component {component!r} does not exist; jetloom serves "
+            f"'{COMPONENT}' (e.g. /v1.0/workflows/{COMPONENT}/...)",
+        )
+
+
+def _instance_id(text: str) -> str:
+    """A valid instance id, or Dapr's 400 saying which rule it breaks."""
+    try:
+        return check_instance_id(text)
+    except InvalidInstanceIdError as exc:
+        code = (
+            "ERR_INSTANCE_ID_TOO_LONG"
+            if len(text) > 64 and _SAFE_ID.match(text)
+            else "ERR_INSTANCE_ID_INVALID"
+        )
+        raise DaprError(400, code, str(exc)) from None
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The body as a JSON value (empty: None), or Dapr's 400 ERR_MALFORMED_REQUEST."""
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DaprError(
+            400,
+            "ERR_MALFORMED_REQUEST",
+            f"the request body is not valid JSON ({exc}); send a JSON value, "
+            "e.g. '{\"qty\": 2}' or '\"text\"'",
+        ) from None
+
+
+def _not_found(instance_id: str) -> DaprError:
+    return DaprError(
+        404,
+        "ERR_INSTANCE_ID_NOT_FOUND",
+        f"unable to find workflow with the provided instance ID: {instance_id}",
+    )
+
+
+async def _run(code: str, instance_id: str, action: Awaitable[object]) -> None:
+    """Await a client call, turning its errors into Dapr's (``code`` for everything else)."""
+    try:
+        await action
+    except InstanceNotFoundError:
+        raise _not_found(instance_id) from None
+    except (InstanceFinishedError, InstanceAlreadyRunningError) as exc:
+        raise DaprError(500, code, str(exc)) from None
+
+
+# --------------------------------------------------------------------- handlers
+
+
+async def _start(request: web.Request) -> web.Response:
+    _check_component(request)
+    name = request.match_info["name"]
+    given = request.query.get("instanceID") or None
+    instance_id = None if given is None else _instance_id(given)
+    workflow_input = await _json_body(request)
+    try:
+        instance_id = await _client(request).schedule_new_workflow(
+            name, input=workflow_input, instance_id=instance_id
+        )
+    except InstanceAlreadyRunningError as exc:
+        raise DaprError(500, "ERR_START_WORKFLOW", str(exc)) from None
+    except ValueError as exc:  # a workflow name that cannot be a subject token
+        raise DaprError(400, "ERR_START_WORKFLOW", str(exc)) from None
+    return web.json_response({"instanceID": instance_id}, status=202)
+
+
+async def _get(request: web.Request) -> web.Response:
+    _check_component(request)
+    instance_id = _instance_id(request.match_info["instance_id"])
+    state = await _client(request).get_workflow_state(instance_id, fetch_payloads=True)
+    if state is None:
+        raise _not_found(instance_id)
+    return web.json_response(dapr_state(state))
+
+
+def _steer(
+    code: str,
+    action: Callable[[WorkflowClient, str, web.Request], Awaitable[object]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A POST handler for one steering operation: 202 with no body, or Dapr's error."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _check_component(request)
+        instance_id = _instance_id(request.match_info["instance_id"])
+        await _run(code, instance_id, action(_client(request), instance_id, request))
+        return web.Response(status=202)
+
+    handler.__doc__ = f"Steering operation answering Dapr's {code} on failure."
+    return handler
+
+
+async def _raise_event(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
+    data = await _json_body(request)
+    await client.raise_workflow_event(instance_id, request.match_info["event"], data=data)
+
+
+async def _terminate(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
+    await client.terminate_workflow(instance_id, recursive=True)
+
+
+async def _pause(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
+    await client.pause_workflow(instance_id)
+
+
+async def _resume(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
+    await client.resume_workflow(instance_id)
+
+
+async def _purge(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
+    await client.purge_workflow(instance_id, recursive=True)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+_OPERATION_CODES = {
+    "start": "ERR_START_WORKFLOW",
+    "get": "ERR_GET_WORKFLOW",
+    "terminate": "ERR_TERMINATE_WORKFLOW",
+    "raiseEvent": "ERR_RAISE_EVENT_WORKFLOW",
+    "pause": "ERR_PAUSE_WORKFLOW",
+    "resume": "ERR_RESUME_WORKFLOW",
+    "purge": "ERR_PURGE_WORKFLOW",
+}
+
+
+def _operation_code(request: web.Request) -> str:
+    route = request.match_info.route.name or "get"
+    return _OPERATION_CODES.get(route, "ERR_GET_WORKFLOW")
+
+
+@web.middleware
+async def _dapr_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer every failure with Dapr's error body; unexpected ones as the operation's 500."""
+    try:
+        return await handler(request)
+    except DaprError as exc:
+        error = exc
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        _log.exception("http.request_failed", path=request.path, method=request.method)
+        error = DaprError(
+            500, _operation_code(request), f"{type(exc).__name__}: {exc}".rstrip(": ")
+        )
+    _log.info(
+        "http.error",
+        path=request.path,
+        method=request.method,
+        status=error.status,
+        error_code=error.error_code,
+    )
+    return web.json_response(
+        {"errorCode": error.error_code, "message": error.message}, status=error.status
+    )
+
+
+def build_app(client: WorkflowClient) -> web.Application:
+    """The aiohttp application serving Dapr's workflow API through ``client``."""
+    app = web.Application(middlewares=[_dapr_errors])
+    app[_CLIENT_KEY] = client
+    app.router.add_post(f"{_PREFIX}/{{name}}/start", _start, name="start")
+    app.router.add_get(f"{_PREFIX}/{{instance_id}}", _get, name="get")
+    app.router.add_post(
+        f"{_PREFIX}/{{instance_id}}/terminate",
+        _steer("ERR_TERMINATE_WORKFLOW", _terminate),
+        name="terminate",
+    )
+    app.router.add_post(
+        f"{_PREFIX}/{{instance_id}}/raiseEvent/{{event}}",
+        _steer("ERR_RAISE_EVENT_WORKFLOW", _raise_event),
+        name="raiseEvent",
+    )
+    app.router.add_post(
+        f"{_PREFIX}/{{instance_id}}/pause", _steer("ERR_PAUSE_WORKFLOW", _pause), name="pause"
+    )
+    app.router.add_post(
+        f"{_PREFIX}/{{instance_id}}/resume", _steer("ERR_RESUME_WORKFLOW", _resume), name="resume"
+    )
+    app.router.add_post(
+        f"{_PREFIX}/{{instance_id}}/purge", _steer("ERR_PURGE_WORKFLOW", _purge), name="purge"
+    )
+    app.router.add_get(f"/{_VERSION}/healthz", _healthz)
+    app.router.add_get(f"/{_VERSION}/healthz/outbound", _healthz)
+    app.router.add_get("/openapi.json", _openapi)
+    return app
+
+
+async def serve_http(
+    client: WorkflowClient,
+    *,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve the API on ``host:port`` (0: a free port) until ``stop`` is set.
+
+    ``ready(host, port)`` is called once the socket listens, with the bound port.
+    """
+    runner = web.AppRunner(build_app(client), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        _log.info("http.listening", host=host, port=bound[1])
+        if ready is not None:
+            ready(host, int(bound[1]))
+        await stop.wait()
+    finally:
+        await runner.cleanup()

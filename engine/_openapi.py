@@ -1,0 +1,233 @@
+"""The OpenAPI 3.1 document of ``jetloom serve-http`` (Dapr's workflow HTTP API), served as JSON.
+
+The paths, bodies and status codes are Dapr's (docs.dapr.io/reference/api/workflow_api), so the
+document also describes what a Dapr client expects; tests validate every response against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_VERSIONS = ("v1.0", "v1.0-beta1", "v1.0-alpha1")
+"""Dapr's workflow API prefixes; all serve the same operations."""
+
+DAPR_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "TERMINATED", "PENDING", "SUSPENDED")
+"""The runtimeStatus strings a Dapr client knows."""
+
+_PREFIX = "/{apiVersion}/workflows/{workflowComponent}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_PATH_PARAMS = [
+    {
+        "name": "apiVersion",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(API_VERSIONS)},
+        "description": "Dapr's API version prefix; every version serves the same API.",
+    },
+    {
+        "name": "workflowComponent",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "example": "dapr"},
+        "description": "Workflow component; jetloom serves `dapr` only.",
+    },
+]
+
+_INSTANCE_PARAM = {
+    "name": "instanceId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "description": "The workflow instance id.",
+}
+
+_ANY_JSON: dict[str, Any] = {"description": "Any JSON value."}
+
+_COMMON_ERRORS = {
+    "400": _error(
+        "Malformed request: unknown component (ERR_WORKFLOW_COMPONENT_NOT_FOUND), invalid "
+        "instance id (ERR_INSTANCE_ID_INVALID, ERR_INSTANCE_ID_TOO_LONG) or body that is not "
+        "JSON (ERR_MALFORMED_REQUEST)."
+    ),
+    "404": _error("No instance with that id (ERR_INSTANCE_ID_NOT_FOUND)."),
+}
+
+
+def _steer(summary: str, code: str, *, body: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_INSTANCE_PARAM],
+        "responses": {
+            "202": {"description": "Accepted; no content."},
+            **_COMMON_ERRORS,
+            "500": _error(f"The instance refused it or NATS failed ({code})."),
+        },
+    }
+    if body:
+        operation["requestBody"] = {
+            "required": False,
+            "description": "The event data (JSON); empty means null.",
+            "content": {"application/json": {"schema": _ANY_JSON}},
+        }
+    return {"parameters": _PATH_PARAMS, "post": operation}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "jetloom workflow HTTP API (Dapr-compatible)",
+        "version": "1.0",
+        "description": (
+            "Dapr's workflow HTTP API served by `jetloom serve-http` on top of NATS JetStream. "
+            "Errors carry Dapr's body: {errorCode, message}."
+        ),
+    },
+    "paths": {
+        f"{_PREFIX}/{{workflowName}}/start": {
+            "parameters": _PATH_PARAMS,
+            "post": {
+                "summary": "Start a workflow instance.",
+                "parameters": [
+                    {
+                        "name": "workflowName",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+                    },
+                    {
+                        "name": "instanceID",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Instance id; generated when absent or empty.",
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "description": "The workflow input (JSON); empty means null.",
+                    "content": {"application/json": {"schema": _ANY_JSON}},
+                },
+                "responses": {
+                    "202": _json(_ref("StartResponse"), "Started."),
+                    "400": _error(
+                        "Bad instance id, workflow name or JSON body (ERR_INSTANCE_ID_INVALID, "
+                        "ERR_INSTANCE_ID_TOO_LONG, ERR_START_WORKFLOW, ERR_MALFORMED_REQUEST)."
+                    ),
+                    "500": _error(
+                        "The id's instance is still running, or NATS failed (ERR_START_WORKFLOW)."
+                    ),
+                },
+            },
+        },
+        f"{_PREFIX}/{{instanceId}}": {
+            "parameters": _PATH_PARAMS,
+            "get": {
+                "summary": "Get an instance's status, input, output and custom status.",
+                "parameters": [_INSTANCE_PARAM],
+                "responses": {
+                    "200": _json(_ref("WorkflowState"), "The instance."),
+                    **_COMMON_ERRORS,
+                    "500": _error("NATS failed (ERR_GET_WORKFLOW)."),
+                },
+            },
+        },
+        f"{_PREFIX}/{{instanceId}}/terminate": _steer(
+            "Terminate an instance and its child workflows.", "ERR_TERMINATE_WORKFLOW"
+        ),
+        f"{_PREFIX}/{{instanceId}}/raiseEvent/{{eventName}}": {
+            **_steer("Raise an external event.", "ERR_RAISE_EVENT_WORKFLOW", body=True),
+            "parameters": [
+                *_PATH_PARAMS,
+                {"name": "eventName", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+        },
+        f"{_PREFIX}/{{instanceId}}/pause": _steer("Suspend an instance.", "ERR_PAUSE_WORKFLOW"),
+        f"{_PREFIX}/{{instanceId}}/resume": _steer(
+            "Resume a suspended instance.", "ERR_RESUME_WORKFLOW"
+        ),
+        f"{_PREFIX}/{{instanceId}}/purge": _steer(
+            "Delete a finished instance's history and state (and its children's).",
+            "ERR_PURGE_WORKFLOW",
+        ),
+        "/{apiVersion}/healthz": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": "Liveness, as a Dapr sidecar answers it.",
+                "responses": {"204": {"description": "Healthy."}},
+            },
+        },
+        "/{apiVersion}/healthz/outbound": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": "Readiness of outbound calls (what Dapr SDKs wait for).",
+                "responses": {"204": {"description": "Healthy."}},
+            },
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "StartResponse": {
+                "type": "object",
+                "required": ["instanceID"],
+                "additionalProperties": False,
+                "properties": {"instanceID": {"type": "string"}},
+            },
+            "WorkflowState": {
+                "type": "object",
+                "required": [
+                    "instanceID",
+                    "workflowName",
+                    "createdAt",
+                    "lastUpdatedAt",
+                    "runtimeStatus",
+                    "properties",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "instanceID": {"type": "string"},
+                    "workflowName": {"type": "string"},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                    "lastUpdatedAt": {"type": "string", "format": "date-time"},
+                    "runtimeStatus": {"type": "string", "enum": list(DAPR_STATUSES)},
+                    "properties": {
+                        "type": "object",
+                        "description": (
+                            "String values: dapr.workflow.input / output / custom_status (JSON "
+                            "text), dapr.workflow.failure.error_type / error_message / "
+                            "stack_trace, and jetloom.workflow.runtime_status (jetloom's own "
+                            "status, e.g. STALLED)."
+                        ),
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["errorCode", "message"],
+                "properties": {
+                    "errorCode": {"type": "string", "pattern": "^ERR_[A-Z_]+$"},
+                    "message": {"type": "string"},
+                },
+            },
+        }
+    },
+}

@@ -41,25 +41,29 @@ def _cli_env() -> dict[str, str]:
     return env
 
 
-async def _spawn(*args: str) -> asyncio.subprocess.Process:
+async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "engine.cli",
         *args,
         cwd=ROOT,
-        env=_cli_env(),
+        env={**_cli_env(), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def run_cli(*args: str, timeout: float = 60) -> CliResult:
+async def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> CliResult:
     """Run ``python -m engine.cli ARGS`` without blocking the event loop the runtime uses."""
-    proc = await _spawn(*args)
+    proc = await _spawn(*args, env=env)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+def _where(nats_url: str, prefix: str) -> list[str]:
+    return ["--nats-url", nats_url, "--prefix", prefix]
 
 
 @pytest.fixture
@@ -152,11 +156,12 @@ class TestHistory:
         await jetloom("start", "doubler", "--input", "21", "--id", "h1", "--wait")
         result = await jetloom("history", "h1")
         lines = result.stdout.splitlines()
-        assert ["#", "time", "type", "details"] == lines[0].split()
-        rows = {line.split()[3]: line for line in lines[2:]}
-        assert "task_id=1 name=double input=21" in rows["task_scheduled"]
-        assert "task_id=1 result=42" in rows["task_completed"]
-        assert "status=COMPLETED result=42" in rows["execution_completed"]
+        assert ["#", "time", "delta", "task", "type", "details"] == lines[0].split()
+        rows = {line.split()[5]: line.split(maxsplit=6) for line in lines[2:]}
+        assert ["1", "name=double input=21"] == rows["task_scheduled"][4::2]
+        assert "1" == rows["task_completed"][4]
+        assert "result=42" in rows["task_completed"][6]
+        assert "status=COMPLETED result=42" in rows["execution_completed"][6]
 
     async def test_json_lists_tagged_events(self, jetloom: Jetloom) -> None:
         """history --json prints the events with their type tags, oldest first."""
@@ -350,3 +355,234 @@ class TestDev:
         result = await run_cli("dev", str(empty), "--port", "0")
         assert_one_line_error(result, "no WorkflowRuntime", str(empty))
         assert "" == result.stdout
+
+
+@pytest.mark.usefixtures("runtime")
+class TestListPaging:
+    @pytest.fixture
+    async def five(self, runtime: WorkflowRuntime, jetloom: Jetloom) -> None:
+        """Five completed doublers, k0 (oldest) to k4 (needs the runtime)."""
+        for i in range(5):
+            await jetloom("start", "doubler", "--input", str(i), "--id", f"k{i}", "--wait")
+
+    @pytest.mark.usefixtures("five")
+    async def test_limit_and_offset(self, jetloom: Jetloom) -> None:
+        """--offset/--limit show one slice, with a footer saying where the next one starts."""
+        lines = (await jetloom("list", "--offset", "1", "--limit", "2")).stdout.splitlines()
+        assert (["k1", "k2"], "instances 2-3 of 5; next: --offset 3 --limit 2") == (
+            [line.split()[0] for line in lines[2:-1]],
+            lines[-1],
+        )
+
+    @pytest.mark.usefixtures("five")
+    async def test_page_as_json(self, jetloom: Jetloom) -> None:
+        """--page N --limit M --json is the N-th page of M instances."""
+        states = json.loads((await jetloom("list", "--page", "3", "--limit", "2", "--json")).stdout)
+        assert ["k4"] == [s["instance_id"] for s in states]
+
+    @pytest.mark.usefixtures("five")
+    async def test_newest_first(self, jetloom: Jetloom) -> None:
+        """--newest-first reverses the order."""
+        states = json.loads((await jetloom("list", "--newest-first", "--json")).stdout)
+        assert ["k4", "k3", "k2", "k1", "k0"] == [s["instance_id"] for s in states]
+
+    async def test_offset_and_page_exclude_each_other(self) -> None:
+        """--offset and --page together are a usage error."""
+        result = await run_cli("list", "--offset", "1", "--page", "2")
+        assert (2, 1) == (result.code, len(result.stderr.splitlines()))
+        assert "not allowed with argument" in result.stderr
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStatusPayloads:
+    async def test_json_payloads_are_pretty_printed(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """status prints a structured output as indented JSON under its label."""
+        await _start_approval(jetloom, client, "sp1")
+        await jetloom("raise", "sp1", "approve", "--data", "true")
+        await client.wait_for_workflow_completion("sp1", timeout=20)
+        lines = (await jetloom("status", "sp1")).stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("output:"))
+        assert ["output:   {", '  "order": "order-1",', '  "approved": true', "}"] == [
+            lines[start],
+            *(line[10:] for line in lines[start + 1 : start + 4]),
+        ]
+
+
+@pytest.mark.usefixtures("runtime")
+class TestRichOutput:
+    async def test_terminal_output_has_colours_and_boxes(
+        self, nats_url: str, prefix: str, jetloom: Jetloom
+    ) -> None:
+        """With a terminal (FORCE_COLOR) list draws a rich table with coloured statuses."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "c1", "--wait")
+        result = await run_cli(
+            "list", "--nats-url", nats_url, "--prefix", prefix, env={"FORCE_COLOR": "1"}
+        )
+        assert (True, True) == ("┏" in result.stdout, "\x1b[32mCOMPLETED" in result.stdout)
+
+    async def test_no_color_stays_plain(self, nats_url: str, prefix: str, jetloom: Jetloom) -> None:
+        """--no-color keeps the plain table even where a terminal is forced."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "c2", "--wait")
+        result = await run_cli(
+            "list",
+            "--no-color",
+            "--nats-url",
+            nats_url,
+            "--prefix",
+            prefix,
+            env={"FORCE_COLOR": "1"},
+        )
+        assert ["instance", "workflow", "status", "created", "updated"] == (
+            result.stdout.splitlines()[0].split()
+        )
+        assert "\x1b[" not in result.stdout
+
+
+@pytest.mark.usefixtures("runtime")
+class TestSteeringJson:
+    async def test_each_steering_command_reports_json(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """raise/pause/resume/terminate/purge --json print what they did as JSON objects."""
+        await _start_approval(jetloom, client, "j1")
+        outputs = [
+            json.loads((await jetloom(*command, "--json")).stdout)
+            for command in (["pause", "j1"], ["resume", "j1"], ["terminate", "j1"])
+        ]
+        await client.wait_for_workflow_completion("j1", timeout=20)
+        outputs.append(json.loads((await jetloom("purge", "j1", "--json")).stdout))
+        assert ["pause", "resume", "terminate", "purge"] == [o["action"] for o in outputs]
+        assert (["j1"] * 4, 1) == ([o["instance_id"] for o in outputs], outputs[-1]["purged"])
+
+    async def test_raise_json(self, jetloom: Jetloom, client: WorkflowClient) -> None:
+        """raise --json echoes the event name and data."""
+        await _start_approval(jetloom, client, "j2")
+        report = json.loads(
+            (await jetloom("raise", "j2", "approve", "--data", "1", "--json")).stdout
+        )
+        assert {"instance_id": "j2", "action": "raise", "event": "approve", "data": 1} == report
+
+    async def test_start_json(self, jetloom: Jetloom) -> None:
+        """start --wait --json prints only the final state as JSON."""
+        state = json.loads(
+            (
+                await jetloom("start", "doubler", "--input", "4", "--id", "j3", "--wait", "--json")
+            ).stdout
+        )
+        assert ("j3", "COMPLETED", 8) == (
+            state["instance_id"],
+            state["runtime_status"],
+            state["output"],
+        )
+
+
+@pytest.mark.usefixtures("runtime")
+class TestWatch:
+    async def test_finished_instance_prints_its_end(self, jetloom: Jetloom) -> None:
+        """watch on a finished instance prints its status line and output, exit 0."""
+        await jetloom("start", "doubler", "--input", "3", "--id", "w1", "--wait")
+        result = await jetloom("watch", "w1")
+        lines = result.stdout.splitlines()
+        assert (0, ["w1", "doubler", "COMPLETED"], ["status: COMPLETED", "output: 6"]) == (
+            result.code,
+            lines[0].split()[2:],
+            lines[1:],
+        )
+
+    async def test_follows_an_instance_until_it_finishes(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """watch --json prints one state per change and exits when the instance completes."""
+        await client.schedule_new_workflow("approval", input="o", instance_id="w2")
+        await client.wait_for_workflow_start("w2", timeout=20)
+        proc = await _spawn("watch", "w2", "--json", "--timeout", "60", *_where(nats_url, prefix))
+        assert proc.stdout is not None
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        await client.raise_workflow_event("w2", "approve", data=True)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        statuses = [first["runtime_status"]] + [
+            json.loads(line)["runtime_status"] for line in rest.decode().splitlines()
+        ]
+        assert (0, "RUNNING", "COMPLETED") == (proc.returncode, statuses[0], statuses[-1])
+
+    async def test_failed_instance_exits_1(self, jetloom: Jetloom) -> None:
+        """watch exits 1 when the instance ended other than COMPLETED."""
+        await jetloom("start", "failing", "--id", "w3", "--wait")
+        result = await jetloom("watch", "w3")
+        assert (1, "failure: ValueError: boom") == (result.code, result.stdout.splitlines()[-1])
+
+    async def test_all_once_shows_only_running(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """watch --once without an id lists the running instances only."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "w4", "--wait")
+        await _start_approval(jetloom, client, "w5")
+        states = [
+            json.loads(line)
+            for line in (await jetloom("watch", "--once", "--json")).stdout.splitlines()
+        ]
+        assert [("w5", "RUNNING")] == [(s["instance_id"], s["runtime_status"]) for s in states]
+
+    async def test_timeout_bounds_a_watch(self, jetloom: Jetloom, client: WorkflowClient) -> None:
+        """watch --timeout stops following a still-running instance, exit 0."""
+        await _start_approval(jetloom, client, "w6")
+        result = await jetloom("watch", "w6", "--timeout", "0.5")
+        assert (0, "RUNNING") == (result.code, result.stdout.split()[-1])
+
+    async def test_all_reports_a_finish(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """watch without an id prints running instances and then their end."""
+        await client.schedule_new_workflow("approval", input="o", instance_id="w7")
+        await client.wait_for_workflow_start("w7", timeout=20)
+        proc = await _spawn("watch", "--timeout", "60", *_where(nats_url, prefix))
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
+        await client.raise_workflow_event("w7", "approve", data=True)
+        second = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert (["w7", "approval", "RUNNING"], ["w7", "approval", "COMPLETED"], 0) == (
+            first[2:],
+            second[2:],
+            proc.returncode,
+        )
+
+    async def test_unknown_instance(self, jetloom: Jetloom) -> None:
+        """watch of an unknown id is one error line."""
+        assert_one_line_error(await jetloom("watch", "nope"), "no instance 'nope'")
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStats:
+    async def test_json_counts_and_consumers(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """stats --json counts instances by status and lists the work consumers' backlog."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "st1", "--wait")
+        await jetloom("start", "failing", "--id", "st2", "--wait")
+        await _start_approval(jetloom, client, "st3")
+        stats = json.loads((await jetloom("stats", "--json")).stdout)
+        by_status = stats["instances"]["by_status"]
+        assert (3, 1, 1, 1) == (
+            stats["instances"]["total"],
+            by_status["COMPLETED"],
+            by_status["FAILED"],
+            by_status["RUNNING"],
+        )
+        consumers = {c["consumer"]: c for c in stats["consumers"]}
+        assert ({"workflows", "activities-default"}, "default", 0) == (
+            set(consumers),
+            consumers["activities-default"]["task_queue"],
+            consumers["activities-default"]["pending"],
+        )
+
+    async def test_plain_tables(self, jetloom: Jetloom) -> None:
+        """stats prints the status counts and a consumer table."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "st4", "--wait")
+        lines = (await jetloom("stats")).stdout.splitlines()
+        assert "instances: 1" == lines[0]
+        assert ["COMPLETED", "1"] in [line.split() for line in lines]
+        assert any(line.startswith("activities-default  default") for line in lines)

@@ -1,0 +1,305 @@
+"""Dapr's workflow HTTP API (engine/_http.py), served in-process against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from openapi_spec_validator import validate
+
+from brokers import JetStreamBroker, Subjects, connect_nats
+from engine import WorkflowClient, WorkflowStatus
+from engine._http import dapr_status
+from engine._openapi import OPENAPI
+from engine._state import decode_record
+from tests.http.http_support import Api
+
+WF = "/v1.0/workflows/dapr"
+
+
+@pytest.fixture
+async def broker(nats_url: str, prefix: str) -> AsyncIterator[JetStreamBroker]:
+    """A broker on the test's namespace, to watch instance records."""
+    nc = await connect_nats(nats_url)
+    yield JetStreamBroker(nc, Subjects(prefix))
+    await nc.close()
+
+
+async def wait_for_status(broker: JetStreamBroker, instance_id: str, status: str) -> None:
+    """Watch (not poll) the instance's KV record until it has ``status``."""
+    async with asyncio.timeout(20):
+        async for value in broker.watch_record(instance_id):
+            if value is not None and decode_record(value).status == status:
+                return
+
+
+async def start(api: Api, workflow: str, instance_id: str, body: str = "") -> None:
+    reply = await api.post(f"{WF}/{workflow}/start?instanceID={instance_id}", body)
+    assert (202, {"instanceID": instance_id}) == (reply.status, reply.body)
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStart:
+    async def test_start_returns_the_instance_id_and_runs(
+        self, api: Api, client: WorkflowClient
+    ) -> None:
+        """POST start answers 202 with the instance id, and the workflow runs on its input."""
+        await start(api, "doubler", "s1", "21")
+        state = await client.wait_for_workflow_completion("s1", timeout=20)
+        assert (WorkflowStatus.COMPLETED, "42") == (state.runtime_status, state.serialized_output)
+
+    async def test_generated_id(self, api: Api, client: WorkflowClient) -> None:
+        """Without instanceID the answer carries a generated id naming the new instance."""
+        reply = await api.post(f"{WF}/doubler/start", "2")
+        state = await client.wait_for_workflow_completion(reply.body["instanceID"], timeout=20)
+        assert (202, "4") == (reply.status, state.serialized_output)
+
+    async def test_beta1_prefix(self, api: Api, client: WorkflowClient) -> None:
+        """The v1.0-beta1 prefix serves the same API."""
+        reply = await api.post("/v1.0-beta1/workflows/dapr/doubler/start?instanceID=b1", "1")
+        state = await client.wait_for_workflow_completion("b1", timeout=20)
+        assert (202, WorkflowStatus.COMPLETED) == (reply.status, state.runtime_status)
+
+    async def test_bad_json_body(self, api: Api) -> None:
+        """A body that is not JSON is 400 ERR_MALFORMED_REQUEST."""
+        reply = await api.post(f"{WF}/doubler/start?instanceID=bad", "{oops")
+        assert (400, "ERR_MALFORMED_REQUEST") == (reply.status, reply.body["errorCode"])
+
+    async def test_running_id_is_refused(self, api: Api) -> None:
+        """Starting an id whose instance still runs is Dapr's ERR_START_WORKFLOW (500)."""
+        await start(api, "approval", "busy", '"o"')
+        reply = await api.post(f"{WF}/approval/start?instanceID=busy", '"o"')
+        assert (500, "ERR_START_WORKFLOW") == (reply.status, reply.body["errorCode"])
+        assert "still running" in reply.body["message"]
+
+    async def test_invalid_instance_id(self, api: Api) -> None:
+        """An id with forbidden characters is 400 ERR_INSTANCE_ID_INVALID."""
+        reply = await api.post(f"{WF}/doubler/start?instanceID=a.b", "1")
+        assert (400, "ERR_INSTANCE_ID_INVALID") == (reply.status, reply.body["errorCode"])
+
+    async def test_too_long_instance_id(self, api: Api) -> None:
+        """An id over 64 characters is 400 ERR_INSTANCE_ID_TOO_LONG."""
+        reply = await api.post(f"{WF}/doubler/start?instanceID={'x' * 65}", "1")
+        assert (400, "ERR_INSTANCE_ID_TOO_LONG") == (reply.status, reply.body["errorCode"])
+
+    async def test_invalid_workflow_name(self, api: Api) -> None:
+        """A workflow name that cannot be a subject token is 400 ERR_START_WORKFLOW."""
+        reply = await api.post(f"{WF}/a.b/start", "1")
+        assert (400, "ERR_START_WORKFLOW") == (reply.status, reply.body["errorCode"])
+
+    async def test_unknown_component(self, api: Api) -> None:
+        """A component other than 'dapr' is 400 ERR_WORKFLOW_COMPONENT_NOT_FOUND."""
+        reply = await api.post("/v1.0/workflows/temporal/doubler/start", "1")
+        assert (400, "ERR_WORKFLOW_COMPONENT_NOT_FOUND") == (
+            reply.status,
+            reply.body["errorCode"],
+        )
+
+
+@pytest.mark.usefixtures("runtime")
+class TestGet:
+    async def test_completed_instance_in_dapr_shape(self, api: Api, client: WorkflowClient) -> None:
+        """GET shows a completed instance with Dapr's fields and its input and output as text."""
+        await start(api, "doubler", "g1", "5")
+        await client.wait_for_workflow_completion("g1", timeout=20)
+        reply = await api.get(f"{WF}/g1")
+        body = reply.body
+        assert (200, "g1", "doubler", "COMPLETED") == (
+            reply.status,
+            body["instanceID"],
+            body["workflowName"],
+            body["runtimeStatus"],
+        )
+        assert {"input": "5", "output": "10", "custom_status": ""} == {
+            key: body["properties"][f"dapr.workflow.{key}"]
+            for key in ("input", "output", "custom_status")
+        }
+
+    async def test_failed_instance_has_failure_properties(
+        self, api: Api, client: WorkflowClient
+    ) -> None:
+        """A failed instance is FAILED with Dapr's failure properties and no output."""
+        await start(api, "failing", "g2")
+        await client.wait_for_workflow_completion("g2", timeout=20)
+        properties = (await api.get(f"{WF}/g2")).body["properties"]
+        assert ("ValueError", "boom", False) == (
+            properties["dapr.workflow.failure.error_type"],
+            properties["dapr.workflow.failure.error_message"],
+            "dapr.workflow.output" in properties,
+        )
+
+    async def test_custom_status(self, api: Api, broker: JetStreamBroker) -> None:
+        """The custom status appears as JSON text in dapr.workflow.custom_status."""
+        await start(api, "progress", "g3", "3")
+        await wait_for_status(broker, "g3", "RUNNING")
+        body = (await api.get(f"{WF}/g3")).body
+        assert ("RUNNING", {"step": 1, "of": 3}) == (
+            body["runtimeStatus"],
+            json.loads(body["properties"]["dapr.workflow.custom_status"]),
+        )
+
+    async def test_unknown_instance_is_404(self, api: Api) -> None:
+        """GET of an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
+        reply = await api.get(f"{WF}/nope")
+        assert (404, "ERR_INSTANCE_ID_NOT_FOUND") == (reply.status, reply.body["errorCode"])
+
+    async def test_invalid_id_is_400(self, api: Api) -> None:
+        """GET of an id with forbidden characters is 400 ERR_INSTANCE_ID_INVALID."""
+        reply = await api.get(f"{WF}/a%20b")
+        assert (400, "ERR_INSTANCE_ID_INVALID") == (reply.status, reply.body["errorCode"])
+
+
+class TestStatusMapping:
+    def test_jetloom_only_statuses_map_to_running(self) -> None:
+        """STALLED and CONTINUED_AS_NEW read as RUNNING; Dapr's own statuses are unchanged."""
+        assert {
+            "PENDING": "PENDING",
+            "RUNNING": "RUNNING",
+            "COMPLETED": "COMPLETED",
+            "FAILED": "FAILED",
+            "TERMINATED": "TERMINATED",
+            "SUSPENDED": "SUSPENDED",
+            "STALLED": "RUNNING",
+            "CONTINUED_AS_NEW": "RUNNING",
+        } == {s.value: dapr_status(s) for s in WorkflowStatus}
+
+
+@pytest.mark.usefixtures("runtime")
+class TestRaiseEvent:
+    async def test_event_completes_a_waiting_workflow(
+        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """POST raiseEvent delivers the JSON body as the event's data."""
+        await start(api, "approval", "r1", '"order-1"')
+        await wait_for_status(broker, "r1", "RUNNING")
+        reply = await api.post(f"{WF}/r1/raiseEvent/approve", "true")
+        state = await client.wait_for_workflow_completion("r1", timeout=20)
+        assert (202, {"order": "order-1", "approved": True}) == (
+            reply.status,
+            json.loads(state.serialized_output or "null"),
+        )
+
+    async def test_bad_json_body(self, api: Api) -> None:
+        """Event data that is not JSON is 400 ERR_MALFORMED_REQUEST."""
+        await start(api, "approval", "r2", '"o"')
+        reply = await api.post(f"{WF}/r2/raiseEvent/approve", "not json")
+        assert (400, "ERR_MALFORMED_REQUEST") == (reply.status, reply.body["errorCode"])
+
+    async def test_unknown_instance_is_404(self, api: Api) -> None:
+        """Raising to an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
+        reply = await api.post(f"{WF}/nope/raiseEvent/approve", "true")
+        assert (404, "ERR_INSTANCE_ID_NOT_FOUND") == (reply.status, reply.body["errorCode"])
+
+    async def test_finished_instance(self, api: Api, client: WorkflowClient) -> None:
+        """Raising to a finished instance is ERR_RAISE_EVENT_WORKFLOW (500) naming its status."""
+        await start(api, "doubler", "r3", "1")
+        await client.wait_for_workflow_completion("r3", timeout=20)
+        reply = await api.post(f"{WF}/r3/raiseEvent/approve", "true")
+        assert (500, "ERR_RAISE_EVENT_WORKFLOW") == (reply.status, reply.body["errorCode"])
+        assert "COMPLETED" in reply.body["message"]
+
+
+@pytest.mark.usefixtures("runtime")
+class TestTerminate:
+    async def test_terminates_a_running_instance(
+        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """POST terminate answers 202 and the instance ends TERMINATED."""
+        await start(api, "approval", "t1", '"o"')
+        await wait_for_status(broker, "t1", "RUNNING")
+        reply = await api.post(f"{WF}/t1/terminate")
+        state = await client.wait_for_workflow_completion("t1", timeout=20)
+        assert (202, None, "TERMINATED") == (
+            reply.status,
+            reply.body,
+            (await api.get(f"{WF}/t1")).body["runtimeStatus"],
+        )
+        assert WorkflowStatus.TERMINATED == state.runtime_status
+
+    async def test_unknown_instance_is_404(self, api: Api) -> None:
+        """Terminating an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
+        reply = await api.post(f"{WF}/nope/terminate")
+        assert (404, "ERR_INSTANCE_ID_NOT_FOUND") == (reply.status, reply.body["errorCode"])
+
+    async def test_finished_instance(self, api: Api, client: WorkflowClient) -> None:
+        """Terminating a finished instance is ERR_TERMINATE_WORKFLOW (500)."""
+        await start(api, "doubler", "t2", "1")
+        await client.wait_for_workflow_completion("t2", timeout=20)
+        reply = await api.post(f"{WF}/t2/terminate")
+        assert (500, "ERR_TERMINATE_WORKFLOW") == (reply.status, reply.body["errorCode"])
+
+
+@pytest.mark.usefixtures("runtime")
+class TestPauseResume:
+    async def test_pause_shows_suspended_and_resume_continues(
+        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """pause makes GET say SUSPENDED; after resume the held event completes the instance."""
+        await start(api, "approval", "p1", '"o"')
+        await wait_for_status(broker, "p1", "RUNNING")
+        paused = await api.post(f"{WF}/p1/pause")
+        await wait_for_status(broker, "p1", "SUSPENDED")
+        suspended = (await api.get(f"{WF}/p1")).body["runtimeStatus"]
+        raised = await api.post(f"{WF}/p1/raiseEvent/approve", "false")
+        resumed = await api.post(f"{WF}/p1/resume")
+        state = await client.wait_for_workflow_completion("p1", timeout=20)
+        assert ([202, 202, 202], "SUSPENDED", WorkflowStatus.COMPLETED) == (
+            [paused.status, raised.status, resumed.status],
+            suspended,
+            state.runtime_status,
+        )
+
+    async def test_unknown_instance_is_404(self, api: Api) -> None:
+        """Pausing or resuming an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
+        replies = [await api.post(f"{WF}/nope/{verb}") for verb in ("pause", "resume")]
+        assert [(404, "ERR_INSTANCE_ID_NOT_FOUND")] * 2 == [
+            (r.status, r.body["errorCode"]) for r in replies
+        ]
+
+    async def test_finished_instance(self, api: Api, client: WorkflowClient) -> None:
+        """Pausing or resuming a finished instance is ERR_PAUSE / ERR_RESUME_WORKFLOW (500)."""
+        await start(api, "doubler", "p2", "1")
+        await client.wait_for_workflow_completion("p2", timeout=20)
+        replies = [await api.post(f"{WF}/p2/{verb}") for verb in ("pause", "resume")]
+        assert [(500, "ERR_PAUSE_WORKFLOW"), (500, "ERR_RESUME_WORKFLOW")] == [
+            (r.status, r.body["errorCode"]) for r in replies
+        ]
+
+
+@pytest.mark.usefixtures("runtime")
+class TestPurge:
+    async def test_purged_instance_is_gone(self, api: Api, client: WorkflowClient) -> None:
+        """POST purge answers 202 and the instance is then unknown (404)."""
+        await start(api, "doubler", "x1", "1")
+        await client.wait_for_workflow_completion("x1", timeout=20)
+        reply = await api.post(f"{WF}/x1/purge")
+        assert (202, 404) == (reply.status, (await api.get(f"{WF}/x1")).status)
+
+    async def test_running_instance_is_refused(self, api: Api) -> None:
+        """Purging a running instance is ERR_PURGE_WORKFLOW (500)."""
+        await start(api, "approval", "x2", '"o"')
+        reply = await api.post(f"{WF}/x2/purge")
+        assert (500, "ERR_PURGE_WORKFLOW") == (reply.status, reply.body["errorCode"])
+
+    async def test_unknown_instance_is_404(self, api: Api) -> None:
+        """Purging an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
+        reply = await api.post(f"{WF}/nope/purge")
+        assert (404, "ERR_INSTANCE_ID_NOT_FOUND") == (reply.status, reply.body["errorCode"])
+
+
+class TestDocument:
+    def test_openapi_document_is_valid(self) -> None:
+        """The OpenAPI document passes the OpenAPI 3.1 validator."""
+        assert None is validate(OPENAPI)
+
+    async def test_document_is_served(self, api: Api) -> None:
+        """GET /openapi.json serves the document."""
+        reply = await api.get("/openapi.json")
+        assert (200, OPENAPI) == (reply.status, reply.body)
+
+    async def test_health_endpoints(self, api: Api) -> None:
+        """The sidecar health endpoints Dapr SDKs wait for answer 204."""
+        replies = [await api.get(p) for p in ("/v1.0/healthz", "/v1.0/healthz/outbound")]
+        assert [204, 204] == [r.status for r in replies]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -78,13 +79,12 @@ async def yardstick(url: str) -> dict[str, float]:
     await js.add_stream(name="YARDSTICK", subjects=["yard.>"], storage="file")
     n = 2000
     start = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         await js.publish("yard.one", b"x")
     one_at_a_time = n / (time.perf_counter() - start)
     start = time.perf_counter()
-    for chunk in range(0, 10 * n, 1000):
+    for _ in range(0, 10 * n, 1000):
         await asyncio.gather(*[js.publish("yard.many", b"x") for _ in range(1000)])
-        del chunk
     pipelined = 10 * n / (time.perf_counter() - start)
     sub = await js.pull_subscribe("yard.rt", durable="rt", stream="YARDSTICK")
     trips = []
@@ -210,7 +210,7 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
         result.extra["failed"] = failed
     if workflow == "long_history":
         marks = msgspec.json.decode(bytes(next(iter(records.values())).output))
-        steps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        steps = [b - a for a, b in itertools.pairwise(marks)]
         early = statistics.mean(steps[1:11]) * 1000
         late = statistics.mean(steps[-10:]) * 1000
         result.extra.update(

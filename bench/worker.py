@@ -11,15 +11,11 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.workloads import build_runtime  # noqa: E402
+from bench.workloads import build_runtime
 
 
 async def main(url: str, prefix: str, role: str) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        pass
     runtime = build_runtime(
         url, prefix, workflows=role in ("orchestrator", "both"),
         activities=role in ("activities", "both"), max_tasks=1000,

@@ -16,6 +16,7 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -49,6 +50,10 @@ MAX_BATCHES_IN_FLIGHT = 8
 
 class AppendConflictError(Exception):
     """Another writer advanced the instance's history first (optimistic concurrency)."""
+
+
+class UnavailableError(Exception):
+    """JetStream did not answer (no responders, 503): a server or leader is changing."""
 
 
 class JetStreamError(Exception):
@@ -399,6 +404,13 @@ class JetStreamBroker:
     async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
         """An instance's history messages after ``after_seq``, by batch direct get (ADR-31)."""
         subject = self.subjects.history(instance_id)
+        try:
+            return await self._load_direct(subject, after_seq)
+        except UnavailableError:
+            # No replica answers direct gets right now (fail-over): ask the stream leader.
+            return await self._load_from_leader(subject, after_seq)
+
+    async def _load_direct(self, subject: str, after_seq: int) -> list[StoredEvent]:
         stored: list[StoredEvent] = []
         next_seq = after_seq + 1
         while True:
@@ -407,6 +419,25 @@ class JetStreamBroker:
             if not more or not batch:
                 return stored
             next_seq = batch[-1].seq + 1
+
+    async def _load_from_leader(self, subject: str, after_seq: int) -> list[StoredEvent]:
+        stored: list[StoredEvent] = []
+        next_seq = after_seq + 1
+        stream = self.subjects.history_stream
+        while True:
+            reply = await self._api(
+                f"STREAM.MSG.GET.{stream}", {"seq": next_seq, "next_by_subj": subject},
+                allow_error=True,
+            )
+            error = reply.get("error")
+            if error:
+                if error.get("code") == 404:
+                    return stored
+                raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+            message = reply["message"]
+            seq = int(message["seq"])
+            stored.append(StoredEvent(seq, base64.b64decode(message.get("data", ""))))
+            next_seq = seq + 1
 
     async def _direct_get_batch(
         self, subject: str, from_seq: int, size: int
@@ -431,6 +462,8 @@ class JetStreamBroker:
                 if status == "204":  # end of batch
                     more = int(headers.get("Nats-Num-Pending", "0") or 0) > 0
                     return result, more and len(result) >= size
+                if status == "503":
+                    raise UnavailableError(f"direct get of {subject} found no responders")
                 if status:
                     raise JetStreamError(int(status), headers.get("Description", "direct get"))
                 result.append(StoredEvent(int(headers["Nats-Sequence"]), msg.data))
@@ -451,6 +484,8 @@ class JetStreamBroker:
         headers = msg.headers or {}
         if headers.get("Status") == "404":
             return 0, None
+        if headers.get("Status") == "503":
+            raise UnavailableError(f"direct get of {subject} found no responders")
         if headers.get("Status"):
             raise JetStreamError(int(headers["Status"]), headers.get("Description", ""))
         return int(headers["Nats-Sequence"]), msg.data

@@ -15,10 +15,12 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from brokers._jetstream import UnavailableError
 from brokers._pull import PullStream
 from engine._errors import (
     ActivityNotRegisteredError,
@@ -76,6 +78,19 @@ from observability import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("jetloom.runtime")
+
+TRANSIENT_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    TimeoutError,
+    UnavailableError,
+)
+"""Errors of the messaging layer, not of the workflow: retried without marking it STALLED."""
 
 
 class ActivityContext:
@@ -494,6 +509,16 @@ class WorkflowRuntime:
                 log.debug("workflow.append_conflict", instance_id=instance_id, attempt=attempt,
                           detail=str(conflict))
                 continue
+            except TRANSIENT_ERRORS as exc:
+                # The server is failing over or restarting: not the workflow's fault, so no
+                # STALLED status and no growing back-off; try again shortly.
+                self._cache.pop(instance_id, None)
+                log.warning("workflow.transient_error", instance_id=instance_id,
+                            error=repr(exc))
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=0.5)
+                return
             except nats.errors.MaxPayloadError as exc:
                 self._cache.pop(instance_id, None)
                 if await self._dead_letter_oversized_start(instance_id, msgs, exc):
@@ -653,6 +678,17 @@ class WorkflowRuntime:
                     instance_id=instance_id,
                     events=len(incoming),
                 )
+            # The record may have missed the end (a crash or fail-over right after the append).
+            final = TaskResult(
+                new_events=[],
+                status=execution.status,
+                output=execution.output,
+                failure=execution.failure,
+                custom_status=None
+                if execution.custom_status is None
+                else to_json(execution.custom_status),
+            )
+            await self._project(instance_id, first, final, history, run.last_seq, now, [], run)
             return None
         result = execution.run_task(incoming, now)
         if task_trace is not None:  # observability
@@ -1042,14 +1078,32 @@ class WorkflowRuntime:
             crash_point("activity_before_result")
             inbox = self.subjects.inbox(task.instance_id)
             with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
-                await self.broker.publish(
-                    inbox,
-                    encode(item),
-                    msg_id=f"{task.execution_id}:{task.task_id}:result",
-                    headers=trace_headers,
+                await self._publish_result(
+                    msg, inbox, encode(item), f"{task.execution_id}:{task.task_id}:result",
+                    trace_headers,
                 )
             crash_point("activity_before_ack")
             await msg.ack()
+
+    async def _publish_result(
+        self, msg: Msg, inbox: str, data: bytes, msg_id: str, headers: dict[str, str]
+    ) -> None:
+        """Publish an activity's result, retrying through a server fail-over or restart.
+
+        The result is deduplicated by its Nats-Msg-Id, so retrying is safe, and far better
+        than running the activity again; the lease is kept while retrying.
+        """
+        for attempt in range(100):
+            try:
+                await self.broker.publish(inbox, data, msg_id=msg_id, headers=headers)
+                return
+            except (*TRANSIENT_ERRORS, nats.js.errors.NoStreamResponseError) as exc:
+                if attempt == 99:
+                    raise
+                log.warning("activity.result_publish_retry", attempt=attempt, error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
 
     async def _call_activity(
         self, definition: Any, ctx: ActivityContext, task: ActivityTask

@@ -52,12 +52,6 @@ class TestServerRestart:
 
     @pytest.mark.slow
     @pytest.mark.timeout(150)
-    @pytest.mark.xfail(
-        reason="dispatches lost across a server restart: timer_fired copies written to "
-        "<P>_HISTORY.outbox before the restart never reach a worker (instances stay RUNNING "
-        "after their timer_created; see the fault-test report)",
-        strict=True,
-    )
     async def test_200_sagas_in_flight_survive_a_restart(self, tmp_path, workers):
         """200 sagas with a 1 s timer in flight across a restart all complete exactly once:
         workers and client reconnect, timers set before the restart still fire."""
@@ -92,9 +86,10 @@ class TestClusterNodeLoss:
     @pytest.mark.slow
     @pytest.mark.timeout(150)
     @pytest.mark.xfail(
-        reason="after a node loss some instances never finish (a dispatch sourced from "
-        "<P>_HISTORY into the work queue is lost, as with a server restart; see the report)",
-        strict=True,
+        reason="known gap: in about half the runs a start times out while the R3 streams elect "
+        "leaders, or an instance is still RUNNING 60 s after the node loss (under "
+        "investigation; restarts of a single server pass)",
+        strict=False,
     )
     async def test_workflows_complete_when_a_node_is_killed(self, tmp_path, workers):
         """With R3 streams and every URL given, SIGKILLing one node mid-run loses nothing."""

@@ -632,7 +632,10 @@ class WorkflowRuntime:
         for msg in msgs:
             new_start, events, run_id = self._events_of(instance_id, msg, now)
             if new_start is not None:
-                started = started or new_start
+                if started is None:
+                    started = new_start
+                else:
+                    log.info("start.duplicate_ignored", instance_id=instance_id)
             received.extend((event, run_id) for event in events)
         if run.events and self._is_stale(run, received):
             # A client started a new run since this worker cached the old one.

@@ -30,8 +30,11 @@ async def _wait_some_running(client: WorkflowClient, at_least: int, timeout: flo
     """Wait until ``at_least`` instances have left PENDING (their first task ran)."""
     async with asyncio.timeout(timeout):
         while True:
-            running = [s async for s in client.list_workflows(status=WorkflowStatus.RUNNING)]
-            if len(running) >= at_least:
+            started = [
+                s async for s in client.list_workflows()
+                if s.runtime_status is not WorkflowStatus.PENDING
+            ]
+            if len(started) >= at_least:
                 return
             await asyncio.sleep(0.1)
 

@@ -67,24 +67,22 @@ class TestConfigure:
         assert 0 != result.returncode
         assert "unsupported OTLP protocol 'http/json'" in result.stderr
 
-    def test_instrumentation_costs_next_to_nothing_unconfigured(self):
-        """Without a provider, a workflow task's instrumentation takes microseconds."""
+    def test_instrumentation_is_inert_unconfigured(self):
+        """Without configure(), a workflow task records no span and adds no trace headers."""
         result = _run(
-            "import time\n"
             "from datetime import UTC, datetime\n"
+            "from opentelemetry import trace\n"
             "from engine._events import ExecutionStarted\n"
-            "from observability import WorkflowTaskTrace, dispatch_trace_headers\n"
+            "from observability import WorkflowTaskTrace, dispatch_trace_headers, "
+            "tracing_enabled\n"
             "s = ExecutionStarted(timestamp=datetime.now(UTC), name='w', execution_id='e')\n"
-            "h = [s] * 1000\n"
-            "t0 = time.perf_counter()\n"
-            "for _ in range(10000):\n"
-            "    with WorkflowTaskTrace('i', [], 'workflows') as t:\n"
-            "        t.begin(s, h, from_cache=True)\n"
-            "        dispatch_trace_headers(s)\n"
-            "print((time.perf_counter() - t0) / 10000 * 1e6)"
+            "with WorkflowTaskTrace('i', [], 'workflows') as t:\n"
+            "    t.begin(s, [s], from_cache=True)\n"
+            "    print(tracing_enabled(), trace.get_current_span().is_recording(),\n"
+            "          dispatch_trace_headers(s))"
         )
         assert 0 == result.returncode, result.stderr
-        assert float(result.stdout) < 50, f"{result.stdout.strip()} us per task"
+        assert "False False {}" == result.stdout.strip()
 
 
 class TestLogging:

@@ -488,20 +488,9 @@ class WorkflowExecution:
             )
         )
 
-        def on_result(event: HistoryEvent) -> None:
-            if isinstance(event, TaskCompleted):
-                self._settle(call.task, lambda: call.decode(event.result))
-            elif isinstance(event, TaskFailed):
-                if self._should_retry(
-                    call.retry_policy, call.attempt, call.first_attempt_at, event.failure
-                ):
-                    delay = call.retry_policy.delay_after(call.attempt)  # type: ignore[union-attr]
-                    call.attempt += 1
-                    self._after_timer(delay, lambda: self._schedule_attempt(call))
-                else:
-                    call.task._set_exception(failed_error("activity", call.name, event.failure))
-
-        self._handlers[task_id] = on_result
+        self._handlers[task_id] = self._result_handler(
+            call, "activity", lambda: self._schedule_attempt(call)
+        )
 
     def schedule_child(
         self,
@@ -541,21 +530,31 @@ class WorkflowExecution:
             )
         )
 
-        def on_result(event: HistoryEvent) -> None:
-            if isinstance(event, ChildWorkflowCompleted):
-                self._settle(call.task, lambda: call.decode(event.result))
-            elif isinstance(event, ChildWorkflowFailed):
-                if self._should_retry(
-                    call.retry_policy, call.attempt, call.first_attempt_at, event.failure
-                ):
-                    delay = call.retry_policy.delay_after(call.attempt)  # type: ignore[union-attr]
-                    call.attempt += 1
-                    self._after_timer(delay, lambda: self._schedule_child_attempt(call))
-                else:
-                    error = failed_error("child workflow", call.name, event.failure)
-                    call.task._set_exception(error)
+        self._handlers[task_id] = self._result_handler(
+            call, "child workflow", lambda: self._schedule_child_attempt(call)
+        )
 
-        self._handlers[task_id] = on_result
+    def _result_handler(
+        self, call: _ActivityCall | _ChildCall, kind: str, next_attempt: Callable[[], None]
+    ) -> Callable[[HistoryEvent], None]:
+        """What to do with an activity's or child's result: settle its task, or retry it
+        after a durable back-off timer when its policy allows."""
+
+        def on_result(event: HistoryEvent) -> None:
+            if isinstance(event, TaskCompleted | ChildWorkflowCompleted):
+                self._settle(call.task, lambda: call.decode(event.result))
+            elif isinstance(event, TaskFailed | ChildWorkflowFailed):
+                policy = call.retry_policy
+                if policy is not None and self._should_retry(
+                    policy, call.attempt, call.first_attempt_at, event.failure
+                ):
+                    delay = policy.delay_after(call.attempt)
+                    call.attempt += 1
+                    self._after_timer(delay, next_attempt)
+                else:
+                    call.task._set_exception(failed_error(kind, call.name, event.failure))
+
+        return on_result
 
     def schedule_timer(self, fire_at: datetime | timedelta) -> Task[None]:
         task: CompletableTask[None] = CompletableTask()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -180,8 +181,64 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
             _log.warning("nats.disconnected")
 
     opts.setdefault("disconnected_cb", on_disconnected)
-    await nc.connect(servers=servers.split(","), **opts)
+    # Reconnecting forever also covers the first connection, so refused credentials would
+    # retry forever: watch for the server's refusal and report it at once instead.
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    report_error = opts["error_cb"]
+
+    async def on_error(exc: Exception) -> None:
+        if not refused.done() and not nc.is_connected and _is_auth_error(exc):
+            refused.set_result(str(exc) or type(exc).__name__)
+        await report_error(exc)
+
+    opts["error_cb"] = on_error
+    connecting: asyncio.Future[Any] = asyncio.ensure_future(
+        nc.connect(servers=servers.split(","), **opts)
+    )
+    waiting: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+
+    def refusal(detail: str) -> NatsAuthorizationError:
+        return NatsAuthorizationError(
+            f"NATS at {redact_url(servers)} refused the credentials ({detail}); "
+            "check the user/password, token, nkey seed or creds file (NATS_CREDS)"
+        )
+
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise refusal(refused.result())
+    try:
+        await connecting  # raises the connection's own error, if any
+    except Exception as exc:
+        if refused.done() or _is_auth_error(exc):
+            raise refusal(refused.result() if refused.done() else str(exc)) from None
+        raise
     return nc
+
+
+class NatsAuthorizationError(nats.errors.Error):
+    """The server refused this connection's credentials."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _is_auth_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization" in text
+
+
+def redact_url(url: str) -> str:
+    """A server URL list without user, password or token (safe to print)."""
+    return re.sub(r"//[^@/,]*@", "//", url)
 
 
 _log = structlog.get_logger("jetloom.nats")

@@ -44,6 +44,7 @@ from rich.text import Text
 
 import observability
 from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers._jetstream import NatsAuthorizationError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
 from engine._errors import (
@@ -145,7 +146,7 @@ def _cli_connect_options() -> dict[str, Any]:
 
 def _unreachable(url: str) -> CliError:
     return CliError(
-        f"cannot connect to NATS at {url}; start a server there (nats-server -js), "
+        f"cannot connect to NATS at {redact_url(url)}; start a server there (nats-server -js), "
         "run 'jetloom dev' (it embeds one), or point --nats-url / NATS_URL at yours"
     )
 
@@ -154,6 +155,8 @@ async def _check_reachable(url: str) -> None:
     """Connect once with the CLI's fail-fast options, so a wrong URL is one clear error."""
     try:
         nc = await connect_nats(url, **_cli_connect_options())
+    except NatsAuthorizationError as exc:
+        raise CliError(str(exc)) from None
     except (nats.errors.Error, OSError, TimeoutError):
         raise _unreachable(url) from None
     await nc.close()
@@ -183,6 +186,8 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[_Session]:
     _check_prefix(args)
     try:
         nc = await connect_nats(url, **_cli_connect_options())
+    except NatsAuthorizationError as exc:
+        raise CliError(str(exc)) from None
     except (nats.errors.Error, OSError, TimeoutError):
         raise _unreachable(url) from None
     client = WorkflowClient(nc, prefix=args.prefix)

@@ -23,9 +23,8 @@ import os
 import random
 import re
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -375,10 +374,6 @@ class JetStreamBroker:
         info = await self._api(f"CONSUMER.INFO.{self.subjects.work_stream}.{consumer}", None)
         return float(info["config"]["ack_wait"]) / 1_000_000_000
 
-    async def pull(self, consumer: str) -> JetStreamContext.PullSubscription:
-        """A pull subscription bound to a durable consumer of the work stream."""
-        return await self.js.pull_subscribe_bind(durable=consumer, stream=self.subjects.work_stream)
-
     # ------------------------------------------------------------------- history
 
     async def append(
@@ -616,7 +611,7 @@ class JetStreamBroker:
         instance_id: str,
         value: bytes,
         history_seq: int,
-        seq_of: Any,
+        seq_of: Callable[[bytes], int],
         *,
         revision: int | None = None,
         new: bool = False,
@@ -674,12 +669,3 @@ class JetStreamBroker:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return values
 
-
-def utcnow() -> datetime:
-    """The wall clock in UTC (the runtime's time for new workflow tasks)."""
-    return datetime.now(UTC)
-
-
-async def sleep_forever() -> None:
-    """Wait until cancelled."""
-    await asyncio.Event().wait()

@@ -41,12 +41,9 @@ from engine._state import (
     WorkflowStatus,
     decode_record,
     encode_record,
+    history_seq_of,
 )
 from observability import publish_span
-
-
-def _seq_of(data: bytes) -> int:
-    return decode_record(data).history_seq
 
 
 class WorkflowClient:
@@ -196,7 +193,9 @@ class WorkflowClient:
             history_seq=seq,
             input=started.input,
         )
-        await self._broker.put_record(iid, encode_record(record), seq, _seq_of, new=not last_seq)
+        await self._broker.put_record(
+            iid, encode_record(record), seq, history_seq_of, new=not last_seq
+        )
         return iid
 
     # ----------------------------------------------------------------- reading
@@ -370,7 +369,8 @@ class WorkflowClient:
         if WorkflowStatus(record.status).is_terminal:
             raise InstanceFinishedError(
                 f"instance {instance_id!r} is {record.status}: it takes no more events; "
-                "start a new run with schedule_new_workflow"
+                "start a new run with schedule_new_workflow",
+                record.status,
             )
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id),

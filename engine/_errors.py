@@ -59,7 +59,15 @@ class InstanceAlreadyRunningError(RuntimeError):
 
 
 class InstanceFinishedError(RuntimeError):
-    """The instance has finished (completed, failed or terminated) and takes no more events."""
+    """The instance has finished (completed, failed or terminated) and takes no more events.
+
+    Attributes:
+        status: the instance's final status, e.g. ``"COMPLETED"``.
+    """
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class InstanceNotFoundError(LookupError):

@@ -34,7 +34,6 @@ from engine._events import (
     ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
-    ParentInfo,
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
@@ -671,7 +670,3 @@ def _command_key(event: Command) -> tuple[Any, ...]:
         return (event.task_id, event.name)
     return (event.timer_id,)
 
-
-def parent_of(started: ExecutionStarted) -> ParentInfo | None:
-    """The parent of a child workflow's run, if it has one."""
-    return started.parent

@@ -66,7 +66,13 @@ from engine._faults import crash_point
 from engine._ids import check_instance_id, instance_id_for_message
 from engine._payload import from_json, to_json
 from engine._registry import Registry
-from engine._state import InstanceRecord, WorkflowStatus, decode_record, encode_record
+from engine._state import (
+    InstanceRecord,
+    WorkflowStatus,
+    decode_record,
+    encode_record,
+    history_seq_of,
+)
 from observability import (
     ActivityTrace,
     WorkflowTaskTrace,
@@ -591,7 +597,8 @@ class WorkflowRuntime:
         record.failure = failure_from(exc)
         record.last_updated_at = datetime.now(UTC)
         await self.broker.put_record(
-            instance_id, encode_record(record), record.history_seq, _history_seq_of
+            instance_id, encode_record(record), record.history_seq, history_seq_of,
+            revision=current[1],
         )
 
     async def _history(self, instance_id: str) -> _CachedRun:
@@ -996,7 +1003,7 @@ class WorkflowRuntime:
         if cached is not None and cached.projected == visible:
             return
         revision = await self.broker.put_record(
-            instance_id, encode_record(record), last_seq, _history_seq_of,
+            instance_id, encode_record(record), last_seq, history_seq_of,
             revision=None if cached is None else cached.kv_revision,
         )
         if cached is not None:
@@ -1147,12 +1154,6 @@ def _running_children(events: list[HistoryEvent]) -> list[str]:
             scheduled.pop(e.task_id, None)
     return list(scheduled.values())
 
-
-def _history_seq_of(data: bytes) -> int:
-    try:
-        return decode_record(data).history_seq
-    except Exception:
-        return 0
 
 
 def _rfc3339(when: datetime) -> str:

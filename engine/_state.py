@@ -102,3 +102,11 @@ def encode_record(record: InstanceRecord) -> bytes:
 def decode_record(data: bytes) -> InstanceRecord:
     """A KV record from JSON."""
     return _record_decoder.decode(data)
+
+
+def history_seq_of(data: bytes) -> int:
+    """The history sequence a stored record reflects (0 if it cannot be read)."""
+    try:
+        return decode_record(data).history_seq
+    except msgspec.DecodeError:
+        return 0

@@ -49,6 +49,7 @@ from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
 from engine._errors import (
     InstanceAlreadyRunningError,
+    InstanceFinishedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
 )
@@ -605,15 +606,15 @@ async def _steer(
     verb: str,
     action: Callable[[WorkflowClient], Awaitable[object]],
 ) -> int:
-    """Run a steering action on an instance that exists and has not finished."""
+    """Run a steering action; the client refuses unknown and finished instances."""
     async with _connected(args) as client:
-        state = await _existing_state(client, args.instance_id)
-        if state.runtime_status.is_terminal:
+        try:
+            await action(client)
+        except InstanceFinishedError as exc:
             raise CliError(
-                f"instance {args.instance_id!r} is already {state.runtime_status.value}; "
+                f"instance {args.instance_id!r} is already {exc.status}; "
                 f"there is nothing to {verb}"
-            )
-        await action(client)
+            ) from None
     return 0
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import nats
@@ -26,28 +24,19 @@ from engine._events import (
     TimerFired,
     WorkflowTaskStarted,
 )
+from tests.processes import ROOT, LineProcess, child_env
 
-ROOT = Path(__file__).resolve().parents[2]
 FAULT_WORKER = ROOT / "tests" / "faults" / "fault_worker.py"
 
 
-class WorkerProcess:
+class WorkerProcess(LineProcess):
     """One ``fault_worker.py`` subprocess; its stdout lines can be awaited, its log read."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.log_path = log_path
-        self.lines: list[str] = []
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_stdout())
+    line_timeout = 20
 
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._new_line.set()
-        self._new_line.set()
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+        super().__init__(name, proc)
+        self.log_path = log_path
 
     @property
     def alive(self) -> bool:
@@ -62,22 +51,8 @@ class WorkerProcess:
         """How many log lines carry ``event='<event>'``."""
         return self.log().count(f"event='{event}'")
 
-    async def wait_for_line(self, match: Callable[[str], bool], timeout: float = 20) -> str:
-        """The first stdout line that ``match`` accepts, waiting up to ``timeout`` seconds."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if match(line):
-                        return line
-                seen = len(self.lines)
-                if self.proc.returncode is not None or self._reader.done():
-                    raise RuntimeError(
-                        f"worker {self.name} exited ({self.proc.returncode}) without the awaited "
-                        f"line; stdout {self.lines}; log tail:\n{self.log()[-3000:]}"
-                    )
-                self._new_line.clear()
-                await self._new_line.wait()
+    def exit_detail(self) -> str:
+        return f"; log tail:\n{self.log()[-3000:]}"
 
     async def wait_exit(self, timeout: float = 30) -> int:
         """Wait until the process exits by itself (a crash point); its return code."""
@@ -85,24 +60,6 @@ class WorkerProcess:
         await self._reader
         assert self.proc.returncode is not None
         return self.proc.returncode
-
-    async def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, in-flight work is abandoned."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        await self._reader
-
-    async def stop(self) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL if it lingers."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.send_signal(signal.SIGKILL)
-                await self.proc.wait()
-        await self._reader
 
 
 class WorkerPool:
@@ -122,12 +79,7 @@ class WorkerPool:
         wait_ready: bool = True,
     ) -> WorkerProcess:
         """Start ``fault_worker.py`` and (by default) wait for its ``ready`` line."""
-        env = {
-            **os.environ,
-            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = child_env()
         env.pop("JETLOOM_CRASH_AT", None)
         if crash_at:
             env["JETLOOM_CRASH_AT"] = crash_at

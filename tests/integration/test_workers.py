@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -27,74 +25,20 @@ from engine import (
     WorkflowStatus,
     when_all,
 )
+from tests.processes import ROOT, LineProcess, child_env
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = ROOT / "tests" / "workers" / "worker.py"
 
 
-class WorkerProcess:
+class WorkerProcess(LineProcess):
     """One ``tests/workers/worker.py`` subprocess, whose stdout lines the test can wait for."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.proc = proc
-        self.lines: list[str] = []
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_stdout())
-
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._new_line.set()
-        self._new_line.set()
-
-    async def wait_for_line(self, match: Callable[[str], bool], timeout: float = 15) -> str:
-        """The first stdout line that ``match`` accepts, waiting up to ``timeout`` seconds."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if match(line):
-                        return line
-                seen = len(self.lines)
-                if self.proc.returncode is not None or self._reader.done():
-                    raise RuntimeError(
-                        f"worker {self.name} exited ({self.proc.returncode}) "
-                        f"without printing the awaited line; its stdout: {self.lines}"
-                    )
-                self._new_line.clear()
-                await self._new_line.wait()
-
-    async def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, in-flight work is abandoned."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        await self._reader
-
-    async def stop(self) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL if it lingers."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.send_signal(signal.SIGKILL)
-                await self.proc.wait()
-        await self._reader
 
 
 @pytest.fixture
 async def spawn_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start worker subprocesses (each waited for until ``ready``); stop them all afterwards."""
     started: list[WorkerProcess] = []
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = child_env()
 
     async def spawn(nats_url: str, prefix: str, name: str, *options: str) -> WorkerProcess:
         stderr = (tmp_path / f"{name}-{len(started)}.stderr").open("wb")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -19,72 +18,26 @@ from engine import WorkflowClient, WorkflowStatus
 from sample_order_app import stock
 from sample_order_app.model import OrderResult
 from sample_order_app.shipping import started_subject
+from tests.processes import ROOT, LineProcess, child_env
 
-ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 ORDER_TIMEOUT = 30.0
 PROVIDER_PRICES = {"budget": 5.0, "parcelly": 7.0, "swift": 9.0}
 
 
-def _env(nats_url: str) -> dict[str, str]:
-    """The environment of a service: this Python's bin dir on PATH, the repo on PYTHONPATH."""
-    env = dict(os.environ, NATS_URL=nats_url, PYTHONPATH=str(ROOT))
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-class Service:
+class Service(LineProcess):
     """One ``python -m sample_order_app.<module>`` subprocess; its stdout lines can be awaited."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, log: IO[bytes]) -> None:
-        self.name = name
-        self.proc = proc
+        super().__init__(name, proc)
         self.log = log
-        self.lines: list[str] = []
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_stdout())
 
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._new_line.set()
-        self._new_line.set()
-
-    async def wait_for_line(self, match: Callable[[str], bool], timeout: float) -> str:
-        """The first stdout line ``match`` accepts, within ``timeout`` seconds."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if match(line):
-                        return line
-                seen = len(self.lines)
-                if self._reader.done():
-                    raise RuntimeError(
-                        f"{self.name} exited ({self.proc.returncode}) before the awaited line; "
-                        f"see its log {self.log.name}"
-                    )
-                self._new_line.clear()
-                await self._new_line.wait()
-
-    async def kill(self) -> None:
-        """SIGKILL by PID: no graceful shutdown, in-flight work is abandoned."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        await self._reader
+    def exit_detail(self) -> str:
+        return f"; see its log {self.log.name}"
 
     async def stop(self) -> None:
-        """SIGTERM by PID (graceful), SIGKILL if it lingers."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.send_signal(signal.SIGKILL)
-                await self.proc.wait()
-        await self._reader
+        """SIGTERM by PID (graceful), SIGKILL if it lingers; then close its log."""
+        await super().stop()
         self.log.close()
 
 
@@ -109,7 +62,7 @@ class Fleet:
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
-            env=_env(self.nats_url),
+            env=child_env(NATS_URL=self.nats_url),
         )
         service = Service(name, proc, log)
         self.services.append(service)
@@ -173,7 +126,7 @@ class Fleet:
             str(quantity),
             *flags,
             stdout=asyncio.subprocess.PIPE,
-            env=_env(self.nats_url),
+            env=child_env(NATS_URL=self.nats_url),
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         assert 0 == proc.returncode
@@ -340,8 +293,8 @@ class TestDemo:
     @pytest.mark.timeout(120)
     async def test_demo_covers_every_outcome(self):
         """``python -m sample_order_app demo`` exits 0 and shows every outcome."""
-        env = _env("")
-        del env["NATS_URL"]
+        env = child_env()
+        env.pop("NATS_URL", None)  # the demo embeds its own nats-server
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

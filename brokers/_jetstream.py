@@ -448,7 +448,9 @@ class JetStreamBroker:
         error = ack.get("error")
         if error:
             code = error.get("err_code", 0)
-            if code == ERR_WRONG_LAST_SEQUENCE:
+            # A duplicate message id means this task's dispatches are already stored: like a
+            # moved sequence, the history must be read again.
+            if code in (ERR_WRONG_LAST_SEQUENCE, ERR_BATCH_DUPLICATE_MSG_ID):
                 raise AppendConflictError(error.get("description", ""))
             raise JetStreamError(code, error.get("description", ""))
         return ack

@@ -728,7 +728,8 @@ class WorkflowRuntime:
                 DispatchMessage(
                     self.subjects.outbox_workflow(instance_id),
                     encode(WorkItem(instance_id, [], result.continue_as_new.execution_id)),
-                    {"Nats-TTL": self.broker.outbox_ttl},
+                    _dispatch_headers(self.broker.outbox_ttl,
+                                      f"{result.continue_as_new.execution_id}:trigger"),
                 )
             )
         history_subject = self.subjects.history(instance_id)
@@ -842,7 +843,6 @@ class WorkflowRuntime:
     ) -> list[DispatchMessage]:
         """The messages that carry a task's commands out, derived from its new events."""
         s = self.subjects
-        ttl = {"Nats-TTL": self.broker.outbox_ttl}
         # observability: the current workflow task span, else the run's recorded traceparent
         trace = dispatch_trace_headers(started)
         out: list[DispatchMessage] = []
@@ -861,7 +861,11 @@ class WorkflowRuntime:
                 )
                 out.append(
                     DispatchMessage(
-                        s.outbox_activity(event.task_queue), encode(task), {**ttl, **trace}
+                        s.outbox_activity(event.task_queue),
+                        encode(task),
+                        {**_dispatch_headers(self.broker.outbox_ttl,
+                                             f"{started.execution_id}:{event.task_id}:task"),
+                         **trace},
                     )
                 )
             elif isinstance(event, TimerCreated):
@@ -899,7 +903,9 @@ class WorkflowRuntime:
                     DispatchMessage(
                         s.outbox_workflow(event.instance_id),
                         encode(WorkItem(event.instance_id, [child_start])),
-                        {**ttl, **trace},
+                        {**_dispatch_headers(self.broker.outbox_ttl,
+                                             f"{started.execution_id}:{event.task_id}:child"),
+                         **trace},
                     )
                 )
             elif isinstance(event, ExecutionCompleted):
@@ -914,7 +920,6 @@ class WorkflowRuntime:
         events: list[HistoryEvent],
     ) -> list[DispatchMessage]:
         s = self.subjects
-        ttl = {"Nats-TTL": self.broker.outbox_ttl}
         out: list[DispatchMessage] = []
         parent = started.parent
         if parent is not None and completed.status != CONTINUED_AS_NEW:
@@ -935,7 +940,7 @@ class WorkflowRuntime:
                 DispatchMessage(
                     s.outbox_workflow(parent.instance_id),
                     encode(WorkItem(parent.instance_id, [report], parent.execution_id)),
-                    ttl,
+                    _dispatch_headers(self.broker.outbox_ttl, f"{started.execution_id}:report"),
                 )
             )
         if completed.status == TERMINATED:
@@ -951,7 +956,10 @@ class WorkflowRuntime:
                         DispatchMessage(
                             s.outbox_workflow(child_id),
                             encode(WorkItem(child_id, [stop])),
-                            ttl,
+                            _dispatch_headers(
+                                self.broker.outbox_ttl,
+                                f"{started.execution_id}:terminate:{child_id}",
+                            ),
                         )
                     )
         return out
@@ -1154,6 +1162,17 @@ def _running_children(events: list[HistoryEvent]) -> list[str]:
             scheduled.pop(e.task_id, None)
     return list(scheduled.values())
 
+
+
+def _dispatch_headers(ttl: str, msg_id: str) -> dict[str, str]:
+    """Headers of a dispatch copy in the history stream.
+
+    The message id is deterministic, so a copy the work stream sources twice (its source
+    resuming from an older position after a server restart) is dropped as a duplicate there.
+    Timer schedules carry none: the scheduler copies headers onto the fired message, which would
+    then be a duplicate of its own schedule.
+    """
+    return {"Nats-TTL": ttl, "Nats-Msg-Id": msg_id}
 
 
 def _rfc3339(when: datetime) -> str:

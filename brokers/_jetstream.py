@@ -11,6 +11,8 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
   ``<p>.outbox.>``. Durable pull consumers on it are shared by all workers.
 - ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
 - KV bucket ``<p>_instances``: the status projection of each instance.
+- Object Store bucket ``<p>_payloads``: payloads over the inline size threshold
+  (``brokers._payloads``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -96,6 +100,11 @@ class Subjects:
     def instances_bucket(self) -> str:
         """KV bucket of instance records."""
         return f"{self.prefix}_instances"
+
+    @property
+    def payloads_bucket(self) -> str:
+        """Object Store bucket of payloads over the inline size threshold."""
+        return f"{self.prefix}_payloads"
 
     def history(self, instance_id: str) -> str:
         """Subject of one instance's history."""
@@ -254,11 +263,22 @@ async def _on_reconnected() -> None:
 class JetStreamBroker:
     """Everything jetloom does on JetStream, over one connection."""
 
-    def __init__(self, nc: NATS, subjects: Subjects, *, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        subjects: Subjects,
+        *,
+        replicas: int = 1,
+        large_payload_threshold: int = DEFAULT_THRESHOLD,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.subjects = subjects
         self.replicas = replicas
+        self.payloads = PayloadStore(
+            self.js, subjects.payloads_bucket, threshold=large_payload_threshold,
+            replicas=replicas,
+        )
         self._kv: KeyValue | None = None
         self.outbox_ttl = "24h"
         self._batch_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
@@ -311,6 +331,7 @@ class JetStreamBroker:
             }
         )
         await self.instances()
+        await self.payloads.store()
 
     async def _ensure_stream(self, config: dict[str, Any]) -> None:
         name = config["name"]

@@ -15,6 +15,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from brokers._payloads import DEFAULT_THRESHOLD
 from engine._errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
@@ -33,6 +34,7 @@ from engine._events import (
     encode,
 )
 from engine._ids import check_instance_id, new_instance_id
+from engine._large_payloads import offload, refs_in, resolve, resolve_all
 from engine._payload import to_json
 from engine._registry import check_name
 from engine._state import (
@@ -54,10 +56,17 @@ class WorkflowClient:
     """
 
     def __init__(
-        self, nc: NATS, *, prefix: str | None = None, owns_connection: bool = True
+        self,
+        nc: NATS,
+        *,
+        prefix: str | None = None,
+        owns_connection: bool = True,
+        large_payload_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         prefix = prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom"
-        self._broker = JetStreamBroker(nc, Subjects(prefix))
+        self._broker = JetStreamBroker(
+            nc, Subjects(prefix), large_payload_threshold=large_payload_threshold
+        )
         self._owns_connection = owns_connection
         self._ready = False
 
@@ -68,15 +77,22 @@ class WorkflowClient:
         *,
         prefix: str | None = None,
         create_streams: bool = True,
+        large_payload_threshold: int = DEFAULT_THRESHOLD,
         **options: Any,
     ) -> WorkflowClient:
         """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist.
 
         ``prefix`` defaults to JETLOOM_PREFIX, then ``jetloom``; ``options`` go to
         ``nats.connect`` (credentials, TLS, ...). A user without permission to create streams
-        passes ``create_streams=False`` (the workers create them).
+        passes ``create_streams=False`` (the workers create them). Inputs and event data whose
+        JSON is larger than ``large_payload_threshold`` bytes are sent through the Object Store
+        (see ``WorkflowRuntime``).
         """
-        client = cls(await connect_nats(nats_url, **options), prefix=prefix)
+        client = cls(
+            await connect_nats(nats_url, **options),
+            prefix=prefix,
+            large_payload_threshold=large_payload_threshold,
+        )
         client._ready = not create_streams
         try:
             await client._ensure_ready()
@@ -175,8 +191,9 @@ class WorkflowClient:
                 dispatch = DispatchMessage(
                     s.outbox_workflow(iid), trigger, {"Nats-TTL": self._broker.outbox_ttl}
                 )
+            stored = await offload(self._broker.payloads, iid, started)
             try:
-                seq = await self._broker.append(iid, last_seq, [encode(started)], [dispatch])
+                seq = await self._broker.append(iid, last_seq, [encode(stored)], [dispatch])
             except AppendConflictError:
                 raise InstanceAlreadyRunningError(
                     f"instance {iid!r} was started by someone else just now"
@@ -191,7 +208,7 @@ class WorkflowClient:
             last_updated_at=now,
             execution_id=started.execution_id,
             history_seq=seq,
-            input=started.input,
+            input=stored.input,
         )
         await self._broker.put_record(
             iid, encode_record(record), seq, history_seq_of, new=not last_seq
@@ -208,7 +225,13 @@ class WorkflowClient:
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:
             return None
-        return WorkflowState.from_record(decode_record(stored[0]), fetch_payloads=fetch_payloads)
+        return await self._state_of(stored[0], fetch_payloads)
+
+    async def _state_of(self, value: bytes, fetch_payloads: bool) -> WorkflowState:
+        record = decode_record(value)
+        if fetch_payloads:
+            record = await resolve(self._broker.payloads, record)
+        return WorkflowState.from_record(record, fetch_payloads=fetch_payloads)
 
     async def wait_for_workflow_start(
         self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = False
@@ -247,9 +270,7 @@ class WorkflowClient:
                         async for value in updates:
                             if value is None:
                                 continue
-                            state = WorkflowState.from_record(
-                                decode_record(value), fetch_payloads=fetch_payloads
-                            )
+                            state = await self._state_of(value, fetch_payloads)
                             if done(state.runtime_status):
                                 return state
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
@@ -286,7 +307,7 @@ class WorkflowClient:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
         events = [decode_event(item.data) for item in stored]
         start = max(i for i, e in enumerate(events) if isinstance(e, ExecutionStarted))
-        return events[start:]
+        return await resolve_all(self._broker.payloads, events[start:])
 
     # ---------------------------------------------------------------- steering
 
@@ -353,7 +374,11 @@ class WorkflowClient:
             for child in record.children:
                 with contextlib.suppress(InstanceNotFoundError):
                     purged += await self.purge_workflow(child, recursive=True)
+        # Payloads this instance stored in the Object Store go with it.
+        history = [decode_event(item.data) for item in await self._broker.load_history(instance_id)]
+        names = {ref.name for ref in refs_in([*history, record], scope=instance_id)}
         await self._broker.purge_instance(instance_id)
+        await self._broker.payloads.delete(names)
         return purged + 1
 
     async def _send(
@@ -372,8 +397,9 @@ class WorkflowClient:
                 "start a new run with schedule_new_workflow",
                 record.status,
             )
+        item = WorkItem(instance_id, [event], record.execution_id)
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id),
-            encode(WorkItem(instance_id, [event], record.execution_id)),
+            encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )

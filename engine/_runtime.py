@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
 from brokers._jetstream import UnavailableError
+from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream
 from engine._errors import (
     ActivityNotRegisteredError,
@@ -64,6 +66,7 @@ from engine._executor import (
 )
 from engine._faults import crash_point
 from engine._ids import check_instance_id, instance_id_for_message
+from engine._large_payloads import offload, offload_all, resolve, resolve_all, stored_names
 from engine._payload import from_json, to_json
 from engine._registry import Registry
 from engine._state import (
@@ -185,6 +188,7 @@ class WorkflowRuntime:
         history_cache_size: int = 10_000,
         stall_retry_max: timedelta = timedelta(seconds=30),
         connect_options: dict[str, Any] | None = None,
+        large_payload_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         """Configure a runtime; nothing connects until ``start()``.
 
@@ -203,9 +207,18 @@ class WorkflowRuntime:
             history_cache_size: instances whose history is kept in memory between tasks.
             stall_retry_max: longest wait before a failing workflow task is retried.
             connect_options: extra ``nats.connect`` options (credentials, TLS, ...).
+            large_payload_threshold: inputs, outputs and event data whose JSON is larger than
+                this many bytes are kept in the Object Store bucket ``<prefix>_payloads`` and
+                referenced from history (default 256 KiB; at least 1 KiB).
         """
         if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
             raise ValueError("concurrency limits must be at least 1")
+        if large_payload_threshold < MIN_THRESHOLD:
+            raise ValueError(
+                f"large_payload_threshold must be at least {MIN_THRESHOLD} bytes, "
+                f"got {large_payload_threshold}"
+            )
+        self.large_payload_threshold = large_payload_threshold
         self.nats_url = nats_url
         self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
         self.max_concurrent_activities = max_concurrent_activities
@@ -331,7 +344,10 @@ class WorkflowRuntime:
         if self._started:
             return
         nc = await connect_nats(self.nats_url, **self.connect_options)
-        self._broker = JetStreamBroker(nc, self.subjects, replicas=self.replicas)
+        self._broker = JetStreamBroker(
+            nc, self.subjects, replicas=self.replicas,
+            large_payload_threshold=self.large_payload_threshold,
+        )
         await self._broker.ensure_topology()
         s = self.subjects
         if self.registry.workflow_names:
@@ -607,7 +623,9 @@ class WorkflowRuntime:
             self._cache.move_to_end(instance_id)
             return cached
         stored = await self.broker.load_history(instance_id)
-        events = [decode_event(item.data) for item in stored]
+        events = await resolve_all(
+            self.broker.payloads, [decode_event(item.data) for item in stored]
+        )
         run_start = max(
             (i for i, e in enumerate(events) if isinstance(e, ExecutionStarted)), default=0
         )
@@ -638,7 +656,9 @@ class WorkflowRuntime:
         received: list[tuple[HistoryEvent, str]] = []
         for msg in msgs:
             new_start, events, run_id = self._events_of(instance_id, msg, now)
+            events = await resolve_all(self.broker.payloads, events)
             if new_start is not None:
+                new_start = await resolve(self.broker.payloads, new_start)
                 if started is None:
                     started = new_start
                 else:
@@ -717,13 +737,19 @@ class WorkflowRuntime:
             self._cache.pop(instance_id, None)
             await self._project(instance_id, first, result, history, run.last_seq, now, [])
             return None
-        new_events = prefix_events + result.new_events
-        dispatches = self._dispatches(instance_id, first, result, history + result.new_events)
-        encoded = [encode(e) for e in new_events]
+        # What is written carries references in place of payloads over the size threshold.
+        payloads = self.broker.payloads
+        stored_events = await offload_all(payloads, instance_id, result.new_events)
+        stored_result = dataclasses.replace(result, new_events=stored_events)
+        dispatches = self._dispatches(instance_id, first, stored_result, history + stored_events)
+        encoded = [
+            encode(e)
+            for e in [*await offload_all(payloads, instance_id, prefix_events), *stored_events]
+        ]
         next_run: list[HistoryEvent] = []
         if result.continue_as_new is not None:
             next_run = [result.continue_as_new, *result.carried_events]
-            encoded += [encode(e) for e in next_run]
+            encoded += [encode(e) for e in await offload_all(payloads, instance_id, next_run)]
             dispatches.append(
                 DispatchMessage(
                     self.subjects.outbox_workflow(instance_id),
@@ -747,6 +773,12 @@ class WorkflowRuntime:
             cached = _CachedRun(next_run, last_seq)
             with contextlib.suppress(Exception):
                 await self.broker.compact_history(instance_id, new_run_start)
+                # The old run's payloads went with its history (those the new run still uses
+                # stay).
+                await payloads.delete(
+                    stored_names(payloads, instance_id, history + result.new_events)
+                    - stored_names(payloads, instance_id, next_run)
+                )
         else:
             cached = _CachedRun(
                 history + result.new_events, last_seq, execution,
@@ -1010,6 +1042,7 @@ class WorkflowRuntime:
         )
         if cached is not None and cached.projected == visible:
             return
+        record = await offload(self.broker.payloads, instance_id, record)
         revision = await self.broker.put_record(
             instance_id, encode_record(record), last_seq, history_seq_of,
             revision=None if cached is None else cached.kv_revision,
@@ -1071,6 +1104,7 @@ class WorkflowRuntime:
             started = time.monotonic()
             keeper = asyncio.create_task(self._keep_lease(msg))
             try:
+                task = await resolve(self.broker.payloads, task)
                 result = await self._call_activity(definition, ctx, task)
                 event: HistoryEvent = TaskCompleted(
                     timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
@@ -1092,7 +1126,10 @@ class WorkflowRuntime:
                 )
             finally:
                 keeper.cancel()
-            item = WorkItem(task.instance_id, [event], task.execution_id)
+            item = await offload(
+                self.broker.payloads, task.instance_id,
+                WorkItem(task.instance_id, [event], task.execution_id),
+            )
             crash_point("activity_before_result")
             inbox = self.subjects.inbox(task.instance_id)
             with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:

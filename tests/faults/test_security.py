@@ -49,6 +49,23 @@ def worker_publish(p: str = PREFIX) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{kv}",
         f"$JS.API.CONSUMER.CREATE.{kv}",
         f"$JS.API.CONSUMER.INFO.{kv}.>",
+        *object_store_publish(p),
+    ]
+
+
+def object_store_publish(p: str = PREFIX) -> list[str]:
+    """What a worker or client publishes to for payloads over the inline size threshold."""
+    obj = f"OBJ_{p}_payloads"
+    return [
+        f"$O.{p}_payloads.>",
+        f"$JS.API.STREAM.CREATE.{obj}",
+        f"$JS.API.STREAM.INFO.{obj}",
+        f"$JS.API.STREAM.MSG.GET.{obj}",
+        f"$JS.API.STREAM.PURGE.{obj}",
+        f"$JS.API.CONSUMER.CREATE.{obj}",
+        f"$JS.API.CONSUMER.CREATE.{obj}.>",
+        "$JS.API.STREAM.NAMES",
+        f"$JS.FC.{obj}.>",
     ]
 
 
@@ -122,9 +139,11 @@ class ErrorLog:
                 await self._new.wait()
 
 
-def build_runtime(url: str, **options: object) -> WorkflowRuntime:
+def build_runtime(url: str, threshold: int = 256 * 1024, **options: object) -> WorkflowRuntime:
     """A runtime hosting ``greet`` (one activity) and ``flow`` (activity, timer, event)."""
-    wfr = WorkflowRuntime(url, prefix=PREFIX, connect_options=dict(options))
+    wfr = WorkflowRuntime(
+        url, prefix=PREFIX, connect_options=dict(options), large_payload_threshold=threshold
+    )
 
     @wfr.activity
     async def shout(ctx, name: str) -> str:
@@ -185,6 +204,26 @@ class TestUserPermissions:
         assert isinstance(history[-1], ExecutionCompleted)
         assert 1 == purged
         assert gone is None
+        assert [] == errors.violations()
+
+    async def test_worker_user_moves_large_payloads_without_any_violation(self, roles_server):
+        """Payloads over the threshold go through the Object Store with the worker's list:
+        stored by client and activity, read by worker and client, deleted by purge."""
+        errors = ErrorLog()
+        options = {**creds("worker"), "error_cb": errors.record}
+        name = "x" * 5000
+        async with build_runtime(roles_server.url, threshold=1024, **options):
+            client = await WorkflowClient.connect(
+                roles_server.url, prefix=PREFIX, large_payload_threshold=1024, **options
+            )
+            try:
+                iid = await client.schedule_new_workflow("greet", input=name)
+                state = await client.wait_for_workflow_completion(iid, timeout=15)
+                purged = await client.purge_workflow(iid)
+            finally:
+                await client.close()
+        assert f'"hello {name.upper()}"' == state.serialized_output
+        assert 1 == purged
         assert [] == errors.violations()
 
     async def test_starter_starts_through_the_public_subject(self, roles_server):

@@ -229,7 +229,8 @@ class TestLargePayloads:
         assert {f"{iid}/{last}"} == names, "only the last run's payload is kept"
 
     async def test_a_start_from_another_service_may_carry_a_reference(self, nats_url, prefix):
-        """Another language puts a value in the bucket and starts with its reference."""
+        """Another language puts a value in the bucket and starts with its reference; a start
+        with a large inline input is offloaded by the worker."""
         wfr = WorkflowRuntime(nats_url, prefix=prefix, large_payload_threshold=THRESHOLD)
 
         @wfr.workflow
@@ -252,10 +253,16 @@ class TestLargePayloads:
             }
             body = json.dumps({"instance_id": "foreign-1", "input": ref}).encode()
             await js.publish(f"{prefix}.start.size", body)
+            inline = json.dumps({"instance_id": "foreign-2", "input": blob(500_000)}).encode()
+            await js.publish(f"{prefix}.start.size", inline)
             await nc.close()
             state = await client.wait_for_workflow_completion("foreign-1", timeout=30)
+            inline_state = await client.wait_for_workflow_completion("foreign-2", timeout=30)
         assert WorkflowStatus.COMPLETED == state.runtime_status, state.failure_details
         assert "2000000" == state.serialized_output
+        assert "500000" == inline_state.serialized_output
+        raw = await stored_history(nats_url, prefix, "foreign-2")
+        assert max(len(m) for m in raw) < 4096, "an inline start over the threshold is offloaded"
 
 
 class TestReferences:

@@ -47,6 +47,36 @@ async def object_names(nats_url: str, prefix: str) -> set[str]:
         await nc.close()
 
 
+class WaitingWorkflow:
+    """``waits``: gets a large value from an activity, then waits for the event ``go``.
+
+    Each ``runtime()`` is a fresh worker (an empty cache); ``seen`` records the value's length
+    each time the workflow code passes the activity, ``produced`` is set the first time.
+    """
+
+    def __init__(self, nats_url: str, prefix: str, value: str) -> None:
+        self.nats_url, self.prefix, self.value = nats_url, prefix, value
+        self.seen: list[int] = []
+        self.produced = asyncio.Event()
+
+    def runtime(self) -> WorkflowRuntime:
+        wfr = WorkflowRuntime(self.nats_url, prefix=self.prefix, large_payload_threshold=THRESHOLD)
+
+        @wfr.activity
+        async def produce(ctx) -> str:
+            return self.value
+
+        @wfr.workflow
+        async def waits(ctx: WorkflowContext) -> int:
+            data = await ctx.call_activity(produce)
+            self.seen.append(len(data))
+            self.produced.set()
+            await ctx.wait_for_external_event("go")
+            return len(data)
+
+        return wfr
+
+
 class TestLargePayloads:
     async def test_ten_megabyte_activity_result(self, nats_url, prefix):
         """A 10 MB activity result reaches the workflow and the client; history holds refs."""
@@ -111,68 +141,30 @@ class TestLargePayloads:
 
     async def test_replay_from_history_resolves_references(self, nats_url, prefix):
         """A worker without the instance in its cache replays it with the stored values."""
-        big = blob(500_000, "replay")
-        seen: list[int] = []
-        produced = asyncio.Event()
-
-        def make_runtime() -> WorkflowRuntime:
-            wfr = WorkflowRuntime(nats_url, prefix=prefix, large_payload_threshold=THRESHOLD)
-
-            @wfr.activity
-            async def produce(ctx) -> str:
-                return big
-
-            @wfr.workflow
-            async def waits(ctx: WorkflowContext) -> int:
-                data = await ctx.call_activity(produce)
-                seen.append(len(data))
-                produced.set()
-                await ctx.wait_for_external_event("go")
-                return len(data)
-
-            return wfr
-
+        waiting = WaitingWorkflow(nats_url, prefix, blob(500_000, "replay"))
         async with await WorkflowClient.connect(nats_url, prefix=prefix) as client:
-            async with make_runtime():
+            async with waiting.runtime():
                 iid = await client.schedule_new_workflow("waits")
-                await produced.wait()
-            async with make_runtime():  # a fresh worker: its cache is empty
+                await waiting.produced.wait()
+            async with waiting.runtime():  # a fresh worker: its cache is empty
                 await client.raise_workflow_event(iid, "go")
                 state = await client.wait_for_workflow_completion(iid, timeout=30)
         assert "500000" == state.serialized_output
-        assert [500_000, 500_000] == seen, "the second worker replayed with the full value"
+        assert [500_000, 500_000] == waiting.seen, "the second worker replayed the full value"
 
     async def test_missing_object_stalls_with_a_clear_error(self, nats_url, prefix):
         """If a referenced object is gone, the instance is STALLED with an error naming it."""
-        big = blob(200_000, "gone")
-        stored = asyncio.Event()
-
-        def make_runtime() -> WorkflowRuntime:
-            wfr = WorkflowRuntime(nats_url, prefix=prefix, large_payload_threshold=THRESHOLD)
-
-            @wfr.activity
-            async def produce(ctx) -> str:
-                return big
-
-            @wfr.workflow
-            async def waits(ctx: WorkflowContext) -> int:
-                data = await ctx.call_activity(produce)
-                stored.set()
-                await ctx.wait_for_external_event("go")
-                return len(data)
-
-            return wfr
-
+        waiting = WaitingWorkflow(nats_url, prefix, blob(200_000, "gone"))
         async with await WorkflowClient.connect(nats_url, prefix=prefix) as client:
-            async with make_runtime():
+            async with waiting.runtime():
                 iid = await client.schedule_new_workflow("waits")
-                await stored.wait()
+                await waiting.produced.wait()
             nc = await nats.connect(nats_url)
             store = await nc.jetstream().object_store(f"{prefix}_payloads")
             for name in await object_names(nats_url, prefix):
                 await store.delete(name)
             await nc.close()
-            async with make_runtime():
+            async with waiting.runtime():
                 await client.raise_workflow_event(iid, "go")
                 state = await client._wait_until(
                     iid, lambda s: s is WorkflowStatus.STALLED, 30, fetch_payloads=False

@@ -202,7 +202,8 @@ class WorkflowRuntime:
             replicas: stream replicas (3 on a cluster).
             history_cache_size: instances whose history is kept in memory between tasks.
             stall_retry_max: longest wait before a failing workflow task is retried.
-            connect_options: extra ``nats.connect`` options (credentials, TLS, ...).
+            connect_options: extra ``nats.connect`` options, e.g. credentials and TLS from
+                ``brokers.NatsAuth(...).connect_options()`` (else NATS_CREDS, NATS_CA, ...).
         """
         if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
             raise ValueError("concurrency limits must be at least 1")

@@ -501,14 +501,13 @@ def login(request: pytest.FixtureRequest, tmp_path: Path):
         config = 'authorization { users = [{user: "worker", password: "w0rker-pw"}] }'
         auth = NatsAuth(user="worker", password="w0rker-pw")
         wrong = NatsAuth(user="worker", password="hunter2-wrong")
-        refused, secrets = "refused the credentials (user 'worker' with a password", (
-            "w0rker-pw",
-            "hunter2-wrong",
-        )
+        refused = "refused the credentials (user 'worker' with a password"
+        secrets = ("w0rker-pw", "hunter2-wrong")
     elif kind == "token":
         config = 'authorization { token: "t0ken-s3cret" }'
         auth, wrong = NatsAuth(token="t0ken-s3cret"), NatsAuth(token="wr0ng-t0ken")
-        refused, secrets = "refused the credentials (a token", ("t0ken-s3cret", "wr0ng-t0ken")
+        refused = "refused the credentials (a token"
+        secrets = ("t0ken-s3cret", "wr0ng-t0ken")
     elif kind == "nkey":
         user, stranger = nkey_user(tmp_path), nkey_user(tmp_path, "stranger")
         config = f"authorization {{ users = [{{nkey: {user.public_key}}}] }}"

@@ -3,6 +3,7 @@
 Streams, consumers, the history store, durable timers, atomic appends and the instances KV.
 """
 
+from brokers._auth import InvalidNatsAuthError, NatsAuth
 from brokers._jetstream import (
     AppendConflictError,
     DispatchMessage,
@@ -16,7 +17,9 @@ __all__ = [
     "AppendConflictError",
     "DispatchMessage",
     "EmbeddedNatsServer",
+    "InvalidNatsAuthError",
     "JetStreamBroker",
+    "NatsAuth",
     "Subjects",
     "connect_nats",
     "free_port",

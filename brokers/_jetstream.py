@@ -38,6 +38,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from brokers._auth import describe_options, env_defaults
 from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -168,7 +169,10 @@ class StoredEvent:
 async def connect_nats(url: str | None = None, **options: Any) -> NATS:
     """Connect with reconnection forever (a worker resumes whenever the server returns).
 
-    ``url`` defaults to NATS_URL, then ``nats://127.0.0.1:4222``; NATS_CREDS names a creds file.
+    ``url`` defaults to NATS_URL, then ``nats://127.0.0.1:4222``. Credentials that neither
+    ``options`` nor the URL give come from NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or
+    NATS_NKEY, and without a ``tls`` option NATS_CA, NATS_CERT and NATS_KEY make one (see
+    ``NatsAuth``).
     """
     servers = url or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
     opts: dict[str, Any] = {
@@ -178,10 +182,7 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
         "error_cb": _on_error,
         "reconnected_cb": _on_reconnected,
     }
-    creds = os.environ.get("NATS_CREDS")
-    if creds and "user_credentials" not in options:
-        opts["user_credentials"] = creds
-    opts.update(options)
+    opts.update(env_defaults(options, servers=servers))
     nc = NATS()
 
     async def on_disconnected() -> None:
@@ -208,8 +209,10 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
 
     def refusal(detail: str) -> NatsAuthorizationError:
         return NatsAuthorizationError(
-            f"NATS at {redact_url(servers)} refused the credentials ({detail}); "
-            "check the user/password, token, nkey seed or creds file (NATS_CREDS)"
+            f"NATS at {redact_url(servers)} refused the credentials "
+            f"({describe_options(opts, servers=servers)}: {detail}); check the user/password, "
+            "token, nkey seed or creds file (NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, "
+            "NATS_CREDS)"
         )
 
     if not connecting.done():

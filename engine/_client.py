@@ -83,7 +83,8 @@ class WorkflowClient:
         """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist.
 
         ``prefix`` defaults to JETLOOM_PREFIX, then ``jetloom``; ``options`` go to
-        ``nats.connect`` (credentials, TLS, ...). A user without permission to create streams
+        ``nats.connect``, e.g. ``**brokers.NatsAuth(...).connect_options()`` for credentials
+        and TLS (else NATS_CREDS, NATS_CA, ...). A user without permission to create streams
         passes ``create_streams=False`` (the workers create them). Inputs and event data whose
         JSON is larger than ``large_payload_threshold`` bytes are sent through the Object Store
         (see ``WorkflowRuntime``).

@@ -206,7 +206,8 @@ class WorkflowRuntime:
             replicas: stream replicas (3 on a cluster).
             history_cache_size: instances whose history is kept in memory between tasks.
             stall_retry_max: longest wait before a failing workflow task is retried.
-            connect_options: extra ``nats.connect`` options (credentials, TLS, ...).
+            connect_options: extra ``nats.connect`` options, e.g. credentials and TLS from
+                ``brokers.NatsAuth(...).connect_options()`` (else NATS_CREDS, NATS_CA, ...).
             large_payload_threshold: inputs, outputs and event data whose JSON is larger than
                 this many bytes are kept in the Object Store bucket ``<prefix>_payloads`` and
                 referenced from history (default 256 KiB; at least 1 KiB).

@@ -19,9 +19,11 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -34,6 +36,7 @@ from typing import Any, NoReturn
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerInfo
 from rich.console import Console, RenderableType
 from rich.json import JSON
@@ -43,7 +46,8 @@ from rich.table import Table
 from rich.text import Text
 
 import observability
-from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers import InvalidNatsAuthError, JetStreamBroker, NatsAuth, Subjects, connect_nats
+from brokers._auth import ENVIRONMENT, OPTIONS, with_default_auth
 from brokers._jetstream import NatsAuthorizationError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
@@ -128,6 +132,28 @@ async def _ignore_nats_event() -> None:
     """A command's own close is not worth a 'disconnected' log line on its output."""
 
 
+def _nats_auth(args: argparse.Namespace) -> NatsAuth:
+    """The credentials and TLS files of ``--user``, ``--creds``, ``--tlsca``, ...; each option
+    not given falls back to its environment variable (NATS_USER, NATS_CREDS, NATS_CA, ...),
+    as with the nats CLI."""
+    given = {
+        name: getattr(args, name, None) or os.environ.get(variable) or None
+        for name, variable in ENVIRONMENT.items()
+    }
+    try:
+        return NatsAuth(**given)
+    except InvalidNatsAuthError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _auth_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``nats.connect`` options for the credentials and TLS files of the command line."""
+    try:
+        return _nats_auth(args).connect_options()
+    except InvalidNatsAuthError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _cli_connect_options() -> dict[str, Any]:
     """Fail fast instead of the runtime's reconnect-forever.
 
@@ -152,14 +178,40 @@ def _unreachable(url: str) -> CliError:
     )
 
 
-async def _check_reachable(url: str) -> None:
-    """Connect once with the CLI's fail-fast options, so a wrong URL is one clear error."""
+def _tls_failed(url: str, exc: ssl.SSLError) -> CliError:
+    detail = exc.reason or str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = f"certificate verify failed: {exc.verify_message}"
+    return CliError(
+        f"TLS with NATS at {redact_url(url)} failed ({detail}); check --tlsca "
+        "(NATS_CA: the CA that signed the server's certificate) and --tlscert/--tlskey "
+        "(NATS_CERT/NATS_KEY: the client certificate the server may require)"
+    )
+
+
+async def _connect_fast(url: str, auth_options: dict[str, Any]) -> NATS:
+    """A connection with the CLI's fail-fast options; every failure is one clear CliError."""
     try:
-        nc = await connect_nats(url, **_cli_connect_options())
+        return await connect_nats(url, **_cli_connect_options(), **auth_options)
     except NatsAuthorizationError as exc:
         raise CliError(str(exc)) from None
+    except ssl.SSLError as exc:
+        raise _tls_failed(url, exc) from None
+    except ConnectionRefusedError:
+        raise _unreachable(url) from None
+    except (ConnectionError, nats.errors.UnexpectedEOF):  # reset, broken pipe: a server hung up
+        raise CliError(
+            f"NATS at {redact_url(url)} closed the connection before it was established; a "
+            "server that requires a TLS client certificate does that: give --tlscert and "
+            "--tlskey (NATS_CERT, NATS_KEY)"
+        ) from None
     except (nats.errors.Error, OSError, TimeoutError):
         raise _unreachable(url) from None
+
+
+async def _check_reachable(url: str, auth_options: dict[str, Any]) -> None:
+    """Connect once with the CLI's fail-fast options, so a wrong URL is one clear error."""
+    nc = await _connect_fast(url, auth_options)
     await nc.close()
 
 
@@ -185,24 +237,20 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[_Session]:
     answers."""
     url = _nats_url(args)
     _check_prefix(args)
-    try:
-        nc = await connect_nats(url, **_cli_connect_options())
-    except NatsAuthorizationError as exc:
-        raise CliError(str(exc)) from None
-    except (nats.errors.Error, OSError, TimeoutError):
-        raise _unreachable(url) from None
+    nc = await _connect_fast(url, _auth_options(args))
     client = WorkflowClient(nc, prefix=args.prefix)
+    shown = redact_url(url)
     try:
         yield _Session(client, JetStreamBroker(nc, Subjects(args.prefix)))
     except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
         raise CliError(
-            f"the NATS server at {url} has no JetStream; start nats-server with -js "
+            f"the NATS server at {shown} has no JetStream; start nats-server with -js "
             "(or use 'jetloom dev')"
         ) from None
     except (nats.errors.ConnectionClosedError, nats.errors.UnexpectedEOF):
-        raise CliError(f"lost the connection to NATS at {url}; is the server still up?") from None
+        raise CliError(f"lost the connection to NATS at {shown}; is the server still up?") from None
     except nats.errors.TimeoutError:
-        raise CliError(f"NATS at {url} did not answer in time; is JetStream healthy?") from None
+        raise CliError(f"NATS at {shown} did not answer in time; is JetStream healthy?") from None
     finally:
         with contextlib.suppress(Exception):
             await client.close()
@@ -1045,9 +1093,10 @@ async def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
-    await _check_reachable(url)
+    auth_options = _auth_options(args)
+    await _check_reachable(url, auth_options)
     # A long-running server reconnects forever, like a runtime (not the CLI's fail-fast).
-    client = await WorkflowClient.connect(url, prefix=args.prefix)
+    client = await WorkflowClient.connect(url, prefix=args.prefix, **auth_options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1056,7 +1105,7 @@ async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
     def ready(host: str, port: int) -> None:
         print(
             f"jetloom serve-http: listening on http://{host}:{port} "
-            f"(NATS at {url}, prefix {args.prefix!r}); Ctrl-C stops",
+            f"(NATS at {redact_url(url)}, prefix {args.prefix!r}); Ctrl-C stops",
             flush=True,
         )
 
@@ -1179,7 +1228,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     if external_url and (args.port is not None or args.store is not None):
         raise CliError(
             f"--port and --store configure the embedded nats-server, but NATS_URL/--nats-url "
-            f"({external_url}) says to use an existing one; drop one or the other"
+            f"({redact_url(str(external_url))}) says to use an existing one; drop one or the other"
         )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # like 'python -m': modules of this project import
@@ -1191,10 +1240,11 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         # Modules read these at import time (e.g. WorkflowRuntime(prefix=os.environ[...])).
         os.environ["NATS_URL"] = url
         os.environ["JETLOOM_PREFIX"] = args.prefix
-        hosted = _find_runtimes(args.modules, url)
+        auth = _nats_auth(args)
+        hosted = _find_runtimes(args.modules, url, auth)
         if server is None:
-            asyncio.run(_check_reachable(url))
-            print(f"jetloom dev: NATS at {url}", flush=True)
+            asyncio.run(_check_reachable(url, _auth_options(args)))
+            print(f"jetloom dev: NATS at {redact_url(url)}", flush=True)
         else:
             try:
                 server.start()
@@ -1208,7 +1258,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             _describe_runtime(target, name, runtime, args.prefix)
 
         def ready() -> None:
-            hint = "" if url == DEFAULT_NATS_URL else f" --nats-url {url}"
+            hint = "" if url == DEFAULT_NATS_URL else f" --nats-url {redact_url(url)}"
             if args.prefix != DEFAULT_PREFIX:
                 hint += f" --prefix {args.prefix}"
             print(
@@ -1224,10 +1274,13 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             server.cleanup()
 
 
-def _find_runtimes(targets: Sequence[str], url: str) -> dict[tuple[str, str], WorkflowRuntime]:
+def _find_runtimes(
+    targets: Sequence[str], url: str, auth: NatsAuth
+) -> dict[tuple[str, str], WorkflowRuntime]:
     """Import ``targets`` and collect their module-level runtimes, keyed by (target, name).
 
-    A runtime without a URL of its own gets ``url``.
+    A runtime without a URL of its own gets ``url``; one without credentials (or TLS) of its
+    own gets those of the command line.
     """
     hosted: dict[tuple[str, str], WorkflowRuntime] = {}
     for target in targets:
@@ -1236,6 +1289,12 @@ def _find_runtimes(targets: Sequence[str], url: str) -> dict[tuple[str, str], Wo
                 continue
             if runtime.nats_url is None:
                 runtime.nats_url = url
+            try:
+                runtime.connect_options = with_default_auth(
+                    runtime.connect_options, auth, servers=runtime.nats_url
+                )
+            except InvalidNatsAuthError as exc:
+                raise CliError(str(exc)) from None
             hosted[(target, name)] = runtime
     if not hosted:
         raise CliError(
@@ -1302,6 +1361,28 @@ def _seconds_option(text: str) -> float:
     return value
 
 
+def _add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """The nats CLI's credential and TLS options, each falling back to its variable."""
+    group = parser.add_argument_group(
+        "NATS credentials and TLS (as the nats CLI; secrets are never printed)"
+    )
+    helps = {
+        "user": ("USER", "user name, with --password"),
+        "password": ("PASSWORD", "password of --user"),
+        "token": ("TOKEN", "authentication token"),
+        "creds": ("FILE", "user credentials file (.creds: user JWT and nkey seed)"),
+        "nkey": ("FILE", "file holding the user's nkey seed (SU...)"),
+        "tls_cert": ("FILE", "TLS client certificate (PEM), with --tlskey"),
+        "tls_key": ("FILE", "private key of --tlscert (PEM)"),
+        "tls_ca": ("FILE", "CA certificates that signed the server's certificate (PEM)"),
+    }
+    for name, (metavar, text) in helps.items():
+        fallback = ENVIRONMENT[name] + (", then the system's CAs" if name == "tls_ca" else "")
+        group.add_argument(
+            OPTIONS[name], dest=name, metavar=metavar, help=f"{text} (default: {fallback})"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``jetloom`` argument parser with all subcommands."""
     common = _Parser(add_help=False)
@@ -1314,6 +1395,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("JETLOOM_PREFIX") or DEFAULT_PREFIX,
         help="namespace of subjects, streams and buckets (default: JETLOOM_PREFIX, then jetloom)",
     )
+    _add_auth_options(common)
     common.add_argument(
         "--no-color",
         action="store_true",
@@ -1451,9 +1533,16 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _quiet_tls_eof(record: logging.LogRecord) -> bool:
+    """Drop asyncio's warning that nats-py's protocol asks to keep a TLS connection half open
+    when the server closes it (harmless, and noise on the command's stderr)."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jetloom`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    logging.getLogger("asyncio").addFilter(_quiet_tls_eof)
     try:
         if getattr(args, "is_async", True):
             return int(asyncio.run(args.handler(args)))

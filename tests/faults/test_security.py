@@ -12,15 +12,22 @@ import json
 import os
 import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import nats.errors
 import pytest
+from aiohttp import ClientSession
 
-from brokers._server import EmbeddedNatsServer
+from brokers import NatsAuth
+from brokers._auth import ENVIRONMENT, OPTIONS
+from brokers._jetstream import NatsAuthorizationError
+from brokers._server import EmbeddedNatsServer, free_port
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
 from engine._events import ExecutionCompleted
+from tests.nats_keys import nkey_user, operator_setup
+from tests.processes import LineProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "sec"
@@ -105,6 +112,24 @@ ROLES_CONFIG = (
     )
     + "\n] }"
 )
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment without NATS_URL, JETLOOM_PREFIX or any NATS credential variable."""
+    dropped = {"NATS_URL", "JETLOOM_PREFIX", *ENVIRONMENT.values()}
+    return {**{k: v for k, v in os.environ.items() if k not in dropped}, **extra}
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m engine.cli ARGS --no-color``: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", *args, "--no-color",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=cli_env(**(env or {})), cwd=str(ROOT),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def creds(name: str) -> dict[str, str]:
@@ -332,23 +357,16 @@ class TestToken:
             async with asyncio.timeout(5):
                 await WorkflowClient.connect(server.url, prefix=PREFIX)
 
-    async def test_cli_takes_credentials_in_the_url_only(self, tmp_path):
+    async def test_cli_takes_the_token_in_the_url(self, tmp_path):
         """``jetloom list`` works with the token in ``--nats-url``; without it the CLI exits 1
-        saying the credentials were refused (it has no separate credential options)."""
+        saying the credentials were refused, and the token is not printed."""
         config = 'authorization { token: "s3cret" }'
-        env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "NATS_CREDS")}
         with EmbeddedNatsServer(store_dir=tmp_path / "store", config=config) as server:
             token_url = server.url.replace("nats://", "nats://s3cret@")
-            results = []
-            for url in (token_url, server.url):
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "engine.cli", "list", "--nats-url", url,
-                    "--prefix", PREFIX, "--no-color",
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    env=env, cwd=str(ROOT),
-                )
-                out, err = await asyncio.wait_for(proc.communicate(), 30)
-                results.append((proc.returncode, out.decode(), err.decode()))
+            results = [
+                await run_cli("list", "--nats-url", url, "--prefix", PREFIX)
+                for url in (token_url, server.url)
+            ]
         (ok_code, ok_out, _), (bad_code, _, bad_err) = results
         assert 0 == ok_code
         assert "no instances" in ok_out
@@ -421,11 +439,9 @@ def _tls_context(pki: dict[str, Path], *, client_cert: bool) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path):
-    """A server that requires TLS with a client certificate signed by a test CA."""
-    pki = _write_pki(tmp_path)
-    config = (
+def _tls_config(pki: dict[str, Path]) -> str:
+    """Server configuration: TLS with the test CA, client certificates required."""
+    return (
         "tls {\n"
         f"  cert_file: {json.dumps(str(pki['server']))}\n"
         f"  key_file: {json.dumps(str(pki['server-key']))}\n"
@@ -434,6 +450,13 @@ def tls_server(tmp_path: Path):
         "  timeout: 2\n"
         "}"
     )
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path):
+    """A server that requires TLS with a client certificate signed by a test CA."""
+    pki = _write_pki(tmp_path)
+    config = _tls_config(pki)
     with EmbeddedNatsServer(store_dir=tmp_path / "store", config=config, scheme="tls") as server:
         yield server, pki
 
@@ -463,3 +486,274 @@ class TestTls:
                     server.url, tls=_tls_context(pki, client_cert=False), allow_reconnect=False
                 )
                 await nc.flush(timeout=2)
+
+
+# ------------------------------------------------------------------ every way to log in
+
+
+def _given(auth: NatsAuth) -> dict[str, str]:
+    return {name: str(value) for name in ENVIRONMENT if (value := getattr(auth, name))}
+
+
+def as_env(auth: NatsAuth) -> dict[str, str]:
+    """The NATS_* environment variables saying what ``auth`` says."""
+    return {ENVIRONMENT[name]: value for name, value in _given(auth).items()}
+
+
+def as_options(auth: NatsAuth) -> list[str]:
+    """The ``jetloom`` options saying what ``auth`` says."""
+    return [part for name, value in _given(auth).items() for part in (OPTIONS[name], value)]
+
+
+def _seed_in(path: Path) -> str:
+    """The nkey seed (``SU...``) in a seed or creds file."""
+    return next(line for line in path.read_text().splitlines() if line.startswith("SU"))
+
+
+@dataclass(frozen=True)
+class Login:
+    """A running server that wants one kind of credentials, those credentials and wrong ones."""
+
+    url: str
+    auth: NatsAuth
+    """The right credentials (and TLS files)."""
+    wrong: NatsAuth
+    """Credentials the server refuses."""
+    refused: str
+    """What the CLI's error says about ``wrong``."""
+    unauthenticated: str
+    """What the CLI's error says when given nothing."""
+    secrets: tuple[str, ...]
+    """Text that must never be printed."""
+
+
+LOGIN_KINDS = ["user", "token", "nkey", "creds", "tls"]
+
+
+@pytest.fixture(params=LOGIN_KINDS)
+def login(request: pytest.FixtureRequest, tmp_path: Path):
+    """A server with user/password, token, nkey, decentralized (creds) or mutual-TLS auth."""
+    kind = request.param
+    scheme = "nats"
+    refused = unauthenticated = "refused the credentials (no credentials"
+    if kind == "user":
+        config = 'authorization { users = [{user: "worker", password: "w0rker-pw"}] }'
+        auth = NatsAuth(user="worker", password="w0rker-pw")
+        wrong = NatsAuth(user="worker", password="hunter2-wrong")
+        refused = "refused the credentials (user 'worker' with a password"
+        secrets = ("w0rker-pw", "hunter2-wrong")
+    elif kind == "token":
+        config = 'authorization { token: "t0ken-s3cret" }'
+        auth, wrong = NatsAuth(token="t0ken-s3cret"), NatsAuth(token="wr0ng-t0ken")
+        refused = "refused the credentials (a token"
+        secrets = ("t0ken-s3cret", "wr0ng-t0ken")
+    elif kind == "nkey":
+        user, stranger = nkey_user(tmp_path), nkey_user(tmp_path, "stranger")
+        config = f"authorization {{ users = [{{nkey: {user.public_key}}}] }}"
+        auth, wrong = NatsAuth(nkey=user.seed_file), NatsAuth(nkey=stranger.seed_file)
+        refused = f"refused the credentials (nkey seed file '{stranger.seed_file}'"
+        secrets = (_seed_in(user.seed_file), _seed_in(stranger.seed_file))
+    elif kind == "creds":
+        setup = operator_setup(tmp_path)
+        config = setup.config
+        auth, wrong = NatsAuth(creds=setup.creds), NatsAuth(creds=setup.other_creds)
+        refused = f"refused the credentials (creds file '{setup.other_creds}'"
+        secrets = (_seed_in(setup.creds), _seed_in(setup.other_creds))
+    else:
+        pki = _write_pki(tmp_path)
+        config, scheme = _tls_config(pki), "tls"
+        auth = NatsAuth(tls_ca=pki["ca"], tls_cert=pki["client"], tls_key=pki["client-key"])
+        wrong = NatsAuth(tls_ca=pki["ca"])  # no client certificate
+        # Depending on when the server's alert arrives, the client sees a TLS error
+        # (certificate required) or a closed connection; either error says to give one.
+        refused = "--tlscert"
+        unauthenticated = "certificate verify failed"  # the system's CAs do not know ours
+        secrets = (pki["client-key"].read_text().splitlines()[1],)
+    store = tmp_path / "store"
+    with EmbeddedNatsServer(store_dir=store, config=config, scheme=scheme) as server:
+        yield Login(server.url, auth, wrong, refused, unauthenticated, secrets)
+
+
+class TestEveryLogin:
+    """User/password, token, nkey seed file, creds file and mutual TLS, each given as
+    ``NatsAuth``, as NATS_* environment variables and as ``jetloom`` options."""
+
+    async def test_runtime_and_client_with_nats_auth(self, login: Login):
+        """A runtime and a client given ``NatsAuth(...).connect_options()`` complete a
+        workflow."""
+        options = login.auth.connect_options()
+        async with build_runtime(login.url, **options):
+            client = await WorkflowClient.connect(login.url, prefix=PREFIX, **options)
+            try:
+                output = await _run_flow(client, "auth-1")
+            finally:
+                await client.close()
+        assert '"ADA ok"' == output
+
+    async def test_runtime_and_client_from_the_environment(
+        self, login: Login, monkeypatch: pytest.MonkeyPatch
+    ):
+        """With NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CREDS or
+        NATS_CA/NATS_CERT/NATS_KEY set, a runtime and a client given no options complete a
+        workflow."""
+        for variable, value in as_env(login.auth).items():
+            monkeypatch.setenv(variable, value)
+        async with build_runtime(login.url):
+            client = await WorkflowClient.connect(login.url, prefix=PREFIX)
+            try:
+                output = await _run_flow(client, "env-1")
+            finally:
+                await client.close()
+        assert '"ADA ok"' == output
+
+    async def test_cli_options_and_environment(self, login: Login):
+        """``jetloom list`` logs in with the credentials as options (--user/--password,
+        --token, --nkey, --creds, --tlsca/--tlscert/--tlskey) and as NATS_* variables, and
+        prints no secret."""
+        where = ("--nats-url", login.url, "--prefix", PREFIX)
+        results = await asyncio.gather(
+            run_cli("list", *where, *as_options(login.auth)),
+            run_cli("list", *where, env=as_env(login.auth)),
+        )
+        assert [(0, "no instances\n", "")] * 2 == results
+        assert [] == [s for s in login.secrets if s in repr(results)]
+
+    async def test_cli_wrong_or_no_credentials_are_one_error_line(self, login: Login):
+        """Wrong credentials, and none at all, exit 1 with one ``error:`` line that says what
+        was refused, within seconds; no secret is printed."""
+        where = ("--nats-url", login.url, "--prefix", PREFIX)
+        async with asyncio.timeout(20):
+            wrong, nothing = await asyncio.gather(
+                run_cli("list", *where, *as_options(login.wrong)), run_cli("list", *where)
+            )
+        assert (1, "", 1, "") == (wrong[0], wrong[1], nothing[0], nothing[1])
+        assert [1, 1] == [len(wrong[2].splitlines()), len(nothing[2].splitlines())]
+        assert login.refused in wrong[2]
+        assert login.unauthenticated in nothing[2]
+        assert [] == [s for s in login.secrets if s in wrong[2] + nothing[2]]
+
+
+class TestNkeyAndCreds:
+    """Refusals of unknown nkeys and accounts, and options that beat the environment."""
+
+    async def test_unknown_nkey_is_refused_at_once(self, tmp_path: Path):
+        """A client (reconnecting forever by default) with an nkey the server does not know
+        raises NatsAuthorizationError naming the seed file, not the seed."""
+        user, stranger = nkey_user(tmp_path), nkey_user(tmp_path, "stranger")
+        config = f"authorization {{ users = [{{nkey: {user.public_key}}}] }}"
+        with (
+            EmbeddedNatsServer(store_dir=tmp_path / "store", config=config) as server,
+            pytest.raises(NatsAuthorizationError) as caught,
+        ):
+            async with asyncio.timeout(10):
+                await WorkflowClient.connect(
+                    server.url, prefix=PREFIX, nkeys_seed=str(stranger.seed_file)
+                )
+        assert f"nkey seed file '{stranger.seed_file}'" in str(caught.value)
+        assert _seed_in(stranger.seed_file) not in str(caught.value)
+
+    async def test_options_beat_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        """With NATS_CREDS naming a user of an unknown account, a client given its own creds
+        file connects, and one given nothing is refused naming the variable's file."""
+        setup = operator_setup(tmp_path)
+        monkeypatch.setenv("NATS_CREDS", str(setup.other_creds))
+        with EmbeddedNatsServer(store_dir=tmp_path / "store", config=setup.config) as server:
+            own = NatsAuth(creds=setup.creds).connect_options()
+            client = await WorkflowClient.connect(server.url, prefix=PREFIX, **own)
+            try:
+                listed = [s async for s in client.list_workflows()]
+            finally:
+                await client.close()
+            with pytest.raises(NatsAuthorizationError, match=r"stranger\.creds"):
+                async with asyncio.timeout(10):
+                    await WorkflowClient.connect(server.url, prefix=PREFIX)
+        assert [] == listed
+
+
+class TestCliServices:
+    """The long-running commands pass their credentials on: ``dev`` to the runtimes it hosts,
+    ``serve-http`` to its client."""
+
+    async def test_dev_with_creds_and_start_with_nats_creds(self, tmp_path: Path):
+        """``jetloom dev --creds`` hosts tests/cli_workflows.py (whose runtime has no
+        credentials of its own) on a server with decentralized auth; ``jetloom start --wait``
+        with NATS_CREDS runs a workflow there."""
+        setup = operator_setup(tmp_path)
+        with EmbeddedNatsServer(store_dir=tmp_path / "store", config=setup.config) as server:
+            where = ("--nats-url", server.url, "--prefix", PREFIX)
+            with (tmp_path / "dev.err").open("wb") as errors:
+                dev = LineProcess("jetloom dev", await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "engine.cli", "dev", "tests/cli_workflows.py", *where,
+                    "--creds", str(setup.creds),
+                    stdout=asyncio.subprocess.PIPE, stderr=errors, env=cli_env(), cwd=str(ROOT),
+                ))
+                try:
+                    await dev.wait_for_line(lambda line: "ready" in line, timeout=30)
+                    started = await run_cli(
+                        "start", "doubler", "--input", "4", "--wait", *where,
+                        env={"NATS_CREDS": str(setup.creds)},
+                    )
+                finally:
+                    await dev.stop()
+        assert (0, ["status: COMPLETED", "output: 8"]) == (
+            started[0], started[1].splitlines()[1:]
+        ), started
+        assert 0 == dev.proc.returncode
+
+    async def test_serve_http_with_an_nkey(self, tmp_path: Path):
+        """``jetloom serve-http --nkey`` serves on a server with nkey auth: a workflow
+        started over HTTP completes."""
+        user = nkey_user(tmp_path)
+        config = f"authorization {{ users = [{{nkey: {user.public_key}}}] }}"
+        options = NatsAuth(nkey=user.seed_file).connect_options()
+        port = free_port()
+        with EmbeddedNatsServer(store_dir=tmp_path / "store", config=config) as server:
+            async with build_runtime(server.url, **options):
+                http = LineProcess("jetloom serve-http", await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "engine.cli", "serve-http", "--port", str(port),
+                    "--nats-url", server.url, "--prefix", PREFIX, "--nkey", str(user.seed_file),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                    env=cli_env(), cwd=str(ROOT),
+                ))
+                client = await WorkflowClient.connect(server.url, prefix=PREFIX, **options)
+                try:
+                    await http.wait_for_line(lambda line: "listening" in line, timeout=30)
+                    async with ClientSession() as session:
+                        reply = await session.post(
+                            f"http://127.0.0.1:{port}/v1.0/workflows/dapr/greet/start"
+                            "?instanceID=http-1",
+                            data=b'"ann"',
+                        )
+                    state = await client.wait_for_workflow_completion("http-1", timeout=15)
+                finally:
+                    await client.close()
+                    await http.stop()
+        assert (202, '"hello ANN"') == (reply.status, state.serialized_output)
+
+
+class TestCliCredentialMistakes:
+    """Credentials that cannot be used are one clear error line before any connection."""
+
+    @pytest.mark.parametrize(
+        ("options", "env", "fragment"),
+        [
+            (["--token", "t0k"], {"NATS_CREDS": __file__},
+             "more than one way to authenticate: token (--token, NATS_TOKEN) and creds "
+             "(--creds, NATS_CREDS)"),
+            (["--user", "t0k"], {}, "for a token use token (--token, NATS_TOKEN)"),
+            (["--creds", "/no/such.creds"], {},
+             "creds (--creds, NATS_CREDS) '/no/such.creds' is not a file"),
+            (["--tlskey", __file__], {}, "tls_key (--tlskey, NATS_KEY) is set without tls_cert"),
+            ([], {"NATS_CA": __file__}, "holds no usable CA certificate"),
+        ],
+        ids=["two-ways", "user-without-password", "missing-file", "key-without-cert", "bad-ca"],
+    )
+    async def test_mistake(self, options: list[str], env: dict[str, str], fragment: str):
+        """The error names the option and its variable, never the secret."""
+        code, out, err = await run_cli("list", "--nats-url", "nats://127.0.0.1:9", *options,
+                                       env=env)
+        assert (1, "", 1) == (code, out, len(err.splitlines())), err
+        assert fragment in err
+        assert "t0k" not in err

@@ -11,10 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 
 import observability
+from brokers import connect_nats
 from engine import WorkflowRuntime
 
 
@@ -57,10 +57,9 @@ def new_runtime(args: argparse.Namespace, **options: Any) -> WorkflowRuntime:
 
 
 async def connect(args: argparse.Namespace) -> NATS:
-    """A plain nats-py connection that, like the runtime's, reconnects forever."""
-    return await nats.connect(
-        servers=args.nats_url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.5
-    )
+    """A nats-py connection that, like the runtime's, reconnects forever and takes credentials
+    from the nats CLI's variables (NATS_CREDS, NATS_NKEY, NATS_USER, ...)."""
+    return await connect_nats(args.nats_url)
 
 
 async def serve(runtime: WorkflowRuntime, service: str) -> None:

@@ -288,15 +288,27 @@ class _Output:
 
 
 def _parse_json_option(option: str, text: str | None) -> Any:
-    """The value of a JSON-valued option, or a CliError naming the option."""
+    """The value of a JSON-valued option, or a CliError naming the option.
+
+    ``@path`` reads the JSON from a file and ``@-`` from standard input (as curl does), for
+    values too large or awkward for a command line.
+    """
     if text is None:
         return None
+    source = ""
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        except OSError as exc:
+            raise CliError(f"{option} {text}: cannot read {source!r} ({exc.strerror})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        where = f" in {'standard input' if source == '-' else repr(source)}" if source else ""
         raise CliError(
-            f"{option} is not valid JSON ({exc}); quote strings as JSON, "
-            f"e.g. {option} '\"text\"' or {option} '{{\"qty\": 2}}'"
+            f"{option} is not valid JSON{where} ({exc}); quote strings as JSON, "
+            f"e.g. {option} '\"text\"' or {option} '{{\"qty\": 2}}', or use {option} @file.json"
         ) from None
 
 
@@ -1437,7 +1449,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("start", "start a workflow instance and print its id")
     p.add_argument("workflow", help="registered workflow name")
-    p.add_argument("--input", help="the input as JSON, e.g. '{\"qty\": 2}' or '\"text\"'")
+    p.add_argument(
+        "--input",
+        help="the input as JSON, e.g. '{\"qty\": 2}' or '\"text\"' (@file.json: from a file, "
+        "@-: stdin)",
+    )
     p.add_argument("--id", help="instance id (default: generated)")
     p.add_argument(
         "--wait",
@@ -1471,13 +1487,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("raise", "raise an external event to an instance")
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("event", metavar="EVENT", help="event name")
-    p.add_argument("--data", help="event data as JSON")
+    p.add_argument("--data", help="event data as JSON (@file.json: from a file, @-: stdin)")
     json_flag(p)
     p.set_defaults(handler=_cmd_raise)
 
     p = command("terminate", "terminate an instance (and its child workflows)")
     p.add_argument("instance_id", metavar="ID")
-    p.add_argument("--output", help="the instance's output as JSON")
+    p.add_argument(
+        "--output", help="the instance's output as JSON (@file.json: from a file, @-: stdin)"
+    )
     p.add_argument(
         "--no-recursive",
         dest="recursive",
@@ -1543,6 +1561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jetloom`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.getLogger("asyncio").addFilter(_quiet_tls_eof)
+    if args.handler not in (_cmd_dev, _cmd_serve_http):
+        # A command's stdout is its answer: library log lines go to stderr, warnings and up.
+        observability.configure_logging(level=os.environ.get("JETLOOM_LOG_LEVEL", "WARNING"))
     try:
         if getattr(args, "is_async", True):
             return int(asyncio.run(args.handler(args)))

@@ -41,7 +41,9 @@ def _cli_env() -> dict[str, str]:
     return env
 
 
-async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def _spawn(
+    *args: str, env: dict[str, str] | None = None, stdin: int | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,15 +51,18 @@ async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subpr
         *args,
         cwd=ROOT,
         env={**_cli_env(), **(env or {})},
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> CliResult:
+async def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> CliResult:
     """Run ``python -m engine.cli ARGS`` without blocking the event loop the runtime uses."""
-    proc = await _spawn(*args, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    proc = await _spawn(*args, env=env, stdin=None if stdin is None else asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
 
@@ -119,6 +124,34 @@ class TestStart:
         result = await jetloom("start", "failing", "--wait")
         assert 1 == result.code
         assert ["status: FAILED", "failure: ValueError: boom"] == result.stdout.splitlines()[1:]
+
+    async def test_input_from_a_file_and_from_stdin(
+        self, nats_url: str, prefix: str, tmp_path: Path, client: WorkflowClient
+    ) -> None:
+        """--input @file reads the JSON from a file (here 400 KB: it travels through the
+        Object Store) and --input @- from standard input."""
+        big = "x" * 400_000
+        path = tmp_path / "order.json"
+        path.write_text(json.dumps(big))
+        where = _where(nats_url, prefix)
+        from_file = await run_cli("start", "approval", "--input", f"@{path}", "--id", "f1", *where)
+        from_stdin = await run_cli(
+            "start", "doubler", "--input", "@-", "--id", "f2", "--wait", *where, stdin=b"21"
+        )
+        assert (0, "f1") == (from_file.code, from_file.stdout.strip()), from_file.stderr
+        state = await client.get_workflow_state("f1")
+        assert json.dumps(big) == state.serialized_input
+        assert ["f2", "status: COMPLETED", "output: 42"] == from_stdin.stdout.splitlines()
+
+    async def test_unreadable_or_bad_input_file_is_one_error_line(
+        self, jetloom: Jetloom, tmp_path: Path
+    ) -> None:
+        """A missing file, or one that is not JSON, is one error line naming the file."""
+        (tmp_path / "bad.json").write_text("{nope")
+        missing = await jetloom("start", "doubler", "--input", f"@{tmp_path / 'none.json'}")
+        bad = await jetloom("start", "doubler", "--input", f"@{tmp_path / 'bad.json'}")
+        assert_one_line_error(missing, "--input", "none.json", "cannot read")
+        assert_one_line_error(bad, "--input", "bad.json", "not valid JSON")
 
     async def test_running_id_is_refused(self, jetloom: Jetloom, client: WorkflowClient) -> None:
         """Starting an id whose instance still runs is one error line naming the id."""

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from faultkit import WorkerPool
+from faultkit import TALLY, WorkerPool
 
 
 @pytest.fixture
@@ -15,3 +15,9 @@ async def workers(tmp_path: Path) -> AsyncIterator[WorkerPool]:
     pool = WorkerPool(tmp_path)
     yield pool
     await pool.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End the run with what the fault tests injected and what they found."""
+    if TALLY.workflows:
+        terminalreporter.write_sep("=", TALLY.summary())

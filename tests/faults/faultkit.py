@@ -7,11 +7,12 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 
-from engine import WorkflowClient, WorkflowState
+from engine import WorkflowClient, WorkflowState, WorkflowStatus
 from engine._events import (
     ChildWorkflowScheduled,
     ExecutionCompleted,
@@ -219,6 +220,81 @@ async def wait_all_completed(
 
     async with asyncio.timeout(timeout + 5):
         return list(await asyncio.gather(*(one(i) for i in instance_ids)))
+
+
+# ------------------------------------------------------------------ the tally
+
+
+@dataclass
+class FaultTally:
+    """What the fault tests did and found, summed over the session (printed at its end)."""
+
+    workflows: int = 0
+    faults: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reruns: int = 0
+
+    def summary(self) -> str:
+        """One line for the terminal summary."""
+        return (
+            f"fault tally: {self.workflows} workflows run, {self.faults} faults injected, "
+            f"losses: {self.lost}, duplicates: {self.duplicated} "
+            f"(activity re-runs after a worker died, deduplicated by task_execution_id: "
+            f"{self.reruns})"
+        )
+
+
+TALLY = FaultTally()
+
+
+async def assert_completed_once(
+    client: WorkflowClient,
+    expected: dict[str, object],
+    *,
+    faults: int,
+    record: Path | None = None,
+    reruns: int = 0,
+    timeout: float = 45,
+) -> list[WorkflowState]:
+    """Every instance completes once with its expected output; count it in ``TALLY``.
+
+    ``expected`` maps instance ids to their decoded outputs; ``faults`` is how many faults the
+    test injected. A lost workflow is one that does not complete with its output in
+    ``timeout``; a duplicate is a history with a doubled event or gap, or, with the effect
+    ``record``, an activity effect applied more often than once, beyond the ``reruns`` the test
+    caused by killing an activity worker mid-task (those run again by design and share one
+    ``task_execution_id``, the idempotency key).
+    """
+    TALLY.workflows += len(expected)
+    TALLY.faults += faults
+    try:
+        states = await wait_all_completed(client, list(expected), timeout=timeout)
+    except TimeoutError:
+        done = [await client.get_workflow_state(iid) for iid in expected]
+        TALLY.lost += sum(
+            s is None or s.runtime_status is not WorkflowStatus.COMPLETED for s in done
+        )
+        raise
+    outputs = {
+        s.instance_id: json.loads(s.serialized_output or "null")
+        for s in states
+        if s.runtime_status is WorkflowStatus.COMPLETED
+    }
+    TALLY.lost += sum(outputs.get(iid, ...) != value for iid, value in expected.items())
+    problems = await histories_problems(client, expected)
+    repeated = 0
+    if record is not None:
+        counts = effect_counts(record)
+        repeated = sum(n - 1 for n in counts.values())
+    TALLY.duplicated += len(problems) + max(0, repeated - reruns)
+    TALLY.reruns += min(repeated, reruns)
+    assert {i: WorkflowStatus.COMPLETED for i in expected} == {
+        s.instance_id: s.runtime_status for s in states
+    }
+    assert expected == outputs
+    assert {} == problems
+    return states
 
 
 # ------------------------------------------------------------------ JetStream probes

@@ -19,5 +19,5 @@ async def workers(tmp_path: Path) -> AsyncIterator[WorkerPool]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """End the run with what the fault tests injected and what they found."""
-    if TALLY.workflows:
+    if TALLY.workflows or TALLY.bad_inputs:
         terminalreporter.write_sep("=", TALLY.summary())

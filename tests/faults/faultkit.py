@@ -234,6 +234,8 @@ class FaultTally:
     lost: int = 0
     duplicated: int = 0
     reruns: int = 0
+    bad_inputs: int = 0
+    dead_lettered: int = 0
 
     def summary(self) -> str:
         """One line for the terminal summary."""
@@ -241,7 +243,8 @@ class FaultTally:
             f"fault tally: {self.workflows} workflows run, {self.faults} faults injected, "
             f"losses: {self.lost}, duplicates: {self.duplicated} "
             f"(activity re-runs after a worker died, deduplicated by task_execution_id: "
-            f"{self.reruns})"
+            f"{self.reruns}); random bad inputs: {self.bad_inputs}, "
+            f"dead-lettered: {self.dead_lettered}"
         )
 
 

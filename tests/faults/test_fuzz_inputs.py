@@ -8,7 +8,7 @@ import re
 
 import nats
 import pytest
-from faultkit import stream_messages
+from faultkit import TALLY, stream_messages
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +100,8 @@ async def test_random_bodies_never_stop_the_worker(nats_url, prefix, client, wor
     try:
         strategy = _bodies if target == "start" else _inbox_bodies
         await asyncio.to_thread(_run_property, strategy, one, asyncio.get_running_loop())
+        TALLY.bad_inputs += sent["invalid"]
+        TALLY.dead_lettered += await stream_messages(nc, f"{prefix.upper()}_DEADLETTER")
         final = await client.schedule_new_workflow("echo", input="after")
         state = await client.wait_for_workflow_completion(final, timeout=20)
     finally:

@@ -8,6 +8,8 @@ from brokers._jetstream import (
     AppendConflictError,
     DispatchMessage,
     JetStreamBroker,
+    NatsAuthorizationError,
+    NatsTlsError,
     Subjects,
     connect_nats,
 )
@@ -20,6 +22,8 @@ __all__ = [
     "InvalidNatsAuthError",
     "JetStreamBroker",
     "NatsAuth",
+    "NatsAuthorizationError",
+    "NatsTlsError",
     "Subjects",
     "connect_nats",
     "free_port",

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import ssl
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -190,14 +191,29 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
             _log.warning("nats.disconnected")
 
     opts.setdefault("disconnected_cb", on_disconnected)
-    # Reconnecting forever also covers the first connection, so refused credentials would
-    # retry forever: watch for the server's refusal and report it at once instead.
-    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    # Reconnecting forever also covers the first connection, so refused credentials or a
+    # failed TLS handshake would retry forever: watch for either and report it at once.
+    refused: asyncio.Future[nats.errors.Error] = asyncio.get_running_loop().create_future()
     report_error = opts["error_cb"]
 
+    def refusal(exc: BaseException) -> nats.errors.Error:
+        if isinstance(exc, ssl.SSLError):
+            return NatsTlsError(
+                f"TLS with NATS at {redact_url(servers)} failed ({_tls_detail(exc)}); check "
+                "the CA that signed the server's certificate (tls_ca, NATS_CA) and the client "
+                "certificate the server may require (tls_cert/tls_key, NATS_CERT/NATS_KEY)",
+                exc,
+            )
+        return NatsAuthorizationError(
+            f"NATS at {redact_url(servers)} refused the credentials "
+            f"({describe_options(opts, servers=servers)}: {str(exc) or type(exc).__name__}); "
+            "check the user/password, token, nkey seed or creds file (NATS_USER/NATS_PASSWORD, "
+            "NATS_TOKEN, NATS_NKEY, NATS_CREDS)"
+        )
+
     async def on_error(exc: Exception) -> None:
-        if not refused.done() and not nc.is_connected and _is_auth_error(exc):
-            refused.set_result(str(exc) or type(exc).__name__)
+        if not refused.done() and not nc.is_connected and _is_fatal(exc):
+            refused.set_result(refusal(exc))
         await report_error(exc)
 
     opts["error_cb"] = on_error
@@ -206,27 +222,20 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
     )
     waiting: set[asyncio.Future[Any]] = {connecting, refused}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-
-    def refusal(detail: str) -> NatsAuthorizationError:
-        return NatsAuthorizationError(
-            f"NATS at {redact_url(servers)} refused the credentials "
-            f"({describe_options(opts, servers=servers)}: {detail}); check the user/password, "
-            "token, nkey seed or creds file (NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, "
-            "NATS_CREDS)"
-        )
-
     if not connecting.done():
         connecting.cancel()
         with contextlib.suppress(BaseException):
             await connecting
         with contextlib.suppress(Exception):
             await nc.close()
-        raise refusal(refused.result())
+        raise refused.result()
     try:
         await connecting  # raises the connection's own error, if any
     except Exception as exc:
-        if refused.done() or _is_auth_error(exc):
-            raise refusal(refused.result() if refused.done() else str(exc)) from None
+        if refused.done():
+            raise refused.result() from None
+        if _is_fatal(exc):
+            raise refusal(exc) from None
         raise
     return nc
 
@@ -242,9 +251,30 @@ class NatsAuthorizationError(nats.errors.Error):
         return self.message
 
 
-def _is_auth_error(exc: Exception) -> bool:
+class NatsTlsError(nats.errors.Error):
+    """The TLS handshake with the server failed (unknown CA, missing client certificate)."""
+
+    def __init__(self, message: str, ssl_error: ssl.SSLError) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ssl_error = ssl_error
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that retrying the same connection cannot fix: refused credentials, bad TLS."""
+    if isinstance(exc, ssl.SSLError):
+        return True
     text = str(exc).lower()
     return isinstance(exc, nats.errors.AuthorizationError) or "authorization" in text
+
+
+def _tls_detail(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    return str(exc.reason or exc)
 
 
 def redact_url(url: str) -> str:

@@ -48,7 +48,7 @@ from rich.text import Text
 import observability
 from brokers import InvalidNatsAuthError, JetStreamBroker, NatsAuth, Subjects, connect_nats
 from brokers._auth import ENVIRONMENT, OPTIONS, with_default_auth
-from brokers._jetstream import NatsAuthorizationError, redact_url
+from brokers._jetstream import NatsAuthorizationError, NatsTlsError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._client import WorkflowClient
 from engine._errors import (
@@ -195,6 +195,8 @@ async def _connect_fast(url: str, auth_options: dict[str, Any]) -> NATS:
         return await connect_nats(url, **_cli_connect_options(), **auth_options)
     except NatsAuthorizationError as exc:
         raise CliError(str(exc)) from None
+    except NatsTlsError as exc:
+        raise _tls_failed(url, exc.ssl_error) from None
     except ssl.SSLError as exc:
         raise _tls_failed(url, exc) from None
     except ConnectionRefusedError:

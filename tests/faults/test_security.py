@@ -20,9 +20,8 @@ import nats.errors
 import pytest
 from aiohttp import ClientSession
 
-from brokers import NatsAuth
+from brokers import NatsAuth, NatsAuthorizationError, NatsTlsError
 from brokers._auth import ENVIRONMENT, OPTIONS
-from brokers._jetstream import NatsAuthorizationError
 from brokers._server import EmbeddedNatsServer, free_port
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
 from engine._events import ExecutionCompleted
@@ -476,6 +475,17 @@ class TestTls:
             finally:
                 await client.close()
         assert '"ADA ok"' == output
+
+    async def test_unknown_server_certificate_fails_fast(self, tls_server):
+        """A client reconnecting forever by default, whose CAs do not vouch for the server's
+        certificate, raises NatsTlsError at once instead of retrying."""
+        server, _ = tls_server
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # the system's CAs
+        with pytest.raises(NatsTlsError) as caught:
+            async with asyncio.timeout(10):
+                await WorkflowClient.connect(server.url, prefix=PREFIX, tls=context)
+        assert "certificate verify failed" in str(caught.value)
+        assert isinstance(caught.value.ssl_error, ssl.SSLCertVerificationError)
 
     async def test_client_without_certificate_is_refused(self, tls_server):
         """Without a client certificate (verify: true) the connection fails at once."""

@@ -125,6 +125,13 @@ def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
             _append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
             return 2 * x
 
+        @runtime.activity(name="hold")
+        async def hold(ctx: ActivityContext, seconds: float) -> str:
+            """Apply the effect, then work ``seconds`` (longer than the lease) before answering."""
+            _append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
+            await asyncio.sleep(seconds)
+            return worker
+
     if args.workflows:
 
         @runtime.workflow(name="saga")
@@ -137,6 +144,11 @@ def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
                 [ctx.call_activity("count", input=job.base + i) for i in range(1, job.fan + 1)]
             )
             return first + sum(rest)
+
+        @runtime.workflow(name="held")
+        async def held(ctx: WorkflowContext, seconds: float) -> str:
+            """One ``hold`` activity of ``seconds``; the name of the worker that ran it."""
+            return str(await ctx.call_activity("hold", input=seconds))
 
         @runtime.workflow(name="echo")
         async def echo(ctx: WorkflowContext, value: Any) -> Any:

@@ -297,6 +297,7 @@ async def assert_completed_once(
     }
     assert expected == outputs
     assert {} == problems
+    assert repeated <= reruns, f"activity effects applied {repeated} extra times"
     return states
 
 

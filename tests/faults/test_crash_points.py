@@ -15,6 +15,7 @@ from faultkit import (
     effect_counts,
     effects,
     set_workflow_lease,
+    wait_all_completed,
     wait_consumer_drained,
 )
 
@@ -93,3 +94,28 @@ class TestActivityCrash:
         assert [2] == [counts[k] for k in twice]
         runners = [w for w, iid, key in effects(record) if (iid, key) == twice[0]]
         assert ["actsA", "actsB"] == runners
+
+
+class TestActivityLease:
+    """A live activity keeps its lease however long it runs."""
+
+    async def test_long_activity_outlives_its_lease_without_redelivery(
+        self, nats_url, prefix, client, workers, tmp_path
+    ):
+        """Activities that run 4x their 1 s lease on two competing workers, the runtime
+        heartbeating for them, complete once each: no other worker is handed the task."""
+        record = tmp_path / "effects.log"
+        await workers.spawn(nats_url, prefix, "orch", "--workflows")
+        for name in ("actsA", "actsB"):
+            await workers.spawn(
+                nats_url, prefix, name, "--activities", "--record", str(record), "--lease", "1"
+            )
+        ids = [
+            await client.schedule_new_workflow("held", input=4.0, instance_id=f"held-{i}")
+            for i in range(4)
+        ]
+        await wait_all_completed(client, ids, timeout=30)
+        runners = {iid: worker for worker, iid, _ in effects(record)}
+        await assert_completed_once(client, runners, faults=0, record=record)
+        assert ids == sorted(runners)
+        assert 4 == len(effects(record)), "an activity was handed to a second worker"

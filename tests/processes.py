@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -85,3 +86,70 @@ class LineProcess:
                 self.proc.send_signal(signal.SIGKILL)
                 await self.proc.wait()
         await self._reader
+
+
+# ------------------------------------------------------------------ worker scripts
+
+
+async def start_worker_script(
+    script: Path,
+    nats_url: str,
+    prefix: str,
+    name: str,
+    *options: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """Start a worker script (``--nats-url --prefix --worker-name`` and ``options``) with its
+    stdout piped and its stderr in ``log_path``."""
+    with log_path.open("wb") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            "--nats-url",
+            nats_url,
+            "--prefix",
+            prefix,
+            "--worker-name",
+            name,
+            *options,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=child_env() if env is None else env,
+            cwd=str(ROOT),
+        )
+
+
+def worker_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every test worker script takes: where, who, what it hosts, its limits."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--worker-name", required=True)
+    parser.add_argument("--workflows", action="store_true", help="host the test workflows")
+    parser.add_argument("--activities", action="store_true", help="host the test activities")
+    parser.add_argument("--record", type=Path, help="effect log the activities append to")
+    parser.add_argument("--lease", type=float, default=30.0, help="activity lease in seconds")
+    parser.add_argument("--max-activities", type=int, default=100)
+    return parser
+
+
+def parse_worker_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> argparse.Namespace:
+    """Parse, insisting that the worker hosts something and that activities have a record."""
+    args = parser.parse_args(argv)
+    if not (args.activities or args.workflows):
+        parser.error("host something: --activities and/or --workflows")
+    if args.activities and args.record is None:
+        parser.error("--activities needs --record FILE")
+    return args
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line in a single O_APPEND write, so lines of competing workers never mix."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

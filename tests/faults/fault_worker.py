@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from engine import (  # noqa: E402
     WorkflowRuntime,
     when_all,
 )
+from tests.processes import append_line, parse_worker_arguments, worker_arguments  # noqa: E402
 
 
 class SagaInput(msgspec.Struct):
@@ -63,15 +63,7 @@ def expected_saga_output(base: int, fan: int = 2) -> int:
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nats-url", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--workflows", action="store_true", help="host the fault workflows")
-    parser.add_argument("--activities", action="store_true", help="host the count activity")
-    parser.add_argument("--record", type=Path, help="effect log the count activity appends to")
-    parser.add_argument("--lease", type=float, default=30.0, help="activity lease in seconds")
-    parser.add_argument("--max-activities", type=int, default=100)
+    parser = worker_arguments(__doc__.splitlines()[0])
     parser.add_argument("--max-workflow-tasks", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--user")
@@ -80,21 +72,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--with-ghost", action="store_true", help="also host 'ghost'")
     parser.add_argument("--stall-retry-max", type=float, default=30.0)
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    if not (args.activities or args.workflows):
-        parser.error("host something: --activities and/or --workflows")
-    if args.activities and args.record is None:
-        parser.error("--activities needs --record FILE")
-    return args
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one line in a single O_APPEND write, so lines of competing workers never mix."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    return parse_worker_arguments(parser, argv)
 
 
 def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
@@ -122,13 +100,13 @@ def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
         @runtime.activity(name="count")
         async def count(ctx: ActivityContext, x: int) -> int:
             """Apply the effect (one line keyed by instance and task_execution_id); return 2x."""
-            _append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
+            append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
             return 2 * x
 
         @runtime.activity(name="hold")
         async def hold(ctx: ActivityContext, seconds: float) -> str:
             """Apply the effect, then work ``seconds`` (longer than the lease) before answering."""
-            _append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
+            append_line(record, f"{worker} {ctx.workflow_id} {ctx.task_execution_id}")
             await asyncio.sleep(seconds)
             return worker
 

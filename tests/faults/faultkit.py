@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from engine._events import (
     TimerFired,
     WorkflowTaskStarted,
 )
-from tests.processes import ROOT, LineProcess, child_env
+from tests.processes import ROOT, LineProcess, child_env, start_worker_script
 
 FAULT_WORKER = ROOT / "tests" / "faults" / "fault_worker.py"
 
@@ -85,22 +84,9 @@ class WorkerPool:
         if crash_at:
             env["JETLOOM_CRASH_AT"] = crash_at
         log_path = self.log_dir / f"{name}-{len(self.started)}.log"
-        with log_path.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(FAULT_WORKER),
-                "--nats-url",
-                nats_url,
-                "--prefix",
-                prefix,
-                "--worker-name",
-                name,
-                *options,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                cwd=str(ROOT),
-            )
+        proc = await start_worker_script(
+            FAULT_WORKER, nats_url, prefix, name, *options, log_path=log_path, env=env
+        )
         worker = WorkerProcess(name, proc, log_path)
         self.started.append(worker)
         if wait_ready:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from engine import (
     WorkflowStatus,
     when_all,
 )
-from tests.processes import ROOT, LineProcess, child_env
+from tests.processes import ROOT, LineProcess, start_worker_script
 
 WORKER_SCRIPT = ROOT / "tests" / "workers" / "worker.py"
 
@@ -38,28 +37,12 @@ class WorkerProcess(LineProcess):
 async def spawn_worker(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start worker subprocesses (each waited for until ``ready``); stop them all afterwards."""
     started: list[WorkerProcess] = []
-    env = child_env()
 
     async def spawn(nats_url: str, prefix: str, name: str, *options: str) -> WorkerProcess:
-        stderr = (tmp_path / f"{name}-{len(started)}.stderr").open("wb")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(WORKER_SCRIPT),
-                "--nats-url",
-                nats_url,
-                "--prefix",
-                prefix,
-                "--worker-name",
-                name,
-                *options,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                cwd=str(ROOT),
-            )
-        finally:
-            stderr.close()
+        log_path = tmp_path / f"{name}-{len(started)}.stderr"
+        proc = await start_worker_script(
+            WORKER_SCRIPT, nats_url, prefix, name, *options, log_path=log_path
+        )
         worker = WorkerProcess(name, proc)
         started.append(worker)
         await worker.wait_for_line(lambda line: line == "ready", timeout=20)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -27,36 +26,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine import ActivityContext, WorkflowContext, WorkflowRuntime  # noqa: E402
+from tests.processes import append_line, parse_worker_arguments, worker_arguments  # noqa: E402
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nats-url", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--worker-name", required=True)
-    parser.add_argument("--activities", action="store_true", help="host the test activities")
-    parser.add_argument("--workflows", action="store_true", help="host the test workflows")
-    parser.add_argument("--record", type=Path, help="file the activities append a line to")
-    parser.add_argument("--lease", type=float, default=30.0, help="activity lease in seconds")
-    parser.add_argument("--max-activities", type=int, default=100)
+    parser = worker_arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--hang", action="store_true", help="hang_once blocks until the process is killed"
     )
-    args = parser.parse_args(argv)
-    if not (args.activities or args.workflows):
-        parser.error("host something: --activities and/or --workflows")
-    if args.activities and args.record is None:
-        parser.error("--activities needs --record FILE")
-    return args
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one line in a single O_APPEND write, so lines of competing workers never mix."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    return parse_worker_arguments(parser, argv)
 
 
 def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
@@ -76,13 +54,13 @@ def build_runtime(args: argparse.Namespace) -> WorkflowRuntime:
         async def record_work(ctx: ActivityContext, x: int) -> int:
             """Take ~50 ms, note who ran which task, return twice the input."""
             await asyncio.sleep(0.05)
-            _append_line(record, f"{worker} {ctx.task_execution_id}")
+            append_line(record, f"{worker} {ctx.task_execution_id}")
             return 2 * x
 
         @runtime.activity(name="hang_once")
         async def hang_once(ctx: ActivityContext, x: int) -> str:
             """Note the attempt, say ``started``, then hang (with --hang) or finish."""
-            _append_line(record, f"{worker} {ctx.task_execution_id}")
+            append_line(record, f"{worker} {ctx.task_execution_id}")
             print(f"started {ctx.task_execution_id}", flush=True)
             if args.hang:
                 await asyncio.Event().wait()

@@ -405,6 +405,10 @@ class JetStreamBroker:
         if int(current.get("num_replicas") or 1) < self.replicas:
             await self._api(f"STREAM.UPDATE.{stream}", {**current, "num_replicas": self.replicas})
 
+    async def api(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """A JetStream API request (``$JS.API.<path>``); its reply, or the error raised."""
+        return await self._api(path, body)
+
     async def _api(
         self, path: str, body: dict[str, Any] | None, *, allow_error: bool = False
     ) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subje
 from brokers._jetstream import UnavailableError
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
+from brokers._sourcing import watch_sourcing
 from engine._errors import (
     ActivityNotRegisteredError,
     InputDecodeError,
@@ -368,6 +369,10 @@ class WorkflowRuntime:
                     max_ack_pending=100_000,
                 )
                 self._loops.append(asyncio.create_task(self._activity_loop(queue)))
+        # On a cluster, restart a stalled source of dispatches (see brokers._sourcing).
+        self._loops.append(asyncio.create_task(
+            watch_sourcing(self._broker.api, s.work_stream, s.history_stream)
+        ))
         # observability: backlog gauges (returns at once unless metrics are configured)
         watched = [s.activities_consumer(q) for q in self.task_queues] if (
             self.registry.activity_names

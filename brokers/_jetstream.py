@@ -479,6 +479,8 @@ class JetStreamBroker:
 
         Raises:
             AppendConflictError: another writer advanced the history first.
+            UnavailableError: the stream had no (ready) leader for several seconds; nothing was
+                stored.
         """
         subject = self.subjects.history(instance_id)
         messages: list[DispatchMessage] = [
@@ -492,16 +494,24 @@ class JetStreamBroker:
                 f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
                 f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
             )
-        for attempt in range(10):
+        unavailable = 0
+        for attempt in range(20):
             try:
                 async with self._batch_slots:
                     ack = await self._publish_batch(messages)
                 break
             except JetStreamError as exc:
                 # Other workers filled the stream's batch slots: nothing was stored, try again.
-                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 9:
+                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 19:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+            except (UnavailableError, nats.errors.NoRespondersError):
+                # No stream leader right now, or a new one still catching up: nothing was
+                # stored (unlike a timeout, which may hide a commit), so try again shortly.
+                unavailable += 1
+                if unavailable > 6 or attempt == 19:
+                    raise
+                await asyncio.sleep(0.1 * 2 ** (unavailable - 1) * (1 + random.random() / 2))
         first_seq = int(ack["seq"]) - len(messages) + 1
         return first_seq + len(events) - 1
 

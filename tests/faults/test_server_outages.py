@@ -131,7 +131,11 @@ class TestClusterNodeLoss:
                 await _wait_some_running(client, 10, timeout=30)
                 victim = await asyncio.to_thread(_victim, cluster, prefix, role)
                 victim.kill()
-                await _assert_complete_once(client, expected, record, timeout=60)
+                try:
+                    await _assert_complete_once(client, expected, record, timeout=60)
+                except BaseException:
+                    await workers.dump_all()  # connection state and stacks into their logs
+                    raise
                 assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
                     client._broker.nc, _all_streams(prefix)
                 )

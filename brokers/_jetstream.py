@@ -45,13 +45,36 @@ from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same, from newer servers (no sequence in text)
+ERR_DUPLICATE_MSG_ID_IN_PROCESS = 10158  # a message with this id is being stored right now
 ERR_BATCH_INCOMPLETE = 10176
 ERR_BATCH_DUPLICATE_MSG_ID = 10201
+ERR_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable (no meta leader)
+ERR_LAST_SEQ_PER_SUBJECT_NOT_READY = 10163  # a new stream leader is still catching up
+CONFLICT_ERRORS = frozenset(
+    {
+        ERR_WRONG_LAST_SEQUENCE,
+        ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+        ERR_DUPLICATE_MSG_ID_IN_PROCESS,
+        ERR_BATCH_DUPLICATE_MSG_ID,
+    }
+)
+"""Append errors that mean the history moved (or is moving) under us: read it again, retry."""
+UNAVAILABLE_ERRORS = frozenset({ERR_CLUSTER_NOT_AVAILABLE, ERR_LAST_SEQ_PER_SUBJECT_NOT_READY})
+"""API errors of a cluster electing or catching up a leader: retry after a short back-off."""
 MAX_BATCH = 1000
 # A stream accepts at most 50 atomic batches in flight (ADR-50); the server drops the start of
 # any further batch without a word and its commit then fails as incomplete (10176). Keep each
 # connection well below that so several workers can share a stream.
 MAX_BATCHES_IN_FLIGHT = 8
+
+
+def kept_replicas(current: int | None, requested: int) -> int:
+    """The replicas an existing stream keeps when a runtime asks for ``requested``: the larger.
+
+    Replicas are only ever raised by ``ensure_topology``, never lowered (see docs/cluster.md).
+    """
+    return max(int(current or 1), requested)
 
 
 class AppendConflictError(Exception):
@@ -68,6 +91,20 @@ class JetStreamError(Exception):
     def __init__(self, err_code: int, description: str) -> None:
         super().__init__(f"JetStream error {err_code}: {description}")
         self.err_code = err_code
+
+
+def api_error(error: dict[str, Any]) -> Exception:
+    """The exception for an ``error`` object of a JetStream API reply or publish ack.
+
+    A 503 status or an error of a leader election (``UNAVAILABLE_ERRORS``) is an
+    ``UnavailableError``, which callers retry after a back-off; anything else a
+    ``JetStreamError``.
+    """
+    code = int(error.get("err_code", 0) or 0)
+    description = str(error.get("description", ""))
+    if code in UNAVAILABLE_ERRORS or error.get("code") == 503:
+        return UnavailableError(f"JetStream error {code}: {description}")
+    return JetStreamError(code, description)
 
 
 @dataclass(frozen=True)
@@ -319,7 +356,7 @@ class JetStreamBroker:
     # ------------------------------------------------------------------ topology
 
     async def ensure_topology(self) -> None:
-        """Create (or update) the streams and the KV bucket. Idempotent."""
+        """Create (or update) the streams and the buckets. Idempotent; never lowers replicas."""
         s = self.subjects
         await self._ensure_stream(
             {
@@ -365,18 +402,42 @@ class JetStreamBroker:
         )
         await self.instances()
         await self.payloads.store()
+        await self._raise_replicas(f"OBJ_{s.payloads_bucket}")
 
     async def _ensure_stream(self, config: dict[str, Any]) -> None:
+        """Create a stream, or bring an existing one up to ``config``.
+
+        Replicas are never lowered: a client or runtime left at the default ``replicas=1``
+        that connects to a cluster whose streams run at R3 must not shrink them to R1 (which
+        would make every node loss an outage). The larger count wins; it is only ever raised.
+        """
         name = config["name"]
         reply = await self._api(f"STREAM.CREATE.{name}", config, allow_error=True)
         error = reply.get("error")
         if error and error.get("err_code") == 10058:  # stream name already in use
             info = await self._api(f"STREAM.INFO.{name}", None)
             current = info["config"]
-            if any(current.get(k) != v for k, v in config.items() if k != "sources"):
-                await self._api(f"STREAM.UPDATE.{name}", {**current, **config})
+            wanted = {
+                **config,
+                "num_replicas": kept_replicas(current.get("num_replicas"), config["num_replicas"]),
+            }
+            if any(current.get(k) != v for k, v in wanted.items() if k != "sources"):
+                await self._api(f"STREAM.UPDATE.{name}", {**current, **wanted})
         elif error:
-            raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+            raise api_error(error)
+
+    async def _raise_replicas(self, stream: str) -> None:
+        """Raise the replicas of an existing bucket's stream to ``self.replicas`` (never lower)."""
+        if self.replicas <= 1:
+            return
+        info = await self._api(f"STREAM.INFO.{stream}", None)
+        current = info["config"]
+        if int(current.get("num_replicas") or 1) < self.replicas:
+            await self._api(f"STREAM.UPDATE.{stream}", {**current, "num_replicas": self.replicas})
+
+    async def api(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """A JetStream API request (``$JS.API.<path>``); its reply, or the error raised."""
+        return await self._api(path, body)
 
     async def _api(
         self, path: str, body: dict[str, Any] | None, *, allow_error: bool = False
@@ -385,15 +446,16 @@ class JetStreamBroker:
         msg = await self.nc.request(f"$JS.API.{path}", payload, timeout=10)
         reply: dict[str, Any] = json.loads(msg.data)
         if not allow_error and "error" in reply:
-            err = reply["error"]
-            raise JetStreamError(err.get("err_code", 0), err.get("description", ""))
+            raise api_error(reply["error"])
         return reply
 
     async def instances(self) -> KeyValue:
         """The instances KV bucket, created on first use."""
         if self._kv is None:
             try:
-                self._kv = await self.js.key_value(self.subjects.instances_bucket)
+                kv = await self.js.key_value(self.subjects.instances_bucket)
+                await self._raise_replicas(f"KV_{self.subjects.instances_bucket}")
+                self._kv = kv
             except BucketNotFoundError:
                 self._kv = await self.js.create_key_value(
                     KeyValueConfig(
@@ -447,6 +509,8 @@ class JetStreamBroker:
 
         Raises:
             AppendConflictError: another writer advanced the history first.
+            UnavailableError: the stream had no (ready) leader for several seconds; nothing was
+                stored.
         """
         subject = self.subjects.history(instance_id)
         messages: list[DispatchMessage] = [
@@ -460,16 +524,24 @@ class JetStreamBroker:
                 f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
                 f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
             )
-        for attempt in range(10):
+        unavailable = 0
+        for attempt in range(20):
             try:
                 async with self._batch_slots:
                     ack = await self._publish_batch(messages)
                 break
             except JetStreamError as exc:
                 # Other workers filled the stream's batch slots: nothing was stored, try again.
-                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 9:
+                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 19:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+            except (UnavailableError, nats.errors.NoRespondersError):
+                # No stream leader right now, or a new one still catching up: nothing was
+                # stored (unlike a timeout, which may hide a commit), so try again shortly.
+                unavailable += 1
+                if unavailable > 6 or attempt == 19:
+                    raise
+                await asyncio.sleep(0.1 * 2 ** (unavailable - 1) * (1 + random.random() / 2))
         first_seq = int(ack["seq"]) - len(messages) + 1
         return first_seq + len(events) - 1
 
@@ -501,12 +573,12 @@ class JetStreamBroker:
         ack: dict[str, Any] = json.loads(data)
         error = ack.get("error")
         if error:
-            code = error.get("err_code", 0)
-            # A duplicate message id means this task's dispatches are already stored: like a
-            # moved sequence, the history must be read again.
-            if code in (ERR_WRONG_LAST_SEQUENCE, ERR_BATCH_DUPLICATE_MSG_ID):
+            # A duplicate message id (stored, or being stored by a leader that just took over)
+            # means this task's dispatches are already on their way: like a moved sequence,
+            # the history must be read again.
+            if error.get("err_code", 0) in CONFLICT_ERRORS:
                 raise AppendConflictError(error.get("description", ""))
-            raise JetStreamError(code, error.get("description", ""))
+            raise api_error(error)
         return ack
 
     async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
@@ -541,7 +613,7 @@ class JetStreamBroker:
             if error:
                 if error.get("code") == 404:
                     return stored
-                raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+                raise api_error(error)
             message = reply["message"]
             seq = int(message["seq"])
             stored.append(StoredEvent(seq, base64.b64decode(message.get("data", ""))))

@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
 from brokers._jetstream import UnavailableError
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
-from brokers._pull import PullStream
+from brokers._pull import PullStream, settle
+from brokers._sourcing import watch_sourcing
 from engine._errors import (
     ActivityNotRegisteredError,
     InputDecodeError,
@@ -368,6 +369,10 @@ class WorkflowRuntime:
                     max_ack_pending=100_000,
                 )
                 self._loops.append(asyncio.create_task(self._activity_loop(queue)))
+        # On a cluster, restart a stalled source of dispatches (see brokers._sourcing).
+        self._loops.append(asyncio.create_task(
+            watch_sourcing(self._broker.api, s.work_stream, s.history_stream)
+        ))
         # observability: backlog gauges (returns at once unless metrics are configured)
         watched = [s.activities_consumer(q) for q in self.task_queues] if (
             self.registry.activity_names
@@ -447,7 +452,15 @@ class WorkflowRuntime:
                 msgs = await stream.next_batch(self.max_concurrent_workflow_tasks)
                 groups: dict[str, list[Msg]] = {}
                 for msg in msgs:
-                    instance_id = await self._instance_of(msg)
+                    try:
+                        instance_id = await self._instance_of(msg)
+                    except Exception as exc:
+                        # e.g. the dead-letter stream has no leader right now: the message
+                        # comes back later; the loop must go on serving everyone else.
+                        log.error("work_item.dead_letter_failed", subject=msg.subject,
+                                  error=repr(exc))
+                        self._spawn(self._give_back(msg, stream, delay=1.0))
+                        continue
                     if instance_id is None:
                         stream.release(1)  # dead-lettered and acknowledged
                     else:
@@ -457,6 +470,14 @@ class WorkflowRuntime:
                     self._spawn(self._process_instance(instance_id, group))
         finally:
             await stream.stop()
+
+    async def _give_back(self, msg: Msg, stream: PullStream, *, delay: float) -> None:
+        """Ask for ``msg`` again after ``delay`` seconds and free its slot."""
+        try:
+            with contextlib.suppress(Exception):
+                await settle(msg, nak_delay=delay)
+        finally:
+            stream.release(1)
 
     async def _instance_of(self, msg: Msg) -> str | None:
         """The instance a work message is for; bad start events go to the dead-letter stream."""
@@ -468,7 +489,7 @@ class WorkflowRuntime:
                 why = f"work item is not a valid WorkItem: {exc}"
                 log.warning("work_item.dead_lettered", subject=msg.subject, reason=why)
                 await self.broker.dead_letter("inbox", msg, why)
-                await msg.ack()
+                await settle(msg)
                 return None
             return s.instance_of(msg.subject)
         workflow_name = msg.subject.rsplit(".", 1)[-1]
@@ -491,7 +512,7 @@ class WorkflowRuntime:
             return instance_id
         log.warning("start.dead_lettered", subject=msg.subject, reason=reason)
         await self.broker.dead_letter("start", msg, reason)
-        await msg.ack()
+        await settle(msg)
         return None
 
     def _generated_instance_id(self, msg: Msg) -> str:
@@ -509,9 +530,7 @@ class WorkflowRuntime:
                 await self._run_workflow_task_with_retries(instance_id, msgs)
         except Exception as exc:  # never let one instance's trouble stop the worker
             log.error("workflow.internal_error", instance_id=instance_id, error=repr(exc))
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+            await _settle_all(msgs, nak_delay=1.0)
         finally:
             if not lock.locked():
                 self._locks.pop(instance_id, None)
@@ -538,9 +557,7 @@ class WorkflowRuntime:
                 self._cache.pop(instance_id, None)
                 log.warning("workflow.transient_error", instance_id=instance_id,
                             error=repr(exc))
-                for msg in msgs:
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=0.5)
+                await _settle_all(msgs, nak_delay=0.5)
                 return
             except nats.errors.MaxPayloadError as exc:
                 self._cache.pop(instance_id, None)
@@ -553,15 +570,10 @@ class WorkflowRuntime:
                 await self._stall(instance_id, msgs, exc)
                 return
             crash_point("before_ack")
-            for msg in msgs:
-                if delay is None:
-                    await msg.ack()
-                else:
-                    await msg.nak(delay=delay)
+            await _settle_all(msgs, nak_delay=delay)
             return
         self._cache.pop(instance_id, None)
-        for msg in msgs:
-            await msg.nak(delay=0.05)
+        await _settle_all(msgs, nak_delay=0.05)
 
     async def _dead_letter_oversized_start(
         self, instance_id: str, msgs: list[Msg], exc: Exception
@@ -583,7 +595,7 @@ class WorkflowRuntime:
         for msg in starts:
             await self.broker.dead_letter("start", msg, reason)
         for msg in msgs:
-            await msg.ack()
+            await settle(msg)
         return True
 
     async def _stall(self, instance_id: str, msgs: list[Msg], exc: Exception) -> None:
@@ -599,9 +611,7 @@ class WorkflowRuntime:
         )
         with contextlib.suppress(Exception):
             await self._project_stalled(instance_id, exc)
-        for msg in msgs:
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=delay)
+        await _settle_all(msgs, nak_delay=delay)
 
     async def _project_stalled(self, instance_id: str, exc: Exception) -> None:
         current = await self.broker.get_record(instance_id)
@@ -1079,7 +1089,7 @@ class WorkflowRuntime:
         except Exception as exc:  # never let one message kill the worker
             log.error("activity.internal_error", error=str(exc), subject=msg.subject)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+                await settle(msg, nak_delay=1.0)
         finally:
             self._act_slots -= 1
             stream.release(1)
@@ -1090,13 +1100,13 @@ class WorkflowRuntime:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("activity.invalid_task", subject=msg.subject, error=str(exc))
             await self.broker.dead_letter("activity", msg, f"invalid activity task: {exc}")
-            await msg.ack()
+            await settle(msg)
             return
         try:
             definition = self.registry.activity(task.name)
         except ActivityNotRegisteredError as exc:
             log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
-            await msg.nak(delay=2.0)
+            await settle(msg, nak_delay=2.0)
             return
         ctx = ActivityContext(task, msg)
         consumer = self.subjects.activities_consumer(msg.subject.rsplit(".", 1)[-1])
@@ -1139,7 +1149,7 @@ class WorkflowRuntime:
                     trace_headers,
                 )
             crash_point("activity_before_ack")
-            await msg.ack()
+            await settle(msg)
 
     async def _publish_result(
         self, msg: Msg, inbox: str, data: bytes, msg_id: str, headers: dict[str, str]
@@ -1191,6 +1201,14 @@ class WorkflowRuntime:
             await asyncio.sleep(max(lease / 3, 0.2))
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+async def _settle_all(msgs: list[Msg], *, nak_delay: float | None = None) -> None:
+    """Acknowledge (or, with ``nak_delay``, nak) ``msgs`` together, each confirmed or given up
+    (an unconfirmed message is redelivered after its lease; its effects are deduplicated)."""
+    await asyncio.gather(
+        *(settle(msg, nak_delay=nak_delay) for msg in msgs), return_exceptions=True
+    )
 
 
 def _running_children(events: list[HistoryEvent]) -> list[str]:

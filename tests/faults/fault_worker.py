@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -168,8 +169,25 @@ async def main(argv: list[str] | None = None) -> None:
     )
     runtime = build_runtime(args)
     await runtime.start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_state, runtime)
     print("ready", flush=True)
     await runtime.run()
+
+
+def _dump_state(runtime: WorkflowRuntime) -> None:
+    """On SIGUSR1: the connection's state and every task's stack to stderr, then ``dumped`` on
+    stdout (a test that failed asks for this before it stops the workers)."""
+    nc = runtime.broker.nc
+    print(
+        f"state: connected={nc.is_connected} reconnecting={nc.is_reconnecting} "
+        f"connecting={nc.is_connecting} closed={nc.is_closed} url={nc.connected_url} "
+        f"pending_bytes={nc.pending_data_size} stats={dict(nc.stats)}",
+        file=sys.stderr,
+    )
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+    print("dumped", flush=True)
 
 
 if __name__ == "__main__":

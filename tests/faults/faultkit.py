@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -92,6 +94,15 @@ class WorkerPool:
         if wait_ready:
             await worker.wait_for_line(lambda line: line == "ready", timeout=30)
         return worker
+
+    async def dump_all(self) -> None:
+        """Ask every running worker to log its connection state and task stacks (SIGUSR1),
+        waiting for each to say ``dumped``: what a failed test leaves for diagnosis."""
+        for worker in self.started:
+            if worker.alive:
+                worker.proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(Exception):
+                    await worker.wait_for_line(lambda line: line == "dumped", timeout=5)
 
     async def stop_all(self) -> None:
         """Stop every worker this pool started."""

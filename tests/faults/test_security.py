@@ -47,6 +47,8 @@ def worker_publish(p: str = PREFIX) -> list[str]:
         *(f"$JS.API.STREAM.UPDATE.{s}" for s in streams),
         f"$JS.API.STREAM.PURGE.{big}_HISTORY",
         f"$JS.API.DIRECT.GET.{big}_HISTORY",
+        f"$JS.API.STREAM.MSG.GET.{big}_HISTORY",
+        f"$JS.API.STREAM.LEADER.STEPDOWN.{big}_WORK",
         f"$JS.API.CONSUMER.CREATE.{big}_WORK.>",
         f"$JS.API.CONSUMER.INFO.{big}_WORK.>",
         f"$JS.API.CONSUMER.MSG.NEXT.{big}_WORK.>",

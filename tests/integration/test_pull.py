@@ -1,0 +1,82 @@
+"""PullStream and settle against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers._pull import PullStream, settle
+
+
+@pytest.fixture
+async def broker(nats_url: str, prefix: str) -> AsyncIterator[JetStreamBroker]:
+    """A broker on the test's namespace with its topology created."""
+    nc: NATS = await connect_nats(nats_url)
+    b = JetStreamBroker(nc, Subjects(prefix))
+    await b.ensure_topology()
+    yield b
+    await nc.close()
+
+
+async def _next(stream: PullStream, timeout: float = 10.0) -> list[str]:
+    """The subjects of the next batch that arrives within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            batch = await stream.next_batch(10, timeout=0.2)
+            if batch:
+                return [m.subject for m in batch]
+
+
+class TestPullStream:
+    """Continuous pulls with capacity-based flow control."""
+
+    async def test_a_consumer_created_after_a_503_is_served(self, broker: JetStreamBroker) -> None:
+        """Pulling from a consumer with no leader (503, no responders) frees the requested
+        capacity and asks again, so messages flow once the consumer exists."""
+        s = broker.subjects
+        # Heartbeats far apart, so only the 503 (not silence) can bring the request back soon.
+        stream = PullStream(
+            broker.nc, s.work_stream, "late", 4, heartbeat=5.0, retry_delay=0.1
+        )
+        await stream.start()
+        try:
+            await broker.ensure_consumer(
+                "late", [s.inbox("*")], ack_wait=30, max_ack_pending=100
+            )
+            await broker.publish(s.inbox("a"), b"{}")
+            assert [s.inbox("a")] == await _next(stream, timeout=5.0)
+        finally:
+            await stream.stop()
+
+
+class TestSettle:
+    """Confirmed acknowledgements."""
+
+    async def test_ack_and_delayed_nak_are_confirmed(self, broker: JetStreamBroker) -> None:
+        """An ack is confirmed and the message is gone; a confirmed nak brings it back."""
+        s = broker.subjects
+        await broker.ensure_consumer("settle", [s.inbox("*")], ack_wait=30, max_ack_pending=100)
+        stream = PullStream(broker.nc, s.work_stream, "settle", 2)
+        await stream.start()
+        try:
+            await broker.publish(s.inbox("x"), b"{}")
+            await broker.publish(s.inbox("y"), b"{}")
+            got: list[str] = []
+            msgs = []
+            while len(got) < 2:
+                batch = await stream.next_batch(10)
+                msgs += batch
+                got += [m.subject for m in batch]
+            by_subject = {m.subject: m for m in msgs}
+            assert [True, True] == [
+                await settle(by_subject[s.inbox("x")]),
+                await settle(by_subject[s.inbox("y")], nak_delay=0.1),
+            ]
+            stream.release(2)
+            assert [s.inbox("y")] == await _next(stream)
+        finally:
+            await stream.stop()

@@ -1,0 +1,81 @@
+"""How JetStream's answers to appends and API requests become errors (no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brokers._jetstream import (
+    AppendConflictError,
+    JetStreamBroker,
+    JetStreamError,
+    UnavailableError,
+    api_error,
+    kept_replicas,
+)
+
+
+def ack(code: int, err_code: int, description: str = "") -> bytes:
+    """A publish ack carrying an error."""
+    return json.dumps(
+        {"error": {"code": code, "err_code": err_code, "description": description}}
+    ).encode()
+
+
+class TestCheckAck:
+    """The ack of an atomic append."""
+
+    @pytest.mark.parametrize(
+        "err_code",
+        [
+            10071,  # wrong last sequence: {seq}
+            10164,  # wrong last sequence (newer servers)
+            10158,  # duplicate message id is in process
+            10201,  # batch with a duplicate message id
+        ],
+    )
+    def test_a_moved_history_is_a_conflict(self, err_code: int) -> None:
+        """Errors saying the history moved (or is being written) mean: read it again, retry."""
+        with pytest.raises(AppendConflictError):
+            JetStreamBroker._check_ack(ack(400, err_code))
+
+    @pytest.mark.parametrize(("code", "err_code"), [(503, 10163), (503, 10008), (503, 0)])
+    def test_a_leader_not_ready_is_unavailable(self, code: int, err_code: int) -> None:
+        """A new leader still catching up, or any 503, is retried after a back-off."""
+        with pytest.raises(UnavailableError):
+            JetStreamBroker._check_ack(ack(code, err_code))
+
+    def test_other_errors_are_refusals(self) -> None:
+        """Anything else is a JetStreamError with its code."""
+        with pytest.raises(JetStreamError) as raised:
+            JetStreamBroker._check_ack(ack(400, 10054, "message size exceeds maximum allowed"))
+        assert 10054 == raised.value.err_code
+
+    def test_a_clean_ack_is_returned(self) -> None:
+        """An ack without error comes back as its fields."""
+        assert {"stream": "P_HISTORY", "seq": 7} == JetStreamBroker._check_ack(
+            b'{"stream": "P_HISTORY", "seq": 7}'
+        )
+
+
+class TestApiError:
+    """Errors of API replies."""
+
+    def test_unavailability_is_told_apart(self) -> None:
+        """10008 (no meta leader) is UnavailableError; a missing stream is a JetStreamError."""
+        assert [UnavailableError, JetStreamError] == [
+            type(api_error({"code": 503, "err_code": 10008})),
+            type(api_error({"code": 404, "err_code": 10059})),
+        ]
+
+
+class TestKeptReplicas:
+    """Replicas of an existing stream when a runtime asks for some."""
+
+    def test_replicas_are_raised_never_lowered(self) -> None:
+        """The larger of the current and the requested count wins."""
+        assert [3, 3, 3, 1] == [
+            kept_replicas(3, 1), kept_replicas(1, 3), kept_replicas(None, 3),
+            kept_replicas(None, 1),
+        ]

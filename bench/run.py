@@ -275,6 +275,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--full", action="store_true", help="include N=5000")
+    parser.add_argument("--only", default="",
+                        help="run only the scenarios whose name contains this text")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args()
     url = os.environ.get("NATS_URL")
@@ -293,8 +295,11 @@ async def main() -> None:
         ]
         if args.full:
             plan.insert(2, ("order_saga N=5000", "order_saga", list(range(5000))))
-        results = [await single_latency(url, 13 if args.quick else 53)]
-        print(_table(results, yard), flush=True)
+        plan = [step for step in plan if args.only in step[0]]
+        results = []
+        if args.only in "order_saga single":
+            results.append(await single_latency(url, 13 if args.quick else 53))
+            print(_table(results, yard), flush=True)
         for scenario, workflow, inputs in plan:
             results.append(await run_batch(url, scenario, workflow, inputs))
             print(f"  done: {scenario}", flush=True)

@@ -4,8 +4,8 @@ Streams, consumers, the history store, durable timers, atomic appends and the in
 """
 
 from brokers._auth import InvalidNatsAuthError, NatsAuth
+from brokers._errors import AppendConflictError
 from brokers._jetstream import (
-    AppendConflictError,
     DispatchMessage,
     JetStreamBroker,
     NatsAuthorizationError,

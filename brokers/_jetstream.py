@@ -8,7 +8,8 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
   schedules (ADR-51) whose target is ``<p>.outbox.workflow.<instance>``.
 - ``<P>_WORK`` (work queue, file): ``<p>.start.<workflow>`` public start events,
   ``<p>.inbox.<instance>`` events sent to an instance, and, sourced from the history stream,
-  ``<p>.outbox.>``. Durable pull consumers on it are shared by all workers.
+  ``<p>.outbox.activity.<queue>`` and ``<p>.outbox.workflow.<instance>`` (renamed to
+  ``<p>.inbox.<instance>`` on the way). Durable pull consumers on it are shared by all workers.
 - ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
 - KV bucket ``<p>_instances``: the status projection of each instance.
 - Object Store bucket ``<p>_payloads``: payloads over the inline size threshold
@@ -22,10 +23,8 @@ import base64
 import contextlib
 import json
 import os
-import random
 import re
 import ssl
-import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,33 +39,17 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from brokers._auth import describe_options, env_defaults
+from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter
+from brokers._errors import (
+    JetStreamError,
+    UnavailableError,
+    api_error,
+)
 from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
-ERR_WRONG_LAST_SEQUENCE = 10071
-ERR_WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same, from newer servers (no sequence in text)
-ERR_DUPLICATE_MSG_ID_IN_PROCESS = 10158  # a message with this id is being stored right now
-ERR_BATCH_INCOMPLETE = 10176
-ERR_BATCH_DUPLICATE_MSG_ID = 10201
-ERR_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable (no meta leader)
-ERR_LAST_SEQ_PER_SUBJECT_NOT_READY = 10163  # a new stream leader is still catching up
-CONFLICT_ERRORS = frozenset(
-    {
-        ERR_WRONG_LAST_SEQUENCE,
-        ERR_WRONG_LAST_SEQUENCE_CONSTANT,
-        ERR_DUPLICATE_MSG_ID_IN_PROCESS,
-        ERR_BATCH_DUPLICATE_MSG_ID,
-    }
-)
-"""Append errors that mean the history moved (or is moving) under us: read it again, retry."""
-UNAVAILABLE_ERRORS = frozenset({ERR_CLUSTER_NOT_AVAILABLE, ERR_LAST_SEQ_PER_SUBJECT_NOT_READY})
-"""API errors of a cluster electing or catching up a leader: retry after a short back-off."""
-MAX_BATCH = 1000
-# A stream accepts at most 50 atomic batches in flight (ADR-50); the server drops the start of
-# any further batch without a word and its commit then fails as incomplete (10176). Keep each
-# connection well below that so several workers can share a stream.
-MAX_BATCHES_IN_FLIGHT = 8
+MAX_BATCH = MAX_GROUP_MESSAGES
 
 
 def kept_replicas(current: int | None, requested: int) -> int:
@@ -75,36 +58,6 @@ def kept_replicas(current: int | None, requested: int) -> int:
     Replicas are only ever raised by ``ensure_topology``, never lowered (see docs/cluster.md).
     """
     return max(int(current or 1), requested)
-
-
-class AppendConflictError(Exception):
-    """Another writer advanced the instance's history first (optimistic concurrency)."""
-
-
-class UnavailableError(Exception):
-    """JetStream did not answer (no responders, 503): a server or leader is changing."""
-
-
-class JetStreamError(Exception):
-    """JetStream refused a request."""
-
-    def __init__(self, err_code: int, description: str) -> None:
-        super().__init__(f"JetStream error {err_code}: {description}")
-        self.err_code = err_code
-
-
-def api_error(error: dict[str, Any]) -> Exception:
-    """The exception for an ``error`` object of a JetStream API reply or publish ack.
-
-    A 503 status or an error of a leader election (``UNAVAILABLE_ERRORS``) is an
-    ``UnavailableError``, which callers retry after a back-off; anything else a
-    ``JetStreamError``.
-    """
-    code = int(error.get("err_code", 0) or 0)
-    description = str(error.get("description", ""))
-    if code in UNAVAILABLE_ERRORS or error.get("code") == 503:
-        return UnavailableError(f"JetStream error {code}: {description}")
-    return JetStreamError(code, description)
 
 
 @dataclass(frozen=True)
@@ -173,8 +126,34 @@ class Subjects:
         """Dead-letter subject for one kind of message."""
         return f"{self.prefix}.deadletter.{kind}"
 
+    @property
+    def work_routing(self) -> list[dict[str, str]]:
+        """How the work stream sources dispatches from the history stream.
+
+        Work for an instance lands on its inbox subject, so the workflows consumer needs the
+        single filter ``<p>.*.*`` (start and inbox), much cheaper for the server than several
+        filters; activity tasks keep their subjects.
+        """
+        p = self.prefix
+        return [
+            {"src": f"{p}.outbox.workflow.*", "dest": f"{p}.inbox.{{{{wildcard(1)}}}}"},
+            {"src": f"{p}.outbox.activity.*", "dest": f"{p}.outbox.activity.{{{{wildcard(1)}}}}"},
+        ]
+
+    @property
+    def workflow_work(self) -> list[str]:
+        """Filter of the workflows consumer: start events and instance inboxes."""
+        return [f"{self.prefix}.*.*"]
+
+    @property
+    def workflow_work_unrouted(self) -> list[str]:
+        """Filters of the workflows consumer on a work stream created before inbox routing,
+        which keeps sourced work items on ``<p>.outbox.workflow.<instance>``."""
+        p = self.prefix
+        return [f"{p}.start.*", f"{p}.inbox.*", f"{p}.outbox.workflow.*"]
+
     def instance_of(self, subject: str) -> str:
-        """The instance id at the end of an inbox/outbox.workflow subject."""
+        """The instance id at the end of an inbox (or outbox.workflow) subject."""
         return subject.rsplit(".", 1)[-1]
 
     @property
@@ -351,7 +330,7 @@ class JetStreamBroker:
         )
         self._kv: KeyValue | None = None
         self.outbox_ttl = "24h"
-        self._batch_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        self._committer = GroupCommitter(nc, self._last_seq_on)
 
     # ------------------------------------------------------------------ topology
 
@@ -387,7 +366,7 @@ class JetStreamBroker:
                 "storage": "file",
                 "num_replicas": self.replicas,
                 "duplicate_window": 120_000_000_000,
-                "sources": [{"name": s.history_stream, "filter_subject": f"{s.prefix}.outbox.>"}],
+                "sources": [{"name": s.history_stream, "subject_transforms": s.work_routing}],
             }
         )
         await self._ensure_stream(
@@ -477,13 +456,28 @@ class JetStreamBroker:
             "ack_wait": int(ack_wait * 1_000_000_000),
             "max_deliver": -1,
             "max_ack_pending": max_ack_pending,
-            "filter_subjects": filter_subjects,
             "deliver_policy": "all",
         }
+        if len(filter_subjects) == 1:  # one filter is far cheaper for the server than several
+            config["filter_subject"] = filter_subjects[0]
+        else:
+            config["filter_subjects"] = filter_subjects
         stream = self.subjects.work_stream
         # No "action": create, or update the existing durable to this configuration.
         await self._api(f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream,
                                                               "config": config})
+
+    async def workflow_filters(self) -> list[str]:
+        """The workflows consumer's filters for the work stream as it exists on the server.
+
+        A work stream created before work items were routed to inboxes keeps its sourcing (a
+        source is never re-configured under running workers), and with it the older filters.
+        """
+        info = await self._api(f"STREAM.INFO.{self.subjects.work_stream}", None)
+        sources = info["config"].get("sources") or []
+        if any(source.get("subject_transforms") for source in sources):
+            return self.subjects.workflow_work
+        return self.subjects.workflow_work_unrouted
 
     async def ack_wait(self, consumer: str) -> float:
         """The lease (ack_wait, seconds) the server applies to a work-stream consumer."""
@@ -499,10 +493,11 @@ class JetStreamBroker:
         events: Sequence[bytes],
         dispatches: Sequence[DispatchMessage] = (),
     ) -> int:
-        """Append history events and their dispatches in one atomic batch.
+        """Append history events and their dispatches atomically.
 
-        The batch commits only if the instance's last history sequence is still
-        ``expected_last_seq`` (0: no history yet).
+        The append is written in one atomic batch together with other instances' appends that
+        are waiting (group commit), and commits only if the instance's last history sequence is
+        still ``expected_last_seq`` (0: no history yet).
 
         Returns:
             The stream sequence of the last appended history event.
@@ -518,68 +513,13 @@ class JetStreamBroker:
         ] + list(dispatches)
         if not messages:
             return expected_last_seq
-        messages[0].headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
         if len(messages) > MAX_BATCH:
             raise ValueError(
                 f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
                 f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
             )
-        unavailable = 0
-        for attempt in range(20):
-            try:
-                async with self._batch_slots:
-                    ack = await self._publish_batch(messages)
-                break
-            except JetStreamError as exc:
-                # Other workers filled the stream's batch slots: nothing was stored, try again.
-                if exc.err_code != ERR_BATCH_INCOMPLETE or attempt == 19:
-                    raise
-                await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))
-            except (UnavailableError, nats.errors.NoRespondersError):
-                # No stream leader right now, or a new one still catching up: nothing was
-                # stored (unlike a timeout, which may hide a commit), so try again shortly.
-                unavailable += 1
-                if unavailable > 6 or attempt == 19:
-                    raise
-                await asyncio.sleep(0.1 * 2 ** (unavailable - 1) * (1 + random.random() / 2))
-        first_seq = int(ack["seq"]) - len(messages) + 1
-        return first_seq + len(events) - 1
-
-    async def _publish_batch(self, messages: Sequence[DispatchMessage]) -> dict[str, Any]:
-        if len(messages) == 1:
-            only = messages[0]
-            reply = await self.nc.request(only.subject, only.data, headers=only.headers, timeout=10)
-            return self._check_ack(reply.data)
-        # ADR-50: members carry Nats-Batch-Id/-Sequence; the last one commits and is acked.
-        batch_id = uuid.uuid4().hex
-        last = len(messages)
-        for n, message in enumerate(messages, 1):
-            headers = {
-                **message.headers,
-                "Nats-Batch-Id": batch_id,
-                "Nats-Batch-Sequence": str(n),
-            }
-            if n == last:
-                headers["Nats-Batch-Commit"] = "1"
-                reply = await self.nc.request(
-                    message.subject, message.data, headers=headers, timeout=10
-                )
-                return self._check_ack(reply.data)
-            await self.nc.publish(message.subject, message.data, headers=headers)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _check_ack(data: bytes) -> dict[str, Any]:
-        ack: dict[str, Any] = json.loads(data)
-        error = ack.get("error")
-        if error:
-            # A duplicate message id (stored, or being stored by a leader that just took over)
-            # means this task's dispatches are already on their way: like a moved sequence,
-            # the history must be read again.
-            if error.get("err_code", 0) in CONFLICT_ERRORS:
-                raise AppendConflictError(error.get("description", ""))
-            raise api_error(error)
-        return ack
+        # Group commit: written together with other instances' appends that are waiting.
+        return await self._committer.append(subject, expected_last_seq, messages, len(events))
 
     async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
         """An instance's history messages after ``after_seq``, by batch direct get (ADR-31)."""
@@ -652,7 +592,12 @@ class JetStreamBroker:
 
     async def last_history_seq(self, instance_id: str) -> tuple[int, bytes | None]:
         """The sequence and body of an instance's last history message ((0, None): none)."""
-        subject = self.subjects.history(instance_id)
+        return await self._last_message_on(self.subjects.history(instance_id))
+
+    async def _last_seq_on(self, subject: str) -> int:
+        return (await self._last_message_on(subject))[0]
+
+    async def _last_message_on(self, subject: str) -> tuple[int, bytes | None]:
         try:
             msg = await self.nc.request(
                 f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",

@@ -97,6 +97,9 @@ class PullStream:
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._capacity = capacity
+        # Pull in quarters of the capacity, not a request per finished message: each request
+        # costs the server (and us) as much as a batch of messages.
+        self._min_request = max(1, capacity // 4)
         self._in_hand = 0  # delivered to the caller and not yet released
         self._requests: dict[str, int] = {}  # open pull request token -> messages still due
         self._tokens = itertools.count()
@@ -168,8 +171,15 @@ class PullStream:
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
 
-    async def _request_more(self) -> None:
+    def _wanted(self) -> int:
+        """How many messages to request now (0: wait until a quarter of the room is free)."""
         want = self._capacity - self._in_hand - self._outstanding
+        if want < self._min_request and self._outstanding > 0:
+            return 0
+        return max(0, want)
+
+    async def _request_more(self) -> None:
+        want = self._wanted()
         if want <= 0 or self._stopped or self._nc.is_closed:
             return
         if time.monotonic() < self._retry_at:
@@ -191,7 +201,8 @@ class PullStream:
     def release(self, count: int = 1) -> None:
         """The caller finished ``count`` messages: room for as many new ones."""
         self._in_hand = max(0, self._in_hand - count)
-        asyncio.get_running_loop().create_task(self._request_more())
+        if self._wanted():
+            asyncio.get_running_loop().create_task(self._request_more())
 
     def _check_alive(self) -> None:
         """Forget requests the server no longer serves: two heartbeats went by unheard."""

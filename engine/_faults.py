@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 import signal
 
+_CRASH_AT = os.environ.get("JETLOOM_CRASH_AT")
+"""Read once: the environment is the process's, set before it starts."""
+
 
 def crash_point(name: str) -> None:
     """Kill this process at once if ``JETLOOM_CRASH_AT`` names this point."""
-    if os.environ.get("JETLOOM_CRASH_AT") == name:
+    if name == _CRASH_AT:
         os.kill(os.getpid(), signal.SIGKILL)

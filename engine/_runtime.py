@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
-from brokers._jetstream import UnavailableError
+from brokers._errors import UnavailableError
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
 from brokers._sourcing import watch_sourcing
@@ -59,7 +60,9 @@ from engine._events import (
     encode,
 )
 from engine._executor import (
+    COMPLETED,
     CONTINUED_AS_NEW,
+    FAILED,
     TERMINATED,
     TaskResult,
     WorkflowExecution,
@@ -165,6 +168,15 @@ class _CachedRun:
     """The visible fields of the KV record this worker wrote last."""
     kv_revision: int | None = None
     """That record's KV revision."""
+    children: list[str] | None = None
+    """Instance ids of the child workflows this run scheduled (None: not counted yet)."""
+
+    def children_after(self, new_events: list[HistoryEvent]) -> list[str]:
+        """The run's child workflows once ``new_events`` are appended (without rescanning
+        the whole history when they are already counted)."""
+        if self.children is None:
+            self.children = _scheduled_children(self.events)
+        return self.children + _scheduled_children(new_events)
 
 
 class WorkflowRuntime:
@@ -237,7 +249,8 @@ class WorkflowRuntime:
         self._broker: JetStreamBroker | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._busy: dict[str, list[Msg]] = {}
+        """Instances with a workflow task running here, and the messages waiting for it."""
         self._wf_slots = 0  # work messages held (being processed or waiting for a lock)
         self._act_slots = 0  # activities running
         self._wf_stream: PullStream | None = None
@@ -345,6 +358,7 @@ class WorkflowRuntime:
         """Connect, create the streams if needed and start taking work."""
         if self._started:
             return
+        _tune_gc()
         nc = await connect_nats(self.nats_url, **self.connect_options)
         self._broker = JetStreamBroker(
             nc, self.subjects, replicas=self.replicas,
@@ -355,7 +369,7 @@ class WorkflowRuntime:
         if self.registry.workflow_names:
             await self._broker.ensure_consumer(
                 s.workflows_consumer,
-                [f"{s.prefix}.start.*", f"{s.prefix}.inbox.*", f"{s.prefix}.outbox.workflow.*"],
+                await self._broker.workflow_filters(),
                 ack_wait=self.workflow_task_lease.total_seconds(),
                 max_ack_pending=100_000,
             )
@@ -467,7 +481,12 @@ class WorkflowRuntime:
                         groups.setdefault(instance_id, []).append(msg)
                 for instance_id, group in groups.items():
                     self._wf_slots += len(group)
-                    self._spawn(self._process_instance(instance_id, group))
+                    waiting = self._busy.get(instance_id)
+                    if waiting is not None:
+                        waiting.extend(group)  # the instance's running task takes them next
+                    else:
+                        self._busy[instance_id] = []
+                        self._spawn(self._process_instance(instance_id, group))
         finally:
             await stream.stop()
 
@@ -524,19 +543,27 @@ class WorkflowRuntime:
         return instance_id_for_message(self.subjects.work_stream, msg.metadata.sequence.stream)
 
     async def _process_instance(self, instance_id: str, msgs: list[Msg]) -> None:
-        lock = self._locks.setdefault(instance_id, asyncio.Lock())
+        """Run workflow tasks for an instance until no more work waits for it.
+
+        Messages that arrive while a task of the instance runs wait in ``_busy`` and make up
+        the next task, so a process never runs two tasks of one instance at once.
+        """
         try:
-            async with lock:
-                await self._run_workflow_task_with_retries(instance_id, msgs)
-        except Exception as exc:  # never let one instance's trouble stop the worker
-            log.error("workflow.internal_error", instance_id=instance_id, error=repr(exc))
-            await _settle_all(msgs, nak_delay=1.0)
+            while msgs:
+                try:
+                    await self._run_workflow_task_with_retries(instance_id, msgs)
+                except Exception as exc:  # never let one instance's trouble stop the worker
+                    log.error("workflow.internal_error", instance_id=instance_id,
+                              error=repr(exc))
+                    await _settle_all(msgs, nak_delay=1.0)
+                finally:
+                    self._wf_slots -= len(msgs)
+                    if self._wf_stream is not None:
+                        self._wf_stream.release(len(msgs))
+                msgs = self._busy.get(instance_id) or []
+                self._busy[instance_id] = []
         finally:
-            if not lock.locked():
-                self._locks.pop(instance_id, None)
-            self._wf_slots -= len(msgs)
-            if self._wf_stream is not None:
-                self._wf_stream.release(len(msgs))
+            self._busy.pop(instance_id, None)
 
     async def _run_workflow_task_with_retries(self, instance_id: str, msgs: list[Msg]) -> None:
         for attempt in range(8):
@@ -729,7 +756,8 @@ class WorkflowRuntime:
                 if execution.custom_status is None
                 else to_json(execution.custom_status),
             )
-            await self._project(instance_id, first, final, history, run.last_seq, now, [], run)
+            await self._project(instance_id, first, final, _scheduled_children(history),
+                                run.last_seq, now, [], run)
             return None
         result = execution.run_task(incoming, now)
         if task_trace is not None:  # observability
@@ -746,7 +774,8 @@ class WorkflowRuntime:
             # Only duplicates or stale events came in (e.g. a redelivery after a lost ack):
             # append nothing, but re-write the projection in case that was what was lost.
             self._cache.pop(instance_id, None)
-            await self._project(instance_id, first, result, history, run.last_seq, now, [])
+            await self._project(instance_id, first, result, _scheduled_children(history),
+                                run.last_seq, now, [])
             return None
         # What is written carries references in place of payloads over the size threshold.
         payloads = self.broker.payloads
@@ -779,6 +808,7 @@ class WorkflowRuntime:
         if task_trace is not None:  # observability: counts starts/ends, emits the run's span
             task_trace.committed(result, instance_id)
         crash_point("after_append")
+        children = run.children_after(result.new_events)
         if next_run:
             new_run_start = last_seq - len(next_run) + 1
             cached = _CachedRun(next_run, last_seq)
@@ -793,13 +823,14 @@ class WorkflowRuntime:
         else:
             cached = _CachedRun(
                 history + result.new_events, last_seq, execution,
-                projected=run.projected, kv_revision=run.kv_revision,
+                projected=run.projected, kv_revision=run.kv_revision, children=children,
             )
         self._remember(instance_id, cached)
         await self._project(
-            instance_id, first, result, history + result.new_events, last_seq, now, next_run,
-            cached,
+            instance_id, first, result, children, last_seq, now, next_run, cached
         )
+        if not next_run and result.status in (COMPLETED, FAILED, TERMINATED):
+            self._cache.pop(instance_id, None)  # a finished run takes no more tasks
         return None
 
     def _pin_version(
@@ -1012,7 +1043,7 @@ class WorkflowRuntime:
         instance_id: str,
         started: ExecutionStarted,
         result: TaskResult,
-        events: list[HistoryEvent],
+        children: list[str],
         last_seq: int,
         now: datetime,
         next_run: list[HistoryEvent],
@@ -1045,7 +1076,7 @@ class WorkflowRuntime:
             custom_status=result.custom_status or NULL,
             failure=failure,
             parent_instance_id=started.parent.instance_id if started.parent else "",
-            children=[e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)],
+            children=children,
         )
         visible = (
             status, bytes(record.output), bytes(record.custom_status), failure,
@@ -1209,6 +1240,24 @@ async def _settle_all(msgs: list[Msg], *, nak_delay: float | None = None) -> Non
     await asyncio.gather(
         *(settle(msg, nak_delay=nak_delay) for msg in msgs), return_exceptions=True
     )
+
+
+def _tune_gc() -> None:
+    """Keep the collector off the hot path of a long-running worker.
+
+    Everything loaded so far (modules, registry, code) is moved out of the collector's sight,
+    and the young generation may grow larger before a collection: a worker allocates many
+    short-lived messages and events, and the default threshold (700) makes it collect every
+    few tasks. Thresholds are only ever raised.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 20))
+
+
+def _scheduled_children(events: list[HistoryEvent]) -> list[str]:
+    return [e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)]
 
 
 def _running_children(events: list[HistoryEvent]) -> list[str]:

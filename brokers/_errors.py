@@ -1,0 +1,63 @@
+"""What JetStream's refusals mean to jetloom: error codes and the exceptions they become."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same, from newer servers (no sequence in text)
+ERR_DUPLICATE_MSG_ID_IN_PROCESS = 10158  # a message with this id is being stored right now
+ERR_BATCH_INCOMPLETE = 10176
+ERR_BATCH_DUPLICATE_MSG_ID = 10201
+ERR_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable (no meta leader)
+ERR_LAST_SEQ_PER_SUBJECT_NOT_READY = 10163  # a new stream leader is still catching up
+CONFLICT_ERRORS = frozenset(
+    {
+        ERR_WRONG_LAST_SEQUENCE,
+        ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+        ERR_DUPLICATE_MSG_ID_IN_PROCESS,
+        ERR_BATCH_DUPLICATE_MSG_ID,
+    }
+)
+"""Append errors that mean the history moved (or is moving) under us: read it again, retry."""
+UNAVAILABLE_ERRORS = frozenset({ERR_CLUSTER_NOT_AVAILABLE, ERR_LAST_SEQ_PER_SUBJECT_NOT_READY})
+"""API errors of a cluster electing or catching up a leader: retry after a short back-off."""
+
+
+class AppendConflictError(Exception):
+    """Another writer advanced the instance's history first (optimistic concurrency)."""
+
+
+class UnavailableError(Exception):
+    """JetStream did not answer (no responders, 503): a server or leader is changing."""
+
+
+class JetStreamError(Exception):
+    """JetStream refused a request."""
+
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream error {err_code}: {description}")
+        self.err_code = err_code
+
+
+def api_error(error: dict[str, Any]) -> Exception:
+    """The exception for an ``error`` object of a JetStream API reply or publish ack.
+
+    A 503 status or an error of a leader election (``UNAVAILABLE_ERRORS``) is an
+    ``UnavailableError``, which callers retry after a back-off; anything else a
+    ``JetStreamError``.
+    """
+    code = int(error.get("err_code", 0) or 0)
+    description = str(error.get("description", ""))
+    if code in UNAVAILABLE_ERRORS or error.get("code") == 503:
+        return UnavailableError(f"JetStream error {code}: {description}")
+    return JetStreamError(code, description)
+
+
+def append_error(error: dict[str, Any]) -> Exception:
+    """The exception for a refused append: a conflict (``CONFLICT_ERRORS``: a duplicate message
+    id too means this task's dispatches are already stored, so the history must be read again)
+    or what ``api_error`` says."""
+    if int(error.get("err_code", 0) or 0) in CONFLICT_ERRORS:
+        return AppendConflictError(str(error.get("description", "")))
+    return api_error(error)

@@ -145,4 +145,16 @@ async def watch_sourcing(
             raise
         except Exception as exc:
             log.debug("sourcing.check_failed", stream=work_stream, error=repr(exc))
+        raise_if_cancelling()
         await asyncio.sleep(pause * (0.75 + random.random() / 2))
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task was asked to stop.
+
+    On Python 3.11 ``asyncio.wait_for`` (inside nats-py's ``request``) drops a cancellation
+    that arrives as its reply does; a polling loop that carries on would then never stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -209,6 +209,11 @@ async def watch_consumers(
                         int(info.num_redelivered or 0),
                         int(info.num_ack_pending or 0),
                     )
+            # nats-py's request may drop a cancellation on Python 3.11 (asyncio.wait_for):
+            # stop here rather than poll forever.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(CONSUMER_POLL_INTERVAL)
     finally:
         for name in consumers:

@@ -184,6 +184,9 @@ def _dump_state(runtime: WorkflowRuntime) -> None:
         f"pending_bytes={nc.pending_data_size} stats={dict(nc.stats)}",
         file=sys.stderr,
     )
+    reconnecting = getattr(nc, "_reconnection_task", None)  # nats-py internals, diagnosis only
+    if reconnecting is not None and reconnecting.done() and not reconnecting.cancelled():
+        print(f"reconnection task ended with {reconnecting.exception()!r}", file=sys.stderr)
     for task in asyncio.all_tasks():
         task.print_stack(limit=12, file=sys.stderr)
     sys.stderr.flush()

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,16 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def _rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -132,6 +141,9 @@ class Workers:
     def peak_rss(self) -> dict[str, float]:
         return {role: round(_peak_rss_mb(p.pid), 1) for role, p in self.procs.items()}
 
+    def rss(self) -> dict[str, float]:
+        return {role: round(_rss_mb(p.pid), 1) for role, p in self.procs.items()}
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.terminate()
@@ -142,8 +154,14 @@ class Workers:
                 proc.kill()
 
 
-async def _wait_all(client: WorkflowClient, ids: set[str], timeout: float) -> dict[str, Any]:
-    """Watch the instances bucket until every id is terminal; return their records."""
+async def _wait_all(
+    client: WorkflowClient, ids: set[str], timeout: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Watch the instances bucket until every id is terminal; return their records.
+
+    ``on_progress(n)`` is called with the number finished so far after each one.
+    """
     kv = await client._broker.instances()
     done: dict[str, Any] = {}
     watcher = await kv.watchall()
@@ -160,8 +178,10 @@ async def _wait_all(client: WorkflowClient, ids: set[str], timeout: float) -> di
             if entry is None or not entry.value or entry.key not in ids:
                 continue
             record = decode_record(entry.value)
-            if record.status in TERMINAL:
+            if record.status in TERMINAL and entry.key not in done:
                 done[entry.key] = record
+                if on_progress is not None:
+                    on_progress(len(done))
     finally:
         await watcher.stop()
     return done
@@ -177,7 +197,14 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
     try:
         cpu0 = workers.cpu()
         ids = [f"{workflow}-{i}" for i in range(len(inputs))]
-        waiter = asyncio.create_task(_wait_all(client, set(ids), timeout))
+        # Memory growth: the workers' RSS once a fifth of the instances finished vs. the end.
+        rss_marks: list[dict[str, float]] = []
+
+        def mark_rss(finished: int) -> None:
+            if finished == max(1, len(ids) // 5):
+                rss_marks.append(workers.rss())
+
+        waiter = asyncio.create_task(_wait_all(client, set(ids), timeout, mark_rss))
         start = time.perf_counter()
         for lo in range(0, len(ids), 200):
             await asyncio.gather(*[
@@ -188,6 +215,7 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
         seconds = time.perf_counter() - start
         cpu = workers.cpu() - cpu0
         rss = workers.peak_rss()
+        rss_marks.append(workers.rss())
     finally:
         workers.stop()
         await client.close()
@@ -208,11 +236,15 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
     )
     if failed:
         result.extra["failed"] = failed
+    if len(ids) >= 1000 and len(rss_marks) == 2:
+        growth = {r: round(rss_marks[1][r] - rss_marks[0][r], 1) for r in rss_marks[1]}
+        result.extra["rss_growth_mb"] = "/".join(str(v) for v in growth.values())
     if workflow == "long_history":
         marks = msgspec.json.decode(bytes(next(iter(records.values())).output))
         steps = [b - a for a, b in itertools.pairwise(marks)]
-        early = statistics.mean(steps[1:11]) * 1000
-        late = statistics.mean(steps[-10:]) * 1000
+        # Medians of 20 steps around step 10 and of the last 20 steps.
+        early = statistics.median(steps[1:21]) * 1000
+        late = statistics.median(steps[-20:]) * 1000
         result.extra.update(
             step_ms_at_10=round(early, 2), step_ms_at_end=round(late, 2),
             end_over_start=round(late / early, 2),

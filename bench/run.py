@@ -85,7 +85,9 @@ async def yardstick(url: str) -> dict[str, float]:
     """Raw JetStream figures on the same server: the ruler our figures are divided by."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(name="YARDSTICK", subjects=["yard.>"], storage="file")
+    config = {"name": "YARDSTICK", "subjects": ["yard.>"], "storage": "file",
+              "allow_atomic": True}
+    await nc.request("$JS.API.STREAM.CREATE.YARDSTICK", json.dumps(config).encode(), timeout=10)
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
@@ -103,12 +105,24 @@ async def yardstick(url: str) -> dict[str, float]:
         msgs = await sub.fetch(1, timeout=5)
         await msgs[0].ack_sync()
         trips.append(time.perf_counter() - t)
+    # An atomic batch of two messages (what a start costs), one batch at a time.
+    batches = []
+    for i in range(200):
+        t = time.perf_counter()
+        batch_id = uuid.uuid4().hex
+        await nc.publish(f"yard.batch.{i}", b"x",
+                         headers={"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": "1"})
+        await nc.request(f"yard.batch.{i}", b"x", timeout=5, headers={
+            "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": "2", "Nats-Batch-Commit": "1",
+        })
+        batches.append(time.perf_counter() - t)
     await js.delete_stream("YARDSTICK")
     await nc.close()
     return {
         "publish_per_s": round(one_at_a_time),
         "pipelined_publish_per_s": round(pipelined),
         "round_trip_ms": round(statistics.median(trips) * 1000, 3),
+        "atomic_batch_ms": round(statistics.median(batches) * 1000, 3),
     }
 
 
@@ -298,7 +312,8 @@ def _table(results: list[Result], yard: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"yardstick: {yard['publish_per_s']} acked publishes/s one at a time, "
-        f"{yard['pipelined_publish_per_s']}/s pipelined, round trip {yard['round_trip_ms']} ms"
+        f"{yard['pipelined_publish_per_s']}/s pipelined, round trip {yard['round_trip_ms']} ms, "
+        f"atomic batch of 2 {yard['atomic_batch_ms']} ms"
     )
     return "\n".join(lines)
 

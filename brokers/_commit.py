@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
+from nats.errors import MaxPayloadError
 
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_BATCH_INCOMPLETE = 10176
@@ -102,6 +103,9 @@ class GroupCommitter:
         Returns:
             The stream sequence of the last of the ``event_count`` history events.
         """
+        # Refused here, not halfway through a shared batch, so that only this caller hears it.
+        if any(len(m.data) > self._nc.max_payload for m in messages):
+            raise MaxPayloadError
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         size = sum(len(m.data) + _HEADER_ALLOWANCE for m in messages)
         self._queue.append(

@@ -103,11 +103,12 @@ class GroupCommitter:
         Returns:
             The stream sequence of the last of the ``event_count`` history events.
         """
+        sizes = [len(m.data) for m in messages]
         # Refused here, not halfway through a shared batch, so that only this caller hears it.
-        if any(len(m.data) > self._nc.max_payload for m in messages):
+        if max(sizes) > self._nc.max_payload:
             raise MaxPayloadError
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        size = sum(len(m.data) + _HEADER_ALLOWANCE for m in messages)
+        size = sum(sizes) + _HEADER_ALLOWANCE * len(sizes)
         self._queue.append(
             _Pending(subject, expected_last_seq, messages, event_count, future, size)
         )

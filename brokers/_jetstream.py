@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from brokers._auth import describe_options, env_defaults
@@ -668,15 +668,27 @@ class JetStreamBroker:
     # ------------------------------------------------------------------------ KV
 
     async def get_record(self, instance_id: str) -> tuple[bytes, int] | None:
-        """An instance's KV record and its revision, or None."""
-        kv = await self.instances()
-        try:
-            entry = await kv.get(instance_id)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return entry.value, entry.revision or 0
+        """An instance's KV record and its revision, or None.
+
+        Read with one stream message get (what ``KeyValue.get`` sends, without its layers).
+        """
+        await self.instances()  # the bucket exists
+        bucket = self.subjects.instances_bucket
+        reply = await self._api(
+            f"STREAM.MSG.GET.KV_{bucket}", {"last_by_subj": f"$KV.{bucket}.{instance_id}"},
+            allow_error=True,
+        )
+        error = reply.get("error")
+        if error:
+            if error.get("code") == 404:
+                return None
+            if error.get("code") == 503:
+                raise UnavailableError(f"record of {instance_id!r}: {error.get('description')}")
+            raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+        message = reply["message"]
+        if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
+            return None  # a delete or purge marker
+        return base64.b64decode(message.get("data") or ""), int(message["seq"])
 
     async def put_record(
         self,

@@ -137,11 +137,12 @@ class GroupCommitter:
             pending = self._queue.popleft()
             if pending.future.done():  # the caller gave up before it was written
                 continue
-            fits = (
+            # An append larger than the limits on its own still goes, alone.
+            fits = not group or (
                 pending.subject not in subjects
                 and messages + len(pending.messages) <= self._max_messages
                 and size + pending.size <= self._max_bytes
-                and not (pending.solo and group)
+                and not pending.solo
             )
             if not fits:
                 kept.append(pending)

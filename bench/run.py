@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,16 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def _rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -76,7 +85,9 @@ async def yardstick(url: str) -> dict[str, float]:
     """Raw JetStream figures on the same server: the ruler our figures are divided by."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(name="YARDSTICK", subjects=["yard.>"], storage="file")
+    config = {"name": "YARDSTICK", "subjects": ["yard.>"], "storage": "file",
+              "allow_atomic": True}
+    await nc.request("$JS.API.STREAM.CREATE.YARDSTICK", json.dumps(config).encode(), timeout=10)
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
@@ -94,12 +105,24 @@ async def yardstick(url: str) -> dict[str, float]:
         msgs = await sub.fetch(1, timeout=5)
         await msgs[0].ack_sync()
         trips.append(time.perf_counter() - t)
+    # An atomic batch of two messages (what a start costs), one batch at a time.
+    batches = []
+    for i in range(200):
+        t = time.perf_counter()
+        batch_id = uuid.uuid4().hex
+        await nc.publish(f"yard.batch.{i}", b"x",
+                         headers={"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": "1"})
+        await nc.request(f"yard.batch.{i}", b"x", timeout=5, headers={
+            "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": "2", "Nats-Batch-Commit": "1",
+        })
+        batches.append(time.perf_counter() - t)
     await js.delete_stream("YARDSTICK")
     await nc.close()
     return {
         "publish_per_s": round(one_at_a_time),
         "pipelined_publish_per_s": round(pipelined),
         "round_trip_ms": round(statistics.median(trips) * 1000, 3),
+        "atomic_batch_ms": round(statistics.median(batches) * 1000, 3),
     }
 
 
@@ -132,6 +155,9 @@ class Workers:
     def peak_rss(self) -> dict[str, float]:
         return {role: round(_peak_rss_mb(p.pid), 1) for role, p in self.procs.items()}
 
+    def rss(self) -> dict[str, float]:
+        return {role: round(_rss_mb(p.pid), 1) for role, p in self.procs.items()}
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.terminate()
@@ -142,8 +168,14 @@ class Workers:
                 proc.kill()
 
 
-async def _wait_all(client: WorkflowClient, ids: set[str], timeout: float) -> dict[str, Any]:
-    """Watch the instances bucket until every id is terminal; return their records."""
+async def _wait_all(
+    client: WorkflowClient, ids: set[str], timeout: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Watch the instances bucket until every id is terminal; return their records.
+
+    ``on_progress(n)`` is called with the number finished so far after each one.
+    """
     kv = await client._broker.instances()
     done: dict[str, Any] = {}
     watcher = await kv.watchall()
@@ -160,8 +192,10 @@ async def _wait_all(client: WorkflowClient, ids: set[str], timeout: float) -> di
             if entry is None or not entry.value or entry.key not in ids:
                 continue
             record = decode_record(entry.value)
-            if record.status in TERMINAL:
+            if record.status in TERMINAL and entry.key not in done:
                 done[entry.key] = record
+                if on_progress is not None:
+                    on_progress(len(done))
     finally:
         await watcher.stop()
     return done
@@ -177,7 +211,14 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
     try:
         cpu0 = workers.cpu()
         ids = [f"{workflow}-{i}" for i in range(len(inputs))]
-        waiter = asyncio.create_task(_wait_all(client, set(ids), timeout))
+        # Memory growth: the workers' RSS once a fifth of the instances finished vs. the end.
+        rss_marks: list[dict[str, float]] = []
+
+        def mark_rss(finished: int) -> None:
+            if finished == max(1, len(ids) // 5):
+                rss_marks.append(workers.rss())
+
+        waiter = asyncio.create_task(_wait_all(client, set(ids), timeout, mark_rss))
         start = time.perf_counter()
         for lo in range(0, len(ids), 200):
             await asyncio.gather(*[
@@ -188,6 +229,7 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
         seconds = time.perf_counter() - start
         cpu = workers.cpu() - cpu0
         rss = workers.peak_rss()
+        rss_marks.append(workers.rss())
     finally:
         workers.stop()
         await client.close()
@@ -208,11 +250,15 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
     )
     if failed:
         result.extra["failed"] = failed
+    if len(ids) >= 1000 and len(rss_marks) == 2:
+        growth = {r: round(rss_marks[1][r] - rss_marks[0][r], 1) for r in rss_marks[1]}
+        result.extra["rss_growth_mb"] = "/".join(str(v) for v in growth.values())
     if workflow == "long_history":
         marks = msgspec.json.decode(bytes(next(iter(records.values())).output))
         steps = [b - a for a, b in itertools.pairwise(marks)]
-        early = statistics.mean(steps[1:11]) * 1000
-        late = statistics.mean(steps[-10:]) * 1000
+        # Medians of 20 steps around step 10 and of the last 20 steps.
+        early = statistics.median(steps[1:21]) * 1000
+        late = statistics.median(steps[-20:]) * 1000
         result.extra.update(
             step_ms_at_10=round(early, 2), step_ms_at_end=round(late, 2),
             end_over_start=round(late / early, 2),
@@ -266,7 +312,8 @@ def _table(results: list[Result], yard: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"yardstick: {yard['publish_per_s']} acked publishes/s one at a time, "
-        f"{yard['pipelined_publish_per_s']}/s pipelined, round trip {yard['round_trip_ms']} ms"
+        f"{yard['pipelined_publish_per_s']}/s pipelined, round trip {yard['round_trip_ms']} ms, "
+        f"atomic batch of 2 {yard['atomic_batch_ms']} ms"
     )
     return "\n".join(lines)
 

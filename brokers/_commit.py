@@ -23,6 +23,7 @@ from typing import Protocol
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.errors import MaxPayloadError
 
 from brokers._errors import (
     ERR_BATCH_INCOMPLETE,
@@ -104,8 +105,12 @@ class GroupCommitter:
         Returns:
             The stream sequence of the last of the ``event_count`` history events.
         """
+        sizes = [len(m.data) for m in messages]
+        # Refused here, not halfway through a shared batch, so that only this caller hears it.
+        if max(sizes) > self._nc.max_payload:
+            raise MaxPayloadError
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        size = sum(len(m.data) + _HEADER_ALLOWANCE for m in messages)
+        size = sum(sizes) + _HEADER_ALLOWANCE * len(sizes)
         self._queue.append(
             _Pending(subject, expected_last_seq, messages, event_count, future, size)
         )
@@ -134,11 +139,12 @@ class GroupCommitter:
             pending = self._queue.popleft()
             if pending.future.done():  # the caller gave up before it was written
                 continue
-            fits = (
+            # An append larger than the limits on its own still goes, alone.
+            fits = not group or (
                 pending.subject not in subjects
                 and messages + len(pending.messages) <= self._max_messages
                 and size + pending.size <= self._max_bytes
-                and not (pending.solo and group)
+                and not pending.solo
             )
             if not fits:
                 kept.append(pending)

@@ -33,14 +33,17 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from brokers._auth import describe_options, env_defaults
 from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter
 from brokers._errors import (
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CONSTANT,
     JetStreamError,
     UnavailableError,
     api_error,
@@ -173,6 +176,16 @@ class DispatchMessage:
     subject: str
     data: bytes
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _DirectGetReply:
+    """The messages of one batch direct get, as they arrive."""
+
+    subject: str
+    size: int
+    done: asyncio.Future[tuple[list[StoredEvent], bool]]
+    events: list[StoredEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -330,6 +343,10 @@ class JetStreamBroker:
         )
         self._kv: KeyValue | None = None
         self.outbox_ttl = "24h"
+        self._direct_inbox = nc.new_inbox()
+        self._direct_sub: Subscription | None = None
+        self._direct_token = 0
+        self._direct_waiting: dict[str, _DirectGetReply] = {}
         self._committer = GroupCommitter(nc, self._last_seq_on)
 
     # ------------------------------------------------------------------ topology
@@ -562,33 +579,51 @@ class JetStreamBroker:
     async def _direct_get_batch(
         self, subject: str, from_seq: int, size: int
     ) -> tuple[list[StoredEvent], bool]:
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        result: list[StoredEvent] = []
-        more = False
+        """One batch direct get; the replies arrive on this broker's own reply subscription
+        (a subscription per read would cost a subscribe, an unsubscribe and a waiting task
+        per message)."""
+        if self._direct_sub is None:
+            sub = await self.nc.subscribe(f"{self._direct_inbox}.*", cb=self._on_direct_reply)
+            if self._direct_sub is None:
+                self._direct_sub = sub
+            else:
+                await sub.unsubscribe()
+        self._direct_token += 1
+        token = str(self._direct_token)
+        reply = _DirectGetReply(subject, size, asyncio.get_running_loop().create_future())
+        self._direct_waiting[token] = reply
         try:
             request = {"seq": from_seq, "next_by_subj": subject, "batch": size}
             await self.nc.publish(
                 f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
                 json.dumps(request).encode(),
-                reply=inbox,
+                reply=f"{self._direct_inbox}.{token}",
             )
-            while True:
-                msg = await sub.next_msg(timeout=10)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status == "404":
-                    return result, False
-                if status == "204":  # end of batch
-                    more = int(headers.get("Nats-Num-Pending", "0") or 0) > 0
-                    return result, more and len(result) >= size
-                if status == "503":
-                    raise UnavailableError(f"direct get of {subject} found no responders")
-                if status:
-                    raise JetStreamError(int(status), headers.get("Description", "direct get"))
-                result.append(StoredEvent(int(headers["Nats-Sequence"]), msg.data))
+            return await asyncio.wait_for(reply.done, 10)
         finally:
-            await sub.unsubscribe()
+            self._direct_waiting.pop(token, None)
+
+    async def _on_direct_reply(self, msg: Msg) -> None:
+        reply = self._direct_waiting.get(msg.subject.rsplit(".", 1)[-1])
+        if reply is None or reply.done.done():
+            return  # the reader gave up (timed out)
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if not status:
+            reply.events.append(StoredEvent(int(headers["Nats-Sequence"]), msg.data))
+        elif status == "404":
+            reply.done.set_result((reply.events, False))
+        elif status == "204":  # end of batch
+            more = int(headers.get("Nats-Num-Pending", "0") or 0) > 0
+            reply.done.set_result((reply.events, more and len(reply.events) >= reply.size))
+        elif status == "503":
+            reply.done.set_exception(
+                UnavailableError(f"direct get of {reply.subject} found no responders")
+            )
+        else:
+            reply.done.set_exception(
+                JetStreamError(int(status), headers.get("Description", "direct get"))
+            )
 
     async def last_history_seq(self, instance_id: str) -> tuple[int, bytes | None]:
         """The sequence and body of an instance's last history message ((0, None): none)."""
@@ -669,15 +704,27 @@ class JetStreamBroker:
     # ------------------------------------------------------------------------ KV
 
     async def get_record(self, instance_id: str) -> tuple[bytes, int] | None:
-        """An instance's KV record and its revision, or None."""
-        kv = await self.instances()
-        try:
-            entry = await kv.get(instance_id)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return entry.value, entry.revision or 0
+        """An instance's KV record and its revision, or None.
+
+        Read with one stream message get (what ``KeyValue.get`` sends, without its layers).
+        """
+        await self.instances()  # the bucket exists
+        bucket = self.subjects.instances_bucket
+        reply = await self._api(
+            f"STREAM.MSG.GET.KV_{bucket}", {"last_by_subj": f"$KV.{bucket}.{instance_id}"},
+            allow_error=True,
+        )
+        error = reply.get("error")
+        if error:
+            if error.get("code") == 404:
+                return None
+            if error.get("code") == 503:
+                raise UnavailableError(f"record of {instance_id!r}: {error.get('description')}")
+            raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+        message = reply["message"]
+        if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
+            return None  # a delete or purge marker
+        return base64.b64decode(message.get("data") or ""), int(message["seq"])
 
     async def put_record(
         self,
@@ -699,7 +746,7 @@ class JetStreamBroker:
             if new:
                 return int(await kv.create(instance_id, value))
             if revision is not None:
-                return int(await kv.update(instance_id, value, last=revision))
+                return await self._update_record(instance_id, value, revision)
         except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             pass  # someone else wrote in between: compare below
         for _ in range(20):
@@ -709,10 +756,27 @@ class JetStreamBroker:
                     return int(await kv.create(instance_id, value))
                 if seq_of(current[0]) > history_seq:
                     return None
-                return int(await kv.update(instance_id, value, last=current[1]))
+                return await self._update_record(instance_id, value, current[1])
             except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
                 continue
         raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")
+
+    async def _update_record(self, instance_id: str, value: bytes, revision: int) -> int:
+        """Replace a record if its revision is still ``revision``; the new revision.
+
+        The same message as ``KeyValue.update``, without its layers (a write per task).
+        """
+        reply = await self.nc.request(
+            f"$KV.{self.subjects.instances_bucket}.{instance_id}", value,
+            headers={"Nats-Expected-Last-Subject-Sequence": str(revision)}, timeout=10,
+        )
+        ack: dict[str, Any] = json.loads(reply.data)
+        error = ack.get("error")
+        if error:
+            if error.get("err_code") in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONSTANT):
+                raise KeyWrongLastSequenceError(description=error.get("description", ""))
+            raise api_error(error)
+        return int(ack["seq"])
 
     async def watch_record(self, instance_id: str) -> AsyncGenerator[bytes | None, None]:
         """Yield the record's current value, then every change, until the caller stops."""

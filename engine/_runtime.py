@@ -91,6 +91,7 @@ from observability import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("jetloom.runtime")
+_activity_log = structlog.get_logger("jetloom.activity")
 
 TRANSIENT_ERRORS = (
     nats.errors.TimeoutError,
@@ -112,10 +113,17 @@ class ActivityContext:
     def __init__(self, task: ActivityTask, msg: Msg | None) -> None:
         self._task = task
         self._msg = msg
-        self.logger = structlog.get_logger("jetloom.activity").bind(
-            instance_id=task.instance_id, activity=task.name, attempt=task.attempt
-        )
-        """Structured logger bound to the activity."""
+        self._logger: Any = None
+
+    @property
+    def logger(self) -> Any:
+        """Structured logger bound to the activity (made on first use)."""
+        if self._logger is None:
+            self._logger = structlog.get_logger("jetloom.activity").bind(
+                instance_id=self._task.instance_id, activity=self._task.name,
+                attempt=self._task.attempt,
+            )
+        return self._logger
 
     @property
     def workflow_id(self) -> str:
@@ -571,7 +579,9 @@ class WorkflowRuntime:
                 with WorkflowTaskTrace(
                     instance_id, msgs, self.subjects.workflows_consumer
                 ) as task_trace:  # observability: span, metrics, log context of this task
-                    delay = await self._workflow_task(instance_id, msgs, task_trace)
+                    delay = await self._workflow_task(
+                        instance_id, msgs, task_trace, may_skip_read=attempt == 0
+                    )
             except AppendConflictError as conflict:
                 # Another worker advanced this instance: reload its history and try again.
                 self._cache.pop(instance_id, None)
@@ -678,7 +688,12 @@ class WorkflowRuntime:
             self._cache.popitem(last=False)
 
     async def _workflow_task(
-        self, instance_id: str, msgs: list[Msg], task_trace: WorkflowTaskTrace | None = None
+        self,
+        instance_id: str,
+        msgs: list[Msg],
+        task_trace: WorkflowTaskTrace | None = None,
+        *,
+        may_skip_read: bool = False,
     ) -> float | None:
         """Run one workflow task for ``instance_id`` with the events in ``msgs``.
 
@@ -688,7 +703,13 @@ class WorkflowRuntime:
         should be delivered again (a scheduled start that is not due yet).
         """
         from_cache = instance_id in self._cache
-        run = await self._history(instance_id)
+        if may_skip_read and not from_cache and self._only_generated_starts(msgs):
+            # The id was derived from this very message, so no history can exist yet, unless
+            # the start is delivered again after its append: then the append conflicts and
+            # the retry reads the history.
+            run = _CachedRun([], 0)
+        else:
+            run = await self._history(instance_id)
         now = datetime.now(UTC)
         started: ExecutionStarted | None = None
         received: list[tuple[HistoryEvent, str]] = []
@@ -864,6 +885,19 @@ class WorkflowRuntime:
         assert isinstance(task_started, WorkflowTaskStarted)
         ran_before = any(isinstance(e, WorkflowTaskStarted) for e in history)
         return ran_before and not task_started.patches
+
+    def _only_generated_starts(self, msgs: list[Msg]) -> bool:
+        """True if every message is a start event without an instance id of its own."""
+        start = f"{self.subjects.prefix}.start."
+        for msg in msgs:
+            if not msg.subject.startswith(start):
+                return False
+            try:
+                if decode_start_request(msg.data).instance_id:
+                    return False
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return False
+        return True
 
     @staticmethod
     def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:
@@ -1144,15 +1178,16 @@ class WorkflowRuntime:
         # observability: the attempt's span, metrics and log context
         with ActivityTrace(task, msg, consumer) as activity_trace:
             started = time.monotonic()
-            keeper = asyncio.create_task(self._keep_lease(msg))
+            keeper = self._keep_lease(msg)
             try:
                 task = await resolve(self.broker.payloads, task)
                 result = await self._call_activity(definition, ctx, task)
                 event: HistoryEvent = TaskCompleted(
                     timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
                 )
-                ctx.logger.info(
-                    "activity.completed",
+                _activity_log.info(
+                    "activity.completed", instance_id=task.instance_id, activity=task.name,
+                    attempt=task.attempt,
                     duration_ms=round((time.monotonic() - started) * 1000, 2),
                 )
             except Exception as exc:
@@ -1163,8 +1198,9 @@ class WorkflowRuntime:
                 event = TaskFailed(
                     timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure
                 )
-                ctx.logger.warning(
-                    "activity.failed", error=str(exc), error_type=type(exc).__name__
+                _activity_log.warning(
+                    "activity.failed", instance_id=task.instance_id, activity=task.name,
+                    attempt=task.attempt, error=str(exc), error_type=type(exc).__name__,
                 )
             finally:
                 keeper.cancel()
@@ -1226,12 +1262,38 @@ class WorkflowRuntime:
                 f"activity '{task.name}' exceeded its start_to_close_timeout of {timeout}s"
             ) from None
 
-    async def _keep_lease(self, msg: Msg) -> None:
-        while True:
-            lease = min(self.activity_lease.total_seconds(), self._server_lease)
-            await asyncio.sleep(max(lease / 3, 0.2))
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+    def _keep_lease(self, msg: Msg) -> _LeaseKeeper:
+        """Extend the message's lease every third of it until cancelled (a timer, not a task:
+        most activities end long before the first extension)."""
+        return _LeaseKeeper(
+            msg, lambda: max(min(self.activity_lease.total_seconds(), self._server_lease) / 3,
+                             0.2)
+        )
+
+
+class _LeaseKeeper:
+    """Sends ``in_progress`` for a message at intervals until cancelled."""
+
+    def __init__(self, msg: Msg, interval: Callable[[], float]) -> None:
+        self._msg = msg
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._extending: asyncio.Task[None] | None = None
+        self._timer = self._loop.call_later(interval(), self._extend)
+
+    def _extend(self) -> None:
+        self._extending = self._loop.create_task(self._in_progress())
+        self._timer = self._loop.call_later(self._interval(), self._extend)
+
+    async def _in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        """Stop extending."""
+        self._timer.cancel()
+        if self._extending is not None:
+            self._extending.cancel()
 
 
 async def _settle_all(msgs: list[Msg], *, nak_delay: float | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import Token
@@ -93,8 +94,18 @@ class ActivityMessage(Protocol):
     def attempt(self) -> int: ...
 
 
+_PROVIDER_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+"""Whether OpenTelemetry may create a provider from the environment on first use."""
+_UNKNOWN = object()
+
+
 def tracing_enabled() -> bool:
     """True once a tracer provider is installed (by :func:`configure` or by the application)."""
+    # Asked for every message: until a provider is installed, OpenTelemetry's getter looks up
+    # the environment on each call, so read its global (set at most once) when it is there.
+    installed = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if installed is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return False
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.errors
 import pytest
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
@@ -81,3 +82,22 @@ class TestGroupCommit:
         assert isinstance(results.pop(10), AppendConflictError)
         assert not any(isinstance(r, BaseException) for r in results)
         assert [seq] == await _history_seqs(broker, "gc-dup")
+
+    async def test_an_oversized_append_fails_alone(self, broker):
+        """A message over the server's max payload fails its own append only."""
+        too_big = b"x" * (broker.nc.max_payload + 1)
+        appends = [broker.append(f"gc-small-{i}", 0, [b"{}"]) for i in range(20)]
+        appends.insert(5, broker.append("gc-big", 0, [b"{}", too_big]))
+        results = await asyncio.gather(*appends, return_exceptions=True)
+        assert isinstance(results.pop(5), nats.errors.MaxPayloadError)
+        assert not any(isinstance(r, BaseException) for r in results)
+
+    async def test_an_append_over_the_batch_size_limit_is_written_alone(self, broker):
+        """An append bigger than a shared batch may be is still written, in a batch of its
+        own, and appends queued behind it are written too."""
+        big = [b"x" * 200_000 for _ in range(25)]  # 5 MB: over the 4 MB a shared batch takes
+        appends = [broker.append("gc-huge", 0, big)]
+        appends += [broker.append(f"gc-after-{i}", 0, [b"{}"]) for i in range(10)]
+        results = await asyncio.gather(*appends)
+        assert 25 == len(await _history_seqs(broker, "gc-huge"))
+        assert [results[0]] == [(await _history_seqs(broker, "gc-huge"))[-1]]

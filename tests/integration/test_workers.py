@@ -225,12 +225,12 @@ async def _run_ten_naps(
     peak_in_task = 0
     run_task = runtime._workflow_task
 
-    async def counting_task(*args: Any) -> Any:
+    async def counting_task(*args: Any, **kwargs: Any) -> Any:
         nonlocal in_task, peak_in_task
         in_task += 1
         peak_in_task = max(peak_in_task, in_task)
         try:
-            return await run_task(*args)
+            return await run_task(*args, **kwargs)
         finally:
             in_task -= 1
 

@@ -325,9 +325,14 @@ async def main() -> None:
     parser.add_argument("--only", default="",
                         help="run only the scenarios whose name contains this text")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--store", type=Path, default=None,
+        help="store directory of the embedded nats-server (default: a temporary directory); "
+        "e.g. one on tmpfs to see what the disk costs",
+    )
     args = parser.parse_args()
     url = os.environ.get("NATS_URL")
-    server = None if url else EmbeddedNatsServer().start()
+    server = None if url else EmbeddedNatsServer(store_dir=args.store).start()
     url = url or server.url  # type: ignore[union-attr]
     try:
         yard = await yardstick(url)

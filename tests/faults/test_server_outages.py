@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import nats.errors
 import pytest
 from fault_worker import expected_saga_output
 from faultkit import assert_completed_once, effect_counts
@@ -79,12 +80,25 @@ class TestServerRestart:
             server.cleanup()
 
 
-async def _replicas(nc, streams: list[str]) -> dict[str, int]:
-    """Each stream's configured replicas (stream name -> num_replicas)."""
+async def _replicas(nc, streams: list[str], timeout: float = 45) -> dict[str, int]:
+    """Each stream's configured replicas (stream name -> num_replicas).
+
+    A stream whose leader is still being elected after a node loss does not answer STREAM.INFO
+    at once: ask again (every 5 s at most) until ``timeout``.
+    """
     found = {}
-    for stream in streams:
-        reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=10)
-        found[stream] = json.loads(reply.data)["config"]["num_replicas"]
+    async with asyncio.timeout(timeout):
+        for stream in streams:
+            while stream not in found:
+                try:
+                    reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                    continue
+                info = json.loads(reply.data)
+                if "error" in info:  # e.g. 10008 while the meta group elects: ask again soon
+                    await asyncio.sleep(0.2)
+                else:
+                    found[stream] = info["config"]["num_replicas"]
     return found
 
 

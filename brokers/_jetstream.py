@@ -431,6 +431,11 @@ class JetStreamBroker:
         if int(current.get("num_replicas") or 1) < self.replicas:
             await self._api(f"STREAM.UPDATE.{stream}", {**current, "num_replicas": self.replicas})
 
+    async def work_stream_replicas(self) -> int:
+        """How many replicas the work stream has on the server."""
+        info = await self._api(f"STREAM.INFO.{self.subjects.work_stream}", None)
+        return int(info["config"].get("num_replicas") or 1)
+
     async def api(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         """A JetStream API request (``$JS.API.<path>``); its reply, or the error raised."""
         return await self._api(path, body)

@@ -10,9 +10,11 @@ against the oldest open request, which the server serves first): 408/409/404 end
 heartbeat. Two missed heartbeats mean the server forgot our requests (a reconnect, a new
 consumer leader), so they are issued again.
 
-``settle`` acknowledges (or naks) a message and waits for the server to confirm, retrying while
-the consumer's leader changes: an acknowledgement lost in a fail-over would otherwise leave the
-message pending until its lease runs out.
+``settle`` acknowledges (or naks) a message. On replicated streams it waits for the server to
+confirm, retrying while the consumer's leader changes: an acknowledgement lost in a fail-over
+would otherwise leave the message pending until its lease runs out. On a single server a
+published acknowledgement either arrives or the server went away (and the message is
+redelivered and deduplicated), so it is not worth a round trip per message.
 """
 
 from __future__ import annotations
@@ -45,15 +47,17 @@ async def settle(
     msg: Msg,
     *,
     nak_delay: float | None = None,
+    confirm: bool = True,
     timeout: float = 2.0,
     give_up_after: float = 30.0,
 ) -> bool:
     """Acknowledge ``msg`` (or, with ``nak_delay``, ask for its redelivery after that many
-    seconds) and wait until the server confirms, retrying through a leader change.
+    seconds); with ``confirm``, wait until the server confirms, retrying through a leader
+    change.
 
-    Returns True once confirmed; False if ``give_up_after`` seconds passed, or the connection
-    closed, first (the message is then redelivered when its lease runs out, which is safe: every
-    effect is deduplicated).
+    Returns True once sent (without ``confirm``) or confirmed; False if ``give_up_after``
+    seconds passed, or the connection closed, first (the message is then redelivered when its
+    lease runs out, which is safe: every effect is deduplicated).
     """
     if not msg.reply:
         return False
@@ -62,6 +66,13 @@ async def settle(
         payload = b"-NAK"
         if nak_delay > 0:
             payload += b" " + json.dumps({"delay": int(nak_delay * 1e9)}).encode()
+    if not confirm:
+        try:
+            await msg._client.publish(msg.reply, payload)
+        except nats.errors.Error:
+            return False
+        msg._ackd = True
+        return True
     deadline = time.monotonic() + give_up_after
     for attempt in itertools.count():
         try:

@@ -264,6 +264,7 @@ class WorkflowRuntime:
         self._wf_stream: PullStream | None = None
         self._stopping = False
         self._started = False
+        self._confirm_acks = True
         self._server_lease = activity_lease.total_seconds()
 
     # ------------------------------------------------------------ registration
@@ -373,6 +374,9 @@ class WorkflowRuntime:
             large_payload_threshold=self.large_payload_threshold,
         )
         await self._broker.ensure_topology()
+        # Acknowledgements are confirmed only where a consumer leader can change under a live
+        # connection (see brokers._pull.settle).
+        self._confirm_acks = await self._broker.work_stream_replicas() > 1
         s = self.subjects
         if self.registry.workflow_names:
             await self._broker.ensure_consumer(
@@ -502,7 +506,7 @@ class WorkflowRuntime:
         """Ask for ``msg`` again after ``delay`` seconds and free its slot."""
         try:
             with contextlib.suppress(Exception):
-                await settle(msg, nak_delay=delay)
+                await self._settle(msg, nak_delay=delay)
         finally:
             stream.release(1)
 
@@ -516,7 +520,7 @@ class WorkflowRuntime:
                 why = f"work item is not a valid WorkItem: {exc}"
                 log.warning("work_item.dead_lettered", subject=msg.subject, reason=why)
                 await self.broker.dead_letter("inbox", msg, why)
-                await settle(msg)
+                await self._settle(msg)
                 return None
             return s.instance_of(msg.subject)
         workflow_name = msg.subject.rsplit(".", 1)[-1]
@@ -539,7 +543,7 @@ class WorkflowRuntime:
             return instance_id
         log.warning("start.dead_lettered", subject=msg.subject, reason=reason)
         await self.broker.dead_letter("start", msg, reason)
-        await settle(msg)
+        await self._settle(msg)
         return None
 
     def _generated_instance_id(self, msg: Msg) -> str:
@@ -563,7 +567,7 @@ class WorkflowRuntime:
                 except Exception as exc:  # never let one instance's trouble stop the worker
                     log.error("workflow.internal_error", instance_id=instance_id,
                               error=repr(exc))
-                    await _settle_all(msgs, nak_delay=1.0)
+                    await self._settle_all(msgs, nak_delay=1.0)
                 finally:
                     self._wf_slots -= len(msgs)
                     if self._wf_stream is not None:
@@ -594,7 +598,7 @@ class WorkflowRuntime:
                 self._cache.pop(instance_id, None)
                 log.warning("workflow.transient_error", instance_id=instance_id,
                             error=repr(exc))
-                await _settle_all(msgs, nak_delay=0.5)
+                await self._settle_all(msgs, nak_delay=0.5)
                 return
             except nats.errors.MaxPayloadError as exc:
                 self._cache.pop(instance_id, None)
@@ -607,10 +611,10 @@ class WorkflowRuntime:
                 await self._stall(instance_id, msgs, exc)
                 return
             crash_point("before_ack")
-            await _settle_all(msgs, nak_delay=delay)
+            await self._settle_all(msgs, nak_delay=delay)
             return
         self._cache.pop(instance_id, None)
-        await _settle_all(msgs, nak_delay=0.05)
+        await self._settle_all(msgs, nak_delay=0.05)
 
     async def _dead_letter_oversized_start(
         self, instance_id: str, msgs: list[Msg], exc: Exception
@@ -632,7 +636,7 @@ class WorkflowRuntime:
         for msg in starts:
             await self.broker.dead_letter("start", msg, reason)
         for msg in msgs:
-            await settle(msg)
+            await self._settle(msg)
         return True
 
     async def _stall(self, instance_id: str, msgs: list[Msg], exc: Exception) -> None:
@@ -648,7 +652,7 @@ class WorkflowRuntime:
         )
         with contextlib.suppress(Exception):
             await self._project_stalled(instance_id, exc)
-        await _settle_all(msgs, nak_delay=delay)
+        await self._settle_all(msgs, nak_delay=delay)
 
     async def _project_stalled(self, instance_id: str, exc: Exception) -> None:
         current = await self.broker.get_record(instance_id)
@@ -1154,7 +1158,7 @@ class WorkflowRuntime:
         except Exception as exc:  # never let one message kill the worker
             log.error("activity.internal_error", error=str(exc), subject=msg.subject)
             with contextlib.suppress(Exception):
-                await settle(msg, nak_delay=1.0)
+                await self._settle(msg, nak_delay=1.0)
         finally:
             self._act_slots -= 1
             stream.release(1)
@@ -1165,13 +1169,13 @@ class WorkflowRuntime:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("activity.invalid_task", subject=msg.subject, error=str(exc))
             await self.broker.dead_letter("activity", msg, f"invalid activity task: {exc}")
-            await settle(msg)
+            await self._settle(msg)
             return
         try:
             definition = self.registry.activity(task.name)
         except ActivityNotRegisteredError as exc:
             log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
-            await settle(msg, nak_delay=2.0)
+            await self._settle(msg, nak_delay=2.0)
             return
         ctx = ActivityContext(task, msg)
         consumer = self.subjects.activities_consumer(msg.subject.rsplit(".", 1)[-1])
@@ -1216,7 +1220,7 @@ class WorkflowRuntime:
                     trace_headers,
                 )
             crash_point("activity_before_ack")
-            await settle(msg)
+            await self._settle(msg)
 
     async def _publish_result(
         self, msg: Msg, inbox: str, data: bytes, msg_id: str, headers: dict[str, str]
@@ -1262,6 +1266,17 @@ class WorkflowRuntime:
                 f"activity '{task.name}' exceeded its start_to_close_timeout of {timeout}s"
             ) from None
 
+    async def _settle(self, msg: Msg, *, nak_delay: float | None = None) -> bool:
+        """Acknowledge (or, with ``nak_delay``, nak) a work message; see ``settle``."""
+        return await settle(msg, nak_delay=nak_delay, confirm=self._confirm_acks)
+
+    async def _settle_all(self, msgs: list[Msg], *, nak_delay: float | None = None) -> None:
+        """Acknowledge (or, with ``nak_delay``, nak) ``msgs`` together; a message whose
+        acknowledgement is lost is redelivered after its lease, and its effects deduplicated."""
+        await asyncio.gather(
+            *(self._settle(msg, nak_delay=nak_delay) for msg in msgs), return_exceptions=True
+        )
+
     def _keep_lease(self, msg: Msg) -> _LeaseKeeper:
         """Extend the message's lease every third of it until cancelled (a timer, not a task:
         most activities end long before the first extension)."""
@@ -1294,14 +1309,6 @@ class _LeaseKeeper:
         self._timer.cancel()
         if self._extending is not None:
             self._extending.cancel()
-
-
-async def _settle_all(msgs: list[Msg], *, nak_delay: float | None = None) -> None:
-    """Acknowledge (or, with ``nak_delay``, nak) ``msgs`` together, each confirmed or given up
-    (an unconfirmed message is redelivered after its lease; its effects are deduplicated)."""
-    await asyncio.gather(
-        *(settle(msg, nak_delay=nak_delay) for msg in msgs), return_exceptions=True
-    )
 
 
 def _tune_gc() -> None:

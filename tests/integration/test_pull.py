@@ -56,8 +56,10 @@ class TestPullStream:
 class TestSettle:
     """Confirmed acknowledgements."""
 
-    async def test_ack_and_delayed_nak_are_confirmed(self, broker: JetStreamBroker) -> None:
-        """An ack is confirmed and the message is gone; a confirmed nak brings it back."""
+    @pytest.mark.parametrize("confirm", [True, False])
+    async def test_ack_and_delayed_nak(self, broker: JetStreamBroker, confirm: bool) -> None:
+        """An ack (confirmed, or only sent as on a single server) removes the message; a nak
+        brings it back after its delay."""
         s = broker.subjects
         await broker.ensure_consumer("settle", [s.inbox("*")], ack_wait=30, max_ack_pending=100)
         stream = PullStream(broker.nc, s.work_stream, "settle", 2)
@@ -73,10 +75,12 @@ class TestSettle:
                 got += [m.subject for m in batch]
             by_subject = {m.subject: m for m in msgs}
             assert [True, True] == [
-                await settle(by_subject[s.inbox("x")]),
-                await settle(by_subject[s.inbox("y")], nak_delay=0.1),
+                await settle(by_subject[s.inbox("x")], confirm=confirm),
+                await settle(by_subject[s.inbox("y")], nak_delay=0.1, confirm=confirm),
             ]
             stream.release(2)
             assert [s.inbox("y")] == await _next(stream)
+            info = await broker.js.consumer_info(s.work_stream, "settle")
+            assert (0, 1) == (info.num_pending, info.num_ack_pending)  # x gone, y in hand
         finally:
             await stream.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.workloads import build_runtime
+from engine._loop import run as run_loop
 
 
 async def main(url: str, prefix: str, role: str) -> None:
@@ -26,4 +26,4 @@ async def main(url: str, prefix: str, role: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    run_loop(main(*sys.argv[1:4]))

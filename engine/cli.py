@@ -72,6 +72,7 @@ from engine._events import (
     TimerFired,
 )
 from engine._http import serve_http
+from engine._loop import run as run_loop
 from engine._runtime import WorkflowRuntime
 from engine._state import WorkflowState, WorkflowStatus, decode_record
 
@@ -1139,7 +1140,7 @@ async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
 def _cmd_serve_http(args: argparse.Namespace) -> int:
     _check_prefix(args)
     observability.configure(service_name="jetloom-http")
-    asyncio.run(_serve_http_until_stopped(args, _nats_url(args)))
+    run_loop(_serve_http_until_stopped(args, _nats_url(args)))
     print("jetloom serve-http: stopped", flush=True)
     return 0
 
@@ -1280,7 +1281,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        asyncio.run(_serve(list(hosted.values()), ready))
+        run_loop(_serve(list(hosted.values()), ready))
         print("jetloom dev: stopped", flush=True)
         return 0
     finally:

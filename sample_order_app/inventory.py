@@ -8,11 +8,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from nats.js.kv import KeyValue
 
 from engine import ActivityContext, WorkflowRuntime
+from engine._loop import run as run_loop
 from sample_order_app import stock
 from sample_order_app._service import (
     configure_logging,
@@ -85,4 +85,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

@@ -11,7 +11,6 @@ commands, which replays must reproduce.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from engine import RetryPolicy, Task, TaskFailedError, WorkflowContext, WorkflowRuntime, when_any
+from engine._loop import run as run_loop
 from sample_order_app._service import configure_logging, new_runtime, serve, service_parser
 from sample_order_app.model import (
     Order,
@@ -214,4 +214,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

@@ -12,6 +12,7 @@ import asyncio
 import random
 
 from engine import ActivityContext, WorkflowRuntime
+from engine._loop import run as run_loop
 from sample_order_app._service import configure_logging, new_runtime, serve, service_parser
 from sample_order_app.model import Quote, QuoteRequest
 
@@ -70,4 +71,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

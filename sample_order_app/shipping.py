@@ -23,6 +23,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from engine import ActivityContext, WorkflowRuntime
+from engine._loop import run as run_loop
 from sample_order_app._service import (
     configure_logging,
     connect,
@@ -103,4 +104,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

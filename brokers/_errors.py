@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats.errors
+
+T = TypeVar("T")
 
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same, from newer servers (no sequence in text)
@@ -61,3 +68,33 @@ def append_error(error: dict[str, Any]) -> Exception:
     if int(error.get("err_code", 0) or 0) in CONFLICT_ERRORS:
         return AppendConflictError(str(error.get("description", "")))
     return api_error(error)
+
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    UnavailableError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionReconnectingError,
+)
+"""Errors of a read that a leader election or a reconnect explains: the same read may work a
+moment later."""
+
+
+async def retry_transient(
+    read: Callable[[], Awaitable[T]], *, budget: float = 10.0, first_delay: float = 0.05
+) -> T:
+    """``await read()``, asked again with a growing back-off (up to 1 s) while it fails with a
+    ``TRANSIENT_ERRORS`` error, until ``budget`` seconds have passed; then the error is raised.
+
+    Only for reads (and writes deduplicated by the server), which are safe to repeat.
+    """
+    deadline = time.monotonic() + budget
+    delay = first_delay
+    while True:
+        try:
+            return await read()
+        except TRANSIENT_ERRORS:
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)

@@ -47,6 +47,7 @@ from brokers._errors import (
     JetStreamError,
     UnavailableError,
     api_error,
+    retry_transient,
 )
 from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 
@@ -544,7 +545,11 @@ class JetStreamBroker:
         return await self._committer.append(subject, expected_last_seq, messages, len(events))
 
     async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
-        """An instance's history messages after ``after_seq``, by batch direct get (ADR-31)."""
+        """An instance's history messages after ``after_seq``, by batch direct get (ADR-31);
+        asked again for a few seconds while a leader is being elected."""
+        return await retry_transient(lambda: self._load_history(instance_id, after_seq))
+
+    async def _load_history(self, instance_id: str, after_seq: int) -> list[StoredEvent]:
         subject = self.subjects.history(instance_id)
         try:
             return await self._load_direct(subject, after_seq)
@@ -631,8 +636,10 @@ class JetStreamBroker:
             )
 
     async def last_history_seq(self, instance_id: str) -> tuple[int, bytes | None]:
-        """The sequence and body of an instance's last history message ((0, None): none)."""
-        return await self._last_message_on(self.subjects.history(instance_id))
+        """The sequence and body of an instance's last history message ((0, None): none);
+        asked again for a few seconds while a leader is being elected."""
+        subject = self.subjects.history(instance_id)
+        return await retry_transient(lambda: self._last_message_on(subject))
 
     async def _last_seq_on(self, subject: str) -> int:
         return (await self._last_message_on(subject))[0]
@@ -711,8 +718,12 @@ class JetStreamBroker:
     async def get_record(self, instance_id: str) -> tuple[bytes, int] | None:
         """An instance's KV record and its revision, or None.
 
-        Read with one stream message get (what ``KeyValue.get`` sends, without its layers).
+        Read with one stream message get (what ``KeyValue.get`` sends, without its layers);
+        asked again for a few seconds while a leader is being elected.
         """
+        return await retry_transient(lambda: self._get_record(instance_id))
+
+    async def _get_record(self, instance_id: str) -> tuple[bytes, int] | None:
         await self.instances()  # the bucket exists
         bucket = self.subjects.instances_bucket
         reply = await self._api(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nats.errors
 import pytest
 
 from brokers._errors import (
@@ -10,6 +11,7 @@ from brokers._errors import (
     UnavailableError,
     api_error,
     append_error,
+    retry_transient,
 )
 from brokers._jetstream import kept_replicas
 
@@ -67,3 +69,44 @@ class TestKeptReplicas:
             kept_replicas(3, 1), kept_replicas(1, 3), kept_replicas(None, 3),
             kept_replicas(None, 1),
         ]
+
+
+class TestRetryTransient:
+    """Reads asked again while a leader is elected."""
+
+    async def test_a_read_that_recovers_returns_its_value(self) -> None:
+        """Two UnavailableErrors, then a value: the value comes back after three calls."""
+        calls: list[int] = []
+
+        async def read() -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise UnavailableError("no leader")
+            return "record"
+
+        assert "record" == await retry_transient(read, first_delay=0.001)
+        assert 3 == len(calls)
+
+    async def test_a_read_that_stays_unavailable_raises_after_the_budget(self) -> None:
+        """When the cluster does not recover within the budget, the last error is raised."""
+        calls: list[int] = []
+
+        async def read() -> str:
+            calls.append(1)
+            raise nats.errors.NoRespondersError
+
+        with pytest.raises(nats.errors.NoRespondersError):
+            await retry_transient(read, budget=0.05, first_delay=0.001)
+        assert len(calls) > 1
+
+    async def test_other_errors_are_not_retried(self) -> None:
+        """A refusal (e.g. a missing stream) is raised at once."""
+        calls: list[int] = []
+
+        async def read() -> str:
+            calls.append(1)
+            raise JetStreamError(10059, "stream not found")
+
+        with pytest.raises(JetStreamError):
+            await retry_transient(read, first_delay=0.001)
+        assert 1 == len(calls)

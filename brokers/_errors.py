@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats.errors
+import nats.js.errors
 
 T = TypeVar("T")
 
@@ -72,12 +73,16 @@ def append_error(error: dict[str, Any]) -> Exception:
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     UnavailableError,
-    nats.errors.NoRespondersError,
     nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    TimeoutError,
 )
-"""Errors of a read that a leader election or a reconnect explains: the same read may work a
-moment later."""
+"""Errors that a leader election, a server restart or a reconnect explains: the same request
+may work a moment later."""
 
 
 async def retry_transient(

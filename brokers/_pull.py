@@ -31,15 +31,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from brokers._errors import TRANSIENT_ERRORS
+
 log = structlog.get_logger("jetloom.pull")
 
-_SETTLE_RETRYABLE = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
+_SETTLE_RETRYABLE: tuple[type[Exception], ...] = (
+    *TRANSIENT_ERRORS,
     nats.errors.OutboundBufferLimitError,
-    TimeoutError,
 )
 
 

@@ -22,7 +22,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
-from brokers._errors import UnavailableError
+from brokers._errors import TRANSIENT_ERRORS as BROKER_TRANSIENT_ERRORS
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
 from brokers._sourcing import watch_sourcing
@@ -93,16 +93,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger("jetloom.runtime")
 _activity_log = structlog.get_logger("jetloom.activity")
 
-TRANSIENT_ERRORS = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *BROKER_TRANSIENT_ERRORS,
     nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-    TimeoutError,
-    UnavailableError,
 )
 """Errors of the messaging layer, not of the workflow: retried without marking it STALLED."""
 
@@ -1234,7 +1227,7 @@ class WorkflowRuntime:
             try:
                 await self.broker.publish(inbox, data, msg_id=msg_id, headers=headers)
                 return
-            except (*TRANSIENT_ERRORS, nats.js.errors.NoStreamResponseError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 if attempt == 99:
                     raise
                 log.warning("activity.result_publish_retry", attempt=attempt, error=repr(exc))

@@ -689,12 +689,20 @@ class JetStreamBroker:
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> int:
-        """Publish to JetStream and wait for the ack; ``msg_id`` deduplicates retries."""
+        """Publish to JetStream and wait for the ack.
+
+        With ``msg_id`` the server deduplicates, so the publish is sent again for a few seconds
+        while a leader is being elected.
+        """
         hdrs = dict(headers or {})
-        if msg_id:
-            hdrs["Nats-Msg-Id"] = msg_id
-        ack = await self.js.publish(subject, data, headers=hdrs or None, timeout=10)
-        return ack.seq
+        if not msg_id:
+            return (await self.js.publish(subject, data, headers=hdrs or None, timeout=10)).seq
+        hdrs["Nats-Msg-Id"] = msg_id
+
+        async def send() -> int:
+            return (await self.js.publish(subject, data, headers=hdrs, timeout=10)).seq
+
+        return await retry_transient(send)
 
     async def dead_letter(self, kind: str, msg: Msg, reason: str) -> None:
         """Keep an unusable message on the dead-letter subject, with why."""

@@ -86,7 +86,7 @@ may work a moment later."""
 
 
 async def retry_transient(
-    read: Callable[[], Awaitable[T]], *, budget: float = 10.0, first_delay: float = 0.05
+    read: Callable[[], Awaitable[T]], *, budget: float = 20.0, first_delay: float = 0.05
 ) -> T:
     """``await read()``, asked again with a growing back-off (up to 1 s) while it fails with a
     ``TRANSIENT_ERRORS`` error, until ``budget`` seconds have passed; then the error is raised.

@@ -54,6 +54,10 @@ from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 MAX_BATCH = MAX_GROUP_MESSAGES
+READ_TIMEOUT = 3.0
+"""Seconds a read (direct get, message get) waits for its answer before it is asked again
+(``retry_transient``): a healthy server answers in a millisecond; during a leader election
+the request may have gone to a leader that is gone."""
 
 
 def kept_replicas(current: int | None, requested: int) -> int:
@@ -442,10 +446,15 @@ class JetStreamBroker:
         return await self._api(path, body)
 
     async def _api(
-        self, path: str, body: dict[str, Any] | None, *, allow_error: bool = False
+        self,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        allow_error: bool = False,
+        timeout: float = 10,
     ) -> dict[str, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
-        msg = await self.nc.request(f"$JS.API.{path}", payload, timeout=10)
+        msg = await self.nc.request(f"$JS.API.{path}", payload, timeout=timeout)
         reply: dict[str, Any] = json.loads(msg.data)
         if not allow_error and "error" in reply:
             raise api_error(reply["error"])
@@ -574,7 +583,7 @@ class JetStreamBroker:
         while True:
             reply = await self._api(
                 f"STREAM.MSG.GET.{stream}", {"seq": next_seq, "next_by_subj": subject},
-                allow_error=True,
+                allow_error=True, timeout=READ_TIMEOUT,
             )
             error = reply.get("error")
             if error:
@@ -609,7 +618,7 @@ class JetStreamBroker:
                 json.dumps(request).encode(),
                 reply=f"{self._direct_inbox}.{token}",
             )
-            return await asyncio.wait_for(reply.done, 10)
+            return await asyncio.wait_for(reply.done, READ_TIMEOUT)
         finally:
             self._direct_waiting.pop(token, None)
 
@@ -649,7 +658,7 @@ class JetStreamBroker:
             msg = await self.nc.request(
                 f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
                 json.dumps({"last_by_subj": subject}).encode(),
-                timeout=10,
+                timeout=READ_TIMEOUT,
             )
         except nats.errors.NoRespondersError:
             raise
@@ -736,7 +745,7 @@ class JetStreamBroker:
         bucket = self.subjects.instances_bucket
         reply = await self._api(
             f"STREAM.MSG.GET.KV_{bucket}", {"last_by_subj": f"$KV.{bucket}.{instance_id}"},
-            allow_error=True,
+            allow_error=True, timeout=READ_TIMEOUT,
         )
         error = reply.get("error")
         if error:

@@ -180,10 +180,10 @@ class GroupCommitter:
         unavailable = 0
         for attempt in range(20):
             try:
-                reply = await self._send(group)
-                error = json.loads(reply).get("error")
+                ack = json.loads(await self._send(group))
+                error = ack.get("error")
                 if not error:
-                    self._resolve(group, int(json.loads(reply)["seq"]))
+                    self._resolve(group, int(ack["seq"]))
                     return
             except nats.errors.NoRespondersError:
                 error = {"code": 503, "description": "no stream leader answered the batch"}

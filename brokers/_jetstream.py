@@ -183,6 +183,15 @@ class DispatchMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WorkStreamLayout:
+    """What a runtime needs to know of the work stream as the server has it."""
+
+    replicas: int
+    workflow_filters: list[str]
+    """Filters of the workflows consumer (one on inbox-routed streams, three on older ones)."""
+
+
 @dataclass
 class _DirectGetReply:
     """The messages of one batch direct get, as they arrive."""
@@ -436,11 +445,6 @@ class JetStreamBroker:
         if int(current.get("num_replicas") or 1) < self.replicas:
             await self._api(f"STREAM.UPDATE.{stream}", {**current, "num_replicas": self.replicas})
 
-    async def work_stream_replicas(self) -> int:
-        """How many replicas the work stream has on the server."""
-        info = await self._api(f"STREAM.INFO.{self.subjects.work_stream}", None)
-        return int(info["config"].get("num_replicas") or 1)
-
     async def api(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         """A JetStream API request (``$JS.API.<path>``); its reply, or the error raised."""
         return await self._api(path, body)
@@ -499,17 +503,22 @@ class JetStreamBroker:
         await self._api(f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream,
                                                               "config": config})
 
-    async def workflow_filters(self) -> list[str]:
-        """The workflows consumer's filters for the work stream as it exists on the server.
+    async def work_stream_layout(self) -> WorkStreamLayout:
+        """The work stream as it exists on the server: its replicas, and the workflows
+        consumer's filters.
 
         A work stream created before work items were routed to inboxes keeps its sourcing (a
         source is never re-configured under running workers), and with it the older filters.
         """
         info = await self._api(f"STREAM.INFO.{self.subjects.work_stream}", None)
-        sources = info["config"].get("sources") or []
-        if any(source.get("subject_transforms") for source in sources):
-            return self.subjects.workflow_work
-        return self.subjects.workflow_work_unrouted
+        config = info["config"]
+        routed = any(source.get("subject_transforms") for source in config.get("sources") or [])
+        return WorkStreamLayout(
+            replicas=int(config.get("num_replicas") or 1),
+            workflow_filters=(
+                self.subjects.workflow_work if routed else self.subjects.workflow_work_unrouted
+            ),
+        )
 
     async def ack_wait(self, consumer: str) -> float:
         """The lease (ack_wait, seconds) the server applies to a work-stream consumer."""
@@ -751,9 +760,7 @@ class JetStreamBroker:
         if error:
             if error.get("code") == 404:
                 return None
-            if error.get("code") == 503:
-                raise UnavailableError(f"record of {instance_id!r}: {error.get('description')}")
-            raise JetStreamError(error.get("err_code", 0), error.get("description", ""))
+            raise api_error(error)  # a 503 (no leader now) is an UnavailableError
         message = reply["message"]
         if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
             return None  # a delete or purge marker

@@ -369,12 +369,13 @@ class WorkflowRuntime:
         await self._broker.ensure_topology()
         # Acknowledgements are confirmed only where a consumer leader can change under a live
         # connection (see brokers._pull.settle).
-        self._confirm_acks = await self._broker.work_stream_replicas() > 1
+        work_stream = await self._broker.work_stream_layout()
+        self._confirm_acks = work_stream.replicas > 1
         s = self.subjects
         if self.registry.workflow_names:
             await self._broker.ensure_consumer(
                 s.workflows_consumer,
-                await self._broker.workflow_filters(),
+                work_stream.workflow_filters,
                 ack_wait=self.workflow_task_lease.total_seconds(),
                 max_ack_pending=100_000,
             )

@@ -86,10 +86,14 @@ may work a moment later."""
 
 
 async def retry_transient(
-    read: Callable[[], Awaitable[T]], *, budget: float = 20.0, first_delay: float = 0.05
+    read: Callable[[], Awaitable[T]],
+    *,
+    budget: float = 20.0,
+    first_delay: float = 0.05,
+    retrying: tuple[type[Exception], ...] = TRANSIENT_ERRORS,
 ) -> T:
     """``await read()``, asked again with a growing back-off (up to 1 s) while it fails with a
-    ``TRANSIENT_ERRORS`` error, until ``budget`` seconds have passed; then the error is raised.
+    ``retrying`` error, until ``budget`` seconds have passed; then the error is raised.
 
     Only for reads (and writes deduplicated by the server), which are safe to repeat.
     """
@@ -98,7 +102,7 @@ async def retry_transient(
     while True:
         try:
             return await read()
-        except TRANSIENT_ERRORS:
+        except retrying:
             if time.monotonic() + delay > deadline:
                 raise
         await asyncio.sleep(delay)

@@ -31,7 +31,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from brokers._errors import TRANSIENT_ERRORS
+from brokers._errors import TRANSIENT_ERRORS, retry_transient
 
 log = structlog.get_logger("jetloom.pull")
 
@@ -71,22 +71,24 @@ async def settle(
             return False
         msg._ackd = True
         return True
-    deadline = time.monotonic() + give_up_after
-    for attempt in itertools.count():
-        try:
-            await msg._client.request(msg.reply, payload, timeout=timeout)
-            msg._ackd = True
-            return True
-        except _SETTLE_RETRYABLE as exc:
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "ack.not_confirmed", subject=msg.subject, error=repr(exc), attempts=attempt + 1
-                )
-                return False
-            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
-        except nats.errors.ConnectionClosedError:
-            return False
-    raise AssertionError("unreachable")
+    attempts = 0
+
+    async def send() -> None:
+        nonlocal attempts
+        attempts += 1
+        await msg._client.request(msg.reply, payload, timeout=timeout)
+
+    try:
+        await retry_transient(
+            send, budget=give_up_after, first_delay=0.1, retrying=_SETTLE_RETRYABLE
+        )
+    except _SETTLE_RETRYABLE as exc:
+        log.warning("ack.not_confirmed", subject=msg.subject, error=repr(exc), attempts=attempts)
+        return False
+    except nats.errors.ConnectionClosedError:
+        return False
+    msg._ackd = True
+    return True
 
 
 class PullStream:

@@ -1569,10 +1569,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         observability.configure_logging(level=os.environ.get("JETLOOM_LOG_LEVEL", "WARNING"))
     try:
         if getattr(args, "is_async", True):
-            return int(asyncio.run(args.handler(args)))
-        return int(args.handler(args))
+            code = int(asyncio.run(args.handler(args)))
+        else:
+            code = int(args.handler(args))
+        sys.stdout.flush()  # here, so that a reader that has gone is handled below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``): stop quietly, as Unix tools do, and keep
+        # Python's exit-time flush from reporting it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (
         CliError,
         InstanceNotFoundError,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -195,6 +196,25 @@ class TestHistory:
         assert "1" == rows["task_completed"][4]
         assert "result=42" in rows["task_completed"][6]
         assert "status=COMPLETED result=42" in rows["execution_completed"][6]
+
+    async def test_a_reader_that_stops_early_ends_it_quietly(
+        self, jetloom: Jetloom, nats_url: str, prefix: str
+    ) -> None:
+        """history piped into a reader that has gone (``| head -0``) exits 141, as Unix tools
+        do, with nothing on stderr."""
+        await jetloom("start", "doubler", "--input", "2", "--id", "h3", "--wait")
+
+        def run_with_stdout_closed() -> tuple[int, bytes]:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "history", "h3", *_where(nats_url, prefix)],
+                cwd=ROOT, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()  # the reader goes before the command writes
+            err = proc.stderr.read()
+            return proc.wait(timeout=60), err
+
+        assert (141, b"") == await asyncio.to_thread(run_with_stdout_closed)
 
     async def test_json_lists_tagged_events(self, jetloom: Jetloom) -> None:
         """history --json prints the events with their type tags, oldest first."""

@@ -58,6 +58,12 @@ READ_TIMEOUT = 3.0
 """Seconds a read (direct get, message get) waits for its answer before it is asked again
 (``retry_transient``): a healthy server answers in a millisecond; during a leader election
 the request may have gone to a leader that is gone."""
+RECORD_READ_BATCH = 1000
+"""Instance records asked for at once by ``read_records``."""
+RECORD_READ_WAIT = 5.0
+"""Seconds ``read_records`` waits for a change before asking again."""
+RECORD_READER_IDLE = 30.0
+"""Seconds after which the server drops the consumer of a record reader that went away."""
 
 
 def kept_replicas(current: int | None, requested: int) -> int:
@@ -190,6 +196,17 @@ class WorkStreamLayout:
     replicas: int
     workflow_filters: list[str]
     """Filters of the workflows consumer (one on inbox-routed streams, three on older ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEntry:
+    """One instance record as ``read_records`` delivers it."""
+
+    key: str
+    """The instance id."""
+    value: bytes | None
+    """The encoded record; None once the instance is purged."""
+    revision: int
 
 
 @dataclass
@@ -832,17 +849,61 @@ class JetStreamBroker:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def list_records(self) -> list[bytes]:
-        """Every instance record."""
-        kv = await self.instances()
+        """Every instance record (deleted and purged ones left out)."""
         values: list[bytes] = []
-        watcher = await kv.watchall(ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    values.append(entry.value)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        async for entry in self.read_records():
+            if entry is None:
+                break
+            if entry.value is not None:
+                values.append(entry.value)
         return values
+
+    async def read_records(self) -> AsyncGenerator[RecordEntry | None, None]:
+        """Every instance record's current value, then ``None`` once all of them are delivered,
+        then every later change, until the caller stops.
+
+        A pull consumer delivers nothing before it is asked, so its pending count at creation
+        says exactly how many current values there are. (A push watch can be told "no more"
+        before its first values are handled, and a listing then comes back empty.)
+        """
+        await self.instances()
+        bucket = self.subjects.instances_bucket
+        prefix = f"$KV.{bucket}."
+        stream = f"KV_{bucket}"
+        # Created by the plain API subject (no name in it), which a viewer is allowed to use.
+        created = await self._api(f"CONSUMER.CREATE.{stream}", {
+            "stream_name": stream,
+            "config": {
+                "filter_subject": f"{prefix}>",
+                "deliver_policy": "last_per_subject",
+                "ack_policy": "none",
+                "inactive_threshold": int(RECORD_READER_IDLE * 1_000_000_000),
+                "mem_storage": True,
+            },
+        })
+        sub = await self.js.pull_subscribe_bind(
+            durable=None, stream=stream, name=created["name"]
+        )
+        try:
+            caught_up = int(created.get("num_pending", 0)) == 0
+            if caught_up:
+                yield None
+            while True:
+                try:
+                    messages = await sub.fetch(RECORD_READ_BATCH, timeout=RECORD_READ_WAIT)
+                except TimeoutError:
+                    continue  # nothing changed: ask again
+                for msg in messages:
+                    operation = (msg.headers or {}).get("KV-Operation")
+                    yield RecordEntry(
+                        msg.subject[len(prefix):],
+                        None if operation in ("DEL", "PURGE") else msg.data,
+                        msg.metadata.sequence.stream,
+                    )
+                    if not caught_up and msg.metadata.num_pending == 0:
+                        caught_up = True
+                        yield None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 

@@ -835,7 +835,7 @@ def _watch_line(state: WorkflowState) -> str:
 
 
 class _Watch:
-    """Reads a KV watcher until the caller's deadline or a stop signal (SIGINT, SIGTERM).
+    """Reads updates until the caller's deadline or a stop signal (SIGINT, SIGTERM).
 
     The next-update task lives across calls, so giving up on a wait never drops an update.
     """
@@ -858,11 +858,12 @@ class _Watch:
             loop.remove_signal_handler(sig)
         if self._next is not None:
             self._next.cancel()
+            await asyncio.wait([self._next])  # the reader it drives stops before it is closed
 
-    async def next(self, watcher: Any) -> tuple[bool, Any]:
-        """(True, entry-or-None-marker), or (False, None) once stopped or out of time."""
+    async def next(self, update: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+        """(True, what ``update()`` gave), or (False, None) once stopped or out of time."""
         if self._next is None:
-            self._next = asyncio.ensure_future(watcher.updates(timeout=None))
+            self._next = asyncio.ensure_future(update())
         stopper = asyncio.ensure_future(self._stop.wait())
         remaining = None
         if self._deadline is not None:
@@ -898,7 +899,9 @@ async def _watch_instance(out: _Output, session: _Session, args: argparse.Namesp
             if live is not None:
                 live.start()
             while True:
-                ok, entry = await watch.next(watcher)
+                ok, entry = await watch.next(
+                    lambda: watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+                )
                 if not ok:
                     break
                 if entry is None:
@@ -954,8 +957,7 @@ def _running_table(running: dict[str, WorkflowState], finished: list[WorkflowSta
 
 
 async def _watch_all(out: _Output, session: _Session, args: argparse.Namespace) -> int:
-    kv = await session.broker.instances()
-    watcher = await kv.watchall()
+    records = session.broker.read_records()
     running: dict[str, WorkflowState] = {}
     finished: list[WorkflowState] = []
     initial = True
@@ -965,7 +967,7 @@ async def _watch_all(out: _Output, session: _Session, args: argparse.Namespace) 
             if live is not None:
                 live.start()
             while True:
-                ok, entry = await watch.next(watcher)
+                ok, entry = await watch.next(lambda: anext(records))
                 if not ok:
                     break
                 if entry is None:  # the current values are all delivered
@@ -975,10 +977,10 @@ async def _watch_all(out: _Output, session: _Session, args: argparse.Namespace) 
                     if args.once:
                         break
                     continue
-                state = _entry_state(entry)
-                if state is None:
+                if entry.value is None:  # purged
                     running.pop(entry.key, None)
                     continue
+                state = WorkflowState.from_record(decode_record(entry.value), fetch_payloads=True)
                 if state.runtime_status.is_terminal:
                     if running.pop(state.instance_id, None) is None or initial:
                         continue  # finished before the watch began: not running
@@ -994,7 +996,7 @@ async def _watch_all(out: _Output, session: _Session, args: argparse.Namespace) 
     finally:
         if live is not None:
             live.stop()
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await records.aclose()
     return 0
 
 

@@ -46,6 +46,18 @@ def prefix() -> str:
 
 
 @pytest.fixture
+async def broker(nats_url: str, prefix: str) -> AsyncIterator[object]:
+    """A broker on the test's namespace with its topology created."""
+    from brokers import JetStreamBroker, Subjects, connect_nats
+
+    nc = await connect_nats(nats_url)
+    b = JetStreamBroker(nc, Subjects(prefix))
+    await b.ensure_topology()
+    yield b
+    await nc.close()
+
+
+@pytest.fixture
 async def client(nats_url: str, prefix: str) -> AsyncIterator[object]:
     """A WorkflowClient on the test's namespace."""
     from engine import WorkflowClient

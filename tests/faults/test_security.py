@@ -57,6 +57,7 @@ def worker_publish(p: str = PREFIX) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{kv}",
         f"$JS.API.CONSUMER.CREATE.{kv}",
         f"$JS.API.CONSUMER.INFO.{kv}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{kv}.>",
         *object_store_publish(p),
     ]
 
@@ -85,6 +86,7 @@ def viewer_publish(p: str = PREFIX) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{kv}",
         f"$JS.API.CONSUMER.CREATE.{kv}",
         f"$JS.API.CONSUMER.INFO.{kv}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{kv}.>",
         f"$JS.API.DIRECT.GET.{p.upper()}_HISTORY",
     ]
 

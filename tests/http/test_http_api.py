@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from openapi_spec_validator import validate
 
-from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowStatus
 from engine._http import dapr_status
 from engine._openapi import OPENAPI
@@ -17,14 +16,6 @@ from engine._state import decode_record
 from tests.http.http_support import Api
 
 WF = "/v1.0/workflows/dapr"
-
-
-@pytest.fixture
-async def broker(nats_url: str, prefix: str) -> AsyncIterator[JetStreamBroker]:
-    """A broker on the test's namespace, to watch instance records."""
-    nc = await connect_nats(nats_url)
-    yield JetStreamBroker(nc, Subjects(prefix))
-    await nc.close()
 
 
 async def wait_for_status(broker: JetStreamBroker, instance_id: str, status: str) -> None:

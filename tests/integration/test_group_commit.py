@@ -5,19 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import nats.errors
-import pytest
 
-from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
-
-
-@pytest.fixture
-async def broker(nats_url: str, prefix: str):
-    """A broker on a fresh namespace with its streams created."""
-    nc = await connect_nats(nats_url)
-    b = JetStreamBroker(nc, Subjects(prefix))
-    await b.ensure_topology()
-    yield b
-    await nc.close()
+from brokers import AppendConflictError, DispatchMessage, JetStreamBroker
 
 
 async def _history_seqs(broker: JetStreamBroker, instance_id: str) -> list[int]:

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from nats.aio.client import Client as NATS
 
-from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers import JetStreamBroker
 from brokers._pull import PullStream, settle
-
-
-@pytest.fixture
-async def broker(nats_url: str, prefix: str) -> AsyncIterator[JetStreamBroker]:
-    """A broker on the test's namespace with its topology created."""
-    nc: NATS = await connect_nats(nats_url)
-    b = JetStreamBroker(nc, Subjects(prefix))
-    await b.ensure_topology()
-    yield b
-    await nc.close()
 
 
 async def _next(stream: PullStream, timeout: float = 10.0) -> list[str]:

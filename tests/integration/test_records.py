@@ -1,0 +1,63 @@
+"""Reading the instances bucket (``JetStreamBroker.read_records``) against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from brokers import JetStreamBroker
+from brokers._jetstream import RecordEntry
+
+
+async def _until_marker(records: AsyncGenerator[RecordEntry | None, None]) -> list[RecordEntry]:
+    entries: list[RecordEntry] = []
+    async with asyncio.timeout(20):
+        async for entry in records:
+            if entry is None:
+                return entries
+            entries.append(entry)
+    raise AssertionError("the reader ended without saying the current values were delivered")
+
+
+class TestReadRecords:
+    async def test_empty_bucket_says_so_at_once(self, broker: JetStreamBroker) -> None:
+        """With no records the marker comes first, and listing gives nothing."""
+        records = broker.read_records()
+        try:
+            assert [] == await _until_marker(records)
+        finally:
+            await records.aclose()
+        assert [] == await broker.list_records()
+
+    async def test_current_values_then_marker_then_changes(self, broker: JetStreamBroker) -> None:
+        """Each key's latest value once, the marker, then later writes and purges in order."""
+        kv = await broker.instances()
+        for i in range(30):
+            await kv.put(f"r{i}", b"old")
+        for i in range(30):
+            await kv.put(f"r{i}", f"v{i}".encode())
+        await kv.purge("r29")
+        records = broker.read_records()
+        try:
+            current = await _until_marker(records)
+            await kv.put("r0", b"later")
+            await kv.purge("r1")
+            async with asyncio.timeout(20):
+                changes = [await anext(records), await anext(records)]
+        finally:
+            await records.aclose()
+        assert [(f"r{i}", f"v{i}".encode()) for i in range(29)] + [("r29", None)] == sorted(
+            ((e.key, e.value) for e in current), key=lambda kv: int(kv[0][1:])
+        )
+        assert [("r0", b"later"), ("r1", None)] == [
+            (e.key, e.value) for e in changes if e is not None
+        ]
+
+    async def test_listing_is_complete_every_time(self, broker: JetStreamBroker) -> None:
+        """Listing right after writes never comes back short (a push watch could say "no more"
+        before its first values were handled)."""
+        kv = await broker.instances()
+        for i in range(3):
+            await kv.put(f"l{i}", b"x")
+        counts = await asyncio.gather(*[broker.list_records() for _ in range(50)])
+        assert [3] * 50 == [len(values) for values in counts]

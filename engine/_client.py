@@ -147,23 +147,37 @@ class WorkflowClient:
             if isinstance(workflow, str)
             else getattr(workflow, "__jetloom_name__", workflow.__name__),
         )
-        iid = check_instance_id(instance_id) if instance_id is not None else new_instance_id()
-        last_seq, last_data = await self._broker.last_history_seq(iid)
-        if last_data is not None:
-            last = decode_event(last_data)
-            if not (isinstance(last, ExecutionCompleted) and last.status != "CONTINUED_AS_NEW"):
-                raise InstanceAlreadyRunningError(
-                    f"instance {iid!r} is still running; wait for it, terminate it, "
-                    "or choose another instance id"
-                )
+        still_running = InstanceAlreadyRunningError(
+            f"instance {instance_id!r} is still running; wait for it, terminate it, "
+            "or choose another instance id"
+        )
+        if instance_id is None:  # a fresh id has no history to read
+            iid, last_seq = new_instance_id(), 0
+        else:
+            iid = check_instance_id(instance_id)
+            (last_seq, last_data), stored_record = await asyncio.gather(
+                self._broker.last_history_seq(iid), self._broker.get_record(iid)
+            )
+            if last_data is not None:
+                last = decode_event(last_data)
+                if not (isinstance(last, ExecutionCompleted)
+                        and last.status != "CONTINUED_AS_NEW"):
+                    raise still_running
+            if stored_record is not None:
+                pending = decode_record(stored_record[0])
+                if pending.status == WorkflowStatus.PENDING.value and (
+                    pending.history_seq == last_seq
+                ):
+                    raise still_running  # started at this very history, not yet picked up
         now = datetime.now(UTC)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
+        s = self._broker.subjects
         # observability: a PRODUCER span for the start; the run records its context, so the
         # whole instance joins the caller's trace (or starts one at this span).
         with publish_span(
-            self._broker.subjects.history(iid),
-            self._broker.subjects.history("*"),
+            s.outbox_workflow(iid),
+            s.outbox_workflow("*"),
             name=f"start_workflow {name}",
             attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": name},
         ) as trace_headers:
@@ -176,31 +190,23 @@ class WorkflowClient:
                 traceparent=trace_headers.get("traceparent", ""),
                 tracestate=trace_headers.get("tracestate", ""),
             )
-            s = self._broker.subjects
-            trigger = encode(WorkItem(iid, [], started.execution_id))
-            if start_at is not None and start_at > now:
-                dispatch = DispatchMessage(
-                    s.timer(iid, "start"),
-                    trigger,
-                    {
-                        "Nats-Schedule": "@at "
-                        + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                        "Nats-Schedule-Target": s.outbox_workflow(iid),
-                    },
-                )
-            else:
-                dispatch = DispatchMessage(
-                    s.outbox_workflow(iid), trigger, {"Nats-TTL": self._broker.outbox_ttl}
-                )
             stored = await offload(self._broker.payloads, iid, started)
-            try:
-                seq = await self._broker.append(iid, last_seq, [encode(stored)], [dispatch])
-            except AppendConflictError:
-                raise InstanceAlreadyRunningError(
-                    f"instance {iid!r} was started by someone else just now"
-                ) from None
-        if last_seq:
-            await self._broker.compact_history(iid, seq)
+            if start_at is not None and start_at > now:
+                seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
+            else:
+                # The start travels to the workers as work, which append execution_started
+                # together with the run's first task (one atomic append for both). It is one
+                # message on the instance's outbox subject, sourced into the work stream like
+                # every other dispatch. Its id is the same for everyone who read the history at
+                # this sequence, so of two concurrent starts of one id the server keeps the
+                # first.
+                item = WorkItem(iid, [stored], started.execution_id, after_seq=last_seq)
+                if not await self._broker.publish_unique(
+                    s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+                    headers={"Nats-TTL": self._broker.outbox_ttl},
+                ):
+                    raise still_running  # another start of this id got there first
+                seq = last_seq
         record = InstanceRecord(
             instance_id=iid,
             name=name,
@@ -215,6 +221,32 @@ class WorkflowClient:
             iid, encode_record(record), seq, history_seq_of, new=not last_seq
         )
         return iid
+
+    async def _append_scheduled_start(
+        self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime
+    ) -> int:
+        """Append the ``execution_started`` of a run due later, with a durable timer (a message
+        schedule) that asks for its first task at ``start_at``; its stream sequence."""
+        s = self._broker.subjects
+        trigger = encode(WorkItem(iid, [], stored.execution_id))
+        timer = DispatchMessage(
+            s.timer(iid, "start"),
+            trigger,
+            {
+                "Nats-Schedule": "@at "
+                + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "Nats-Schedule-Target": s.outbox_workflow(iid),
+            },
+        )
+        try:
+            seq = await self._broker.append(iid, last_seq, [encode(stored)], [timer])
+        except AppendConflictError:
+            raise InstanceAlreadyRunningError(
+                f"instance {iid!r} was started by someone else just now"
+            ) from None
+        if last_seq:
+            await self._broker.compact_history(iid, seq)
+        return seq
 
     # ----------------------------------------------------------------- reading
 

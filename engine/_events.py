@@ -192,6 +192,11 @@ class WorkItem(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_id: str
     events: list[HistoryEvent] = []
     execution_id: str = ""
+    after_seq: int = 0
+    """For an item carrying ``execution_started``: the sequence of the instance's last history
+    message when the start was decided (0: none). If the instance has history, the start begins
+    a new run only when that history is a finished run ending at exactly this sequence;
+    otherwise it is a duplicate."""
 
 
 class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -79,6 +79,7 @@ from engine._state import (
     decode_record,
     encode_record,
     history_seq_of,
+    run_seq_of,
 )
 from observability import (
     ActivityTrace,
@@ -710,14 +711,15 @@ class WorkflowRuntime:
             run = await self._history(instance_id)
         now = datetime.now(UTC)
         started: ExecutionStarted | None = None
+        start_after = 0
         received: list[tuple[HistoryEvent, str]] = []
         for msg in msgs:
-            new_start, events, run_id = self._events_of(instance_id, msg, now)
+            new_start, events, run_id, after_seq = self._events_of(instance_id, msg, now)
             events = await resolve_all(self.broker.payloads, events)
             if new_start is not None:
                 new_start = await resolve(self.broker.payloads, new_start)
                 if started is None:
-                    started = new_start
+                    started, start_after = new_start, after_seq
                 else:
                     log.info("start.duplicate_ignored", instance_id=instance_id)
             received.extend((event, run_id) for event in events)
@@ -726,9 +728,16 @@ class WorkflowRuntime:
             self._cache.pop(instance_id, None)
             run = await self._history(instance_id)
             from_cache = False
+        old_run_end = 0
         if started is not None and run.events:
-            log.info("start.duplicate_ignored", instance_id=instance_id)
-            started = None
+            if start_after and start_after == run.last_seq and _is_finished(run.events):
+                # A client's new run of a finished instance: it replaces the old run, whose
+                # history is dropped once the new one is appended.
+                old_run_end = run.last_seq
+                run = _CachedRun([], run.last_seq)
+            else:
+                log.info("start.duplicate_ignored", instance_id=instance_id)
+                started = None
 
         history = list(run.events)
         prefix_events: list[HistoryEvent] = []
@@ -827,6 +836,9 @@ class WorkflowRuntime:
         if task_trace is not None:  # observability: counts starts/ends, emits the run's span
             task_trace.committed(result, instance_id)
         crash_point("after_append")
+        if old_run_end:  # the old run's history goes (a failure here only leaves it longer)
+            with contextlib.suppress(Exception):
+                await self.broker.compact_history(instance_id, old_run_end + 1)
         children = run.children_after(result.new_events)
         if next_run:
             new_run_start = last_seq - len(next_run) + 1
@@ -906,8 +918,9 @@ class WorkflowRuntime:
 
     def _events_of(
         self, instance_id: str, msg: Msg, now: datetime
-    ) -> tuple[ExecutionStarted | None, list[HistoryEvent], str]:
-        """One work message as (its start, if any; the events it carries; their run id)."""
+    ) -> tuple[ExecutionStarted | None, list[HistoryEvent], str, int]:
+        """One work message as (its start, if any; the events it carries; their run id; the
+        history sequence its start was decided at, see ``WorkItem.after_seq``)."""
         s = self.subjects
         if msg.subject.startswith(f"{s.prefix}.start."):
             request = decode_start_request(msg.data)
@@ -924,12 +937,12 @@ class WorkflowRuntime:
                 traceparent=headers.get("traceparent", ""),
                 tracestate=headers.get("tracestate", ""),
             )
-            return started, [], ""
+            return started, [], "", 0
         try:
             item = decode_work_item(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("work_item.invalid", subject=msg.subject, error=str(exc))
-            return None, [], ""
+            return None, [], "", 0
         start = next((e for e in item.events if isinstance(e, ExecutionStarted)), None)
         if start is not None and not start.version and self.registry.has_workflow(start.name):
             start = msgspec.structs.replace(
@@ -938,7 +951,7 @@ class WorkflowRuntime:
         events: list[HistoryEvent] = [
             e for e in item.events if not isinstance(e, ExecutionStarted)
         ]
-        return start, events, item.execution_id
+        return start, events, item.execution_id, item.after_seq
 
     def _dispatches(
         self,
@@ -1118,7 +1131,7 @@ class WorkflowRuntime:
             return
         record = await offload(self.broker.payloads, instance_id, record)
         revision = await self.broker.put_record(
-            instance_id, encode_record(record), last_seq, history_seq_of,
+            instance_id, encode_record(record), last_seq, run_seq_of(execution_id),
             revision=None if cached is None else cached.kv_revision,
         )
         if cached is not None:
@@ -1317,6 +1330,12 @@ def _tune_gc() -> None:
     gc.freeze()
     young, middle, old = gc.get_threshold()
     gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 20))
+
+
+def _is_finished(events: list[HistoryEvent]) -> bool:
+    """True if the run in ``events`` has ended (and did not continue as new)."""
+    last = events[-1] if events else None
+    return isinstance(last, ExecutionCompleted) and last.status != "CONTINUED_AS_NEW"
 
 
 def _scheduled_children(events: list[HistoryEvent]) -> list[str]:

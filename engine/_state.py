@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -110,3 +111,22 @@ def history_seq_of(data: bytes) -> int:
         return decode_record(data).history_seq
     except msgspec.DecodeError:
         return 0
+
+
+def run_seq_of(execution_id: str) -> Callable[[bytes], int]:
+    """``history_seq_of`` as the run ``execution_id`` ranks a stored record.
+
+    A client's start of a new run writes a PENDING record at the history sequence it was
+    decided on, before any worker appends the run. That record outranks what the old run
+    writes at the same sequence (a worker re-writing the old run's end must not hide the start).
+    """
+
+    def seq_of(data: bytes) -> int:
+        try:
+            record = decode_record(data)
+        except msgspec.DecodeError:
+            return 0
+        newer_start = record.status == "PENDING" and record.execution_id != execution_id
+        return record.history_seq + 1 if newer_start else record.history_seq
+
+    return seq_of

@@ -1,0 +1,126 @@
+"""How ``WorkflowClient.schedule_new_workflow`` starts runs, against a real nats-server.
+
+The client sends the start as work (one message); the worker that takes it appends
+``execution_started`` together with the run's first task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from brokers import JetStreamBroker
+from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
+from engine._errors import InstanceAlreadyRunningError
+from engine._events import ExecutionStarted, WorkItem, decode_event, encode
+from engine._payload import to_json
+
+
+def echo_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
+    """A runtime hosting ``echo``, which waits for the event "go" and returns its input."""
+    wfr = WorkflowRuntime(nats_url, prefix=prefix)
+
+    @wfr.workflow
+    async def echo(ctx: WorkflowContext, x: str) -> str:
+        await ctx.wait_for_external_event("go")
+        return x
+
+    return wfr
+
+
+async def run_to_end(client: WorkflowClient, instance_id: str) -> str | None:
+    """Let a started ``echo`` finish; its output."""
+    await client.wait_for_workflow_start(instance_id, timeout=20)
+    await client.raise_workflow_event(instance_id, "go")
+    state = await client.wait_for_workflow_completion(instance_id, timeout=20)
+    return state.serialized_output
+
+
+async def stored_starts(broker: JetStreamBroker, instance_id: str) -> list[str]:
+    """The inputs of every ``execution_started`` still stored in the instance's history."""
+    events = [decode_event(item.data) for item in await broker.load_history(instance_id)]
+    return [bytes(e.input).decode() for e in events if isinstance(e, ExecutionStarted)]
+
+
+class TestClientStart:
+    async def test_first_task_is_appended_with_the_start(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """Until a worker takes the start, the instance is PENDING with no history; then
+        execution_started and the first task's events arrive in one append (consecutive
+        stream sequences)."""
+        await client.schedule_new_workflow("echo", input="a", instance_id="one-append")
+        pending = await client.get_workflow_state("one-append")
+        before = await broker.load_history("one-append")
+        async with echo_runtime(nats_url, prefix):
+            await client.wait_for_workflow_start("one-append", timeout=20)
+        stored = await broker.load_history("one-append")
+        kinds = [type(decode_event(item.data)).__name__ for item in stored]
+        assert pending is not None and WorkflowStatus.PENDING == pending.runtime_status
+        assert [] == before
+        assert ["ExecutionStarted", "WorkflowTaskStarted"] == kinds[:2]
+        assert stored[1].seq == stored[0].seq + 1
+
+    async def test_concurrent_starts_of_one_id_run_once(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """Of ten clients starting one id at once, one succeeds and nine are refused; the
+        run has the winner's input."""
+        results = await asyncio.gather(
+            *[
+                client.schedule_new_workflow("echo", input=f"in-{i}", instance_id="race")
+                for i in range(10)
+            ],
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, InstanceAlreadyRunningError)]
+        winner = next(f'"in-{i}"' for i, r in enumerate(results) if r == "race")
+        async with echo_runtime(nats_url, prefix):
+            output = await run_to_end(client, "race")
+        assert (9, winner) == (len(refused), output)
+        assert [winner] == await stored_starts(broker, "race")
+
+    async def test_start_not_yet_taken_refuses_another(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """A second start of an id whose first start no worker has taken yet is refused."""
+        await client.schedule_new_workflow("echo", input="first", instance_id="waiting")
+        with pytest.raises(InstanceAlreadyRunningError, match="still running"):
+            await client.schedule_new_workflow("echo", input="second", instance_id="waiting")
+        async with echo_runtime(nats_url, prefix):
+            assert '"first"' == await run_to_end(client, "waiting")
+
+    async def test_new_run_replaces_the_finished_one(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """Starting a finished id runs it again; the old run's history is dropped."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="old", instance_id="again")
+            first = await run_to_end(client, "again")
+            await client.schedule_new_workflow("echo", input="new", instance_id="again")
+            second = await run_to_end(client, "again")
+        assert ('"old"', '"new"') == (first, second)
+        assert ['"new"'] == await stored_starts(broker, "again")
+
+    async def test_stale_start_is_ignored(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """A start decided on an older history (its after_seq no longer the last sequence)
+        does not begin a run; the next valid start does."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="old", instance_id="stale")
+            await run_to_end(client, "stale")
+            stale = ExecutionStarted(
+                timestamp=datetime.now(UTC), name="echo", execution_id="stale-run",
+                input=to_json("stale"),
+            )
+            await broker.publish(
+                broker.subjects.outbox_workflow("stale"),
+                encode(WorkItem("stale", [stale], "stale-run", after_seq=1)),
+            )
+            await client.schedule_new_workflow("echo", input="valid", instance_id="stale")
+            output = await run_to_end(client, "stale")
+        assert '"valid"' == output
+        assert ['"valid"'] == await stored_starts(broker, "stale")

@@ -701,20 +701,20 @@ class WorkflowRuntime:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
+        now = datetime.now(UTC)
+        parsed = [self._events_of(instance_id, msg, now) for msg in msgs]
         from_cache = instance_id in self._cache
-        if may_skip_read and not from_cache and self._only_generated_starts(msgs):
-            # The id was derived from this very message, so no history can exist yet, unless
-            # the start is delivered again after its append: then the append conflicts and
-            # the retry reads the history.
+        if may_skip_read and not from_cache and self._only_fresh_starts(msgs, parsed):
+            # No history can exist yet (the id was derived from this very message, or the
+            # client found none), unless the start is delivered again after its append or the
+            # id was started meanwhile: then the append conflicts and the retry reads it.
             run = _CachedRun([], 0)
         else:
             run = await self._history(instance_id)
-        now = datetime.now(UTC)
         started: ExecutionStarted | None = None
         start_after = 0
         received: list[tuple[HistoryEvent, str]] = []
-        for msg in msgs:
-            new_start, events, run_id, after_seq = self._events_of(instance_id, msg, now)
+        for new_start, events, run_id, after_seq in parsed:
             events = await resolve_all(self.broker.payloads, events)
             if new_start is not None:
                 new_start = await resolve(self.broker.payloads, new_start)
@@ -896,17 +896,23 @@ class WorkflowRuntime:
         ran_before = any(isinstance(e, WorkflowTaskStarted) for e in history)
         return ran_before and not task_started.patches
 
-    def _only_generated_starts(self, msgs: list[Msg]) -> bool:
-        """True if every message is a start event without an instance id of its own."""
+    def _only_fresh_starts(
+        self, msgs: list[Msg], parsed: list[tuple[ExecutionStarted | None, list[HistoryEvent],
+                                                  str, int]]
+    ) -> bool:
+        """True if every message starts a run of an id that had no history when it was sent:
+        a start event without an instance id of its own, or a start work item decided on an
+        empty history (``after_seq`` 0)."""
         start = f"{self.subjects.prefix}.start."
-        for msg in msgs:
-            if not msg.subject.startswith(start):
+        for msg, (new_start, events, _, after_seq) in zip(msgs, parsed, strict=True):
+            if new_start is None or events or after_seq:
                 return False
-            try:
-                if decode_start_request(msg.data).instance_id:
+            if msg.subject.startswith(start):
+                try:
+                    if decode_start_request(msg.data).instance_id:
+                        return False
+                except (msgspec.DecodeError, msgspec.ValidationError):
                     return False
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return False
         return True
 
     @staticmethod

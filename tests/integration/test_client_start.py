@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
@@ -124,3 +125,35 @@ class TestClientStart:
             output = await run_to_end(client, "stale")
         assert '"valid"' == output
         assert ['"valid"'] == await stored_starts(broker, "stale")
+
+    async def test_start_decided_on_empty_history_of_a_started_id_is_ignored(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """A worker without the instance in its cache skips the history read for a start
+        decided on an empty history; when the id has a run by then, the append conflicts and
+        the start is recognised as a duplicate after reading."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="first", instance_id="taken")
+            await client.wait_for_workflow_start("taken", timeout=20)
+        late = ExecutionStarted(
+            timestamp=datetime.now(UTC), name="echo", execution_id="late-run",
+            input=to_json("late"),
+        )
+        with structlog.testing.capture_logs() as logs:
+            async with echo_runtime(nats_url, prefix):  # a fresh process: nothing cached
+                await broker.publish(
+                    broker.subjects.outbox_workflow("taken"),
+                    encode(WorkItem("taken", [late], "late-run")),
+                )
+                # Raise only once the late start was handled on its own (not merged with it).
+                async with asyncio.timeout(20):
+                    while not _logged(logs, "start.duplicate_ignored", "taken"):
+                        await asyncio.sleep(0.01)
+                output = await run_to_end(client, "taken")
+        assert '"first"' == output
+        assert ['"first"'] == await stored_starts(broker, "taken")
+        assert _logged(logs, "workflow.append_conflict", "taken")
+
+
+def _logged(logs: list[dict[str, object]], event: str, instance_id: str) -> bool:
+    return any(e["event"] == event and e.get("instance_id") == instance_id for e in logs)

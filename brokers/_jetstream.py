@@ -838,6 +838,18 @@ class JetStreamBroker:
                 continue
         raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")
 
+    async def claim_record(self, instance_id: str, value: bytes, revision: int | None) -> bool:
+        """Write a record only if it is still as the caller read it: absent (``revision``
+        None) or at ``revision``. False if someone else wrote it in between."""
+        try:
+            if revision is None:
+                await (await self.instances()).create(instance_id, value)
+            else:
+                await self._update_record(instance_id, value, revision)
+        except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            return False
+        return True
+
     async def _update_record(self, instance_id: str, value: bytes, revision: int) -> int:
         """Replace a record if its revision is still ``revision``; the new revision.
 

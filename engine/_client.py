@@ -151,6 +151,7 @@ class WorkflowClient:
             f"instance {instance_id!r} is still running; wait for it, terminate it, "
             "or choose another instance id"
         )
+        revision: int | None = None  # the record's revision as read (None: no record)
         if instance_id is None:  # a fresh id has no history to read
             iid, last_seq = new_instance_id(), 0
         else:
@@ -164,6 +165,7 @@ class WorkflowClient:
                         and last.status != "CONTINUED_AS_NEW"):
                     raise still_running
             if stored_record is not None:
+                revision = stored_record[1]
                 pending = decode_record(stored_record[0])
                 if pending.status == WorkflowStatus.PENDING.value and (
                     pending.history_seq == last_seq
@@ -191,35 +193,42 @@ class WorkflowClient:
                 tracestate=trace_headers.get("tracestate", ""),
             )
             stored = await offload(self._broker.payloads, iid, started)
+
+            def pending_record(seq: int) -> bytes:
+                return encode_record(InstanceRecord(
+                    instance_id=iid,
+                    name=name,
+                    status=WorkflowStatus.PENDING.value,
+                    created_at=now,
+                    last_updated_at=now,
+                    execution_id=started.execution_id,
+                    history_seq=seq,
+                    input=stored.input,
+                ))
+
             if start_at is not None and start_at > now:
                 seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
-            else:
-                # The start travels to the workers as work, which append execution_started
-                # together with the run's first task (one atomic append for both). It is one
-                # message on the instance's outbox subject, sourced into the work stream like
-                # every other dispatch. Its id is the same for everyone who read the history at
-                # this sequence, so of two concurrent starts of one id the server keeps the
-                # first.
-                item = WorkItem(iid, [stored], started.execution_id, after_seq=last_seq)
-                if not await self._broker.publish_unique(
-                    s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
-                    headers={"Nats-TTL": self._broker.outbox_ttl},
-                ):
-                    raise still_running  # another start of this id got there first
-                seq = last_seq
-        record = InstanceRecord(
-            instance_id=iid,
-            name=name,
-            status=WorkflowStatus.PENDING.value,
-            created_at=now,
-            last_updated_at=now,
-            execution_id=started.execution_id,
-            history_seq=seq,
-            input=stored.input,
-        )
-        await self._broker.put_record(
-            iid, encode_record(record), seq, history_seq_of, new=not last_seq
-        )
+                await self._broker.put_record(
+                    iid, pending_record(seq), seq, history_seq_of, new=not last_seq
+                )
+                return iid
+            # The start travels to the workers as work, which append execution_started together
+            # with the run's first task (one atomic append for both). The PENDING record comes
+            # first, written only if it is still as read, so of concurrent starts one wins and
+            # a worker that takes the start always finds the record.
+            if not await self._broker.claim_record(iid, pending_record(last_seq), revision):
+                raise InstanceAlreadyRunningError(
+                    f"instance {iid!r} was started by someone else just now"
+                )
+            # One message on the instance's outbox subject, sourced into the work stream like
+            # every other dispatch. Its id is the same for everyone who read the history at this
+            # sequence: a second copy (a retry) is dropped by the stream.
+            item = WorkItem(iid, [stored], started.execution_id, after_seq=last_seq)
+            if not await self._broker.publish_unique(
+                s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+                headers={"Nats-TTL": self._broker.outbox_ttl},
+            ):
+                raise still_running  # an earlier start decided at this sequence is on its way
         return iid
 
     async def _append_scheduled_start(

@@ -99,6 +99,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.ConnectionClosedError,
 )
 """Errors of the messaging layer, not of the workflow: retried without marking it STALLED."""
+START_WAIT = 0.2
+"""Seconds after which events that overtook their instance's start are delivered again."""
+START_WAIT_DELIVERIES = 50
+"""Deliveries after which such events are dead-lettered (the start never came)."""
 
 
 class ActivityContext:
@@ -743,6 +747,11 @@ class WorkflowRuntime:
         prefix_events: list[HistoryEvent] = []
         if not history:
             if started is None:
+                if await self._start_on_its_way(instance_id, msgs):
+                    # Events that overtook their instance's start (raised right after a client
+                    # start, before the start reached the work stream): deliver them again.
+                    log.info("work_item.waiting_for_start", instance_id=instance_id)
+                    return START_WAIT
                 reason = f"no instance {instance_id!r}: nothing to deliver the events to"
                 log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
                 for msg in msgs:
@@ -914,6 +923,17 @@ class WorkflowRuntime:
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     return False
         return True
+
+    async def _start_on_its_way(self, instance_id: str, msgs: list[Msg]) -> bool:
+        """True if a client has started the instance (its record is PENDING) but the start has
+        not reached a worker yet, and ``msgs`` have not waited for it ``START_WAIT_DELIVERIES``
+        times already."""
+        if max(msg.metadata.num_delivered for msg in msgs) >= START_WAIT_DELIVERIES:
+            return False
+        stored = await self.broker.get_record(instance_id)
+        return stored is not None and (
+            decode_record(stored[0]).status == WorkflowStatus.PENDING.value
+        )
 
     @staticmethod
     def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:

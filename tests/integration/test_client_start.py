@@ -157,3 +157,26 @@ class TestClientStart:
 
 def _logged(logs: list[dict[str, object]], event: str, instance_id: str) -> bool:
     return any(e["event"] == event and e.get("instance_id") == instance_id for e in logs)
+
+
+class TestEventsBeforeTheStart:
+    async def test_event_that_overtakes_the_start_waits_for_it(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """An event raised right after a client start can reach a worker before the start
+        does (the start travels through the history stream); it is delivered again until the
+        run exists, not dead-lettered."""
+        async with echo_runtime(nats_url, prefix):
+            pass  # creates the workflows consumer
+        await client.schedule_new_workflow("echo", input="held", instance_id="overtaken")
+        # Hold the start back, as if it were slow to arrive.
+        work = await broker.js.pull_subscribe_bind(
+            durable=broker.subjects.workflows_consumer, stream=broker.subjects.work_stream
+        )
+        (start,) = await work.fetch(1, timeout=10)
+        await start.nak(delay=3)
+        await work.unsubscribe()
+        await client.raise_workflow_event("overtaken", "go")
+        async with echo_runtime(nats_url, prefix):
+            state = await client.wait_for_workflow_completion("overtaken", timeout=30)
+        assert '"held"' == state.serialized_output

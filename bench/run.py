@@ -259,9 +259,16 @@ async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
         # Medians of 20 steps around step 10 and of the last 20 steps.
         early = statistics.median(steps[1:21]) * 1000
         late = statistics.median(steps[-20:]) * 1000
+        # Median step of each tenth of the run, to see a trend rather than two points.
+        tenth = max(1, len(steps) // 10)
+        profile = [
+            round(statistics.median(steps[i:i + tenth]) * 1000, 2)
+            for i in range(0, tenth * 10, tenth)
+        ]
         result.extra.update(
             step_ms_at_10=round(early, 2), step_ms_at_end=round(late, 2),
             end_over_start=round(late / early, 2),
+            step_ms_by_tenth=",".join(str(ms) for ms in profile),
         )
     return result
 

@@ -838,17 +838,30 @@ class JetStreamBroker:
                 continue
         raise RuntimeError(f"could not update the record of {instance_id!r}: too much contention")
 
-    async def claim_record(self, instance_id: str, value: bytes, revision: int | None) -> bool:
+    async def claim_record(
+        self, instance_id: str, value: bytes, revision: int | None
+    ) -> int | None:
         """Write a record only if it is still as the caller read it: absent (``revision``
-        None) or at ``revision``. False if someone else wrote it in between."""
+        None) or at ``revision``. Its new revision, or None if someone else wrote it in
+        between."""
         try:
             if revision is None:
-                await (await self.instances()).create(instance_id, value)
-            else:
-                await self._update_record(instance_id, value, revision)
+                return int(await (await self.instances()).create(instance_id, value))
+            return await self._update_record(instance_id, value, revision)
         except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            return False
-        return True
+            return None
+
+    async def release_record(
+        self, instance_id: str, previous: bytes | None, revision: int
+    ) -> None:
+        """Undo a ``claim_record`` that wrote ``revision``: put back the ``previous`` value
+        (None: no record), unless the record changed since."""
+        kv = await self.instances()
+        with contextlib.suppress(KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            if previous is None:
+                await kv.delete(instance_id, last=revision)
+            else:
+                await self._update_record(instance_id, previous, revision)
 
     async def _update_record(self, instance_id: str, value: bytes, revision: int) -> int:
         """Replace a record if its revision is still ``revision``; the new revision.

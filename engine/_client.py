@@ -151,7 +151,7 @@ class WorkflowClient:
             f"instance {instance_id!r} is still running; wait for it, terminate it, "
             "or choose another instance id"
         )
-        revision: int | None = None  # the record's revision as read (None: no record)
+        previous: tuple[bytes, int] | None = None  # the record as read, and its revision
         if instance_id is None:  # a fresh id has no history to read
             iid, last_seq = new_instance_id(), 0
         else:
@@ -165,7 +165,7 @@ class WorkflowClient:
                         and last.status != "CONTINUED_AS_NEW"):
                     raise still_running
             if stored_record is not None:
-                revision = stored_record[1]
+                previous = stored_record
                 pending = decode_record(stored_record[0])
                 if pending.status == WorkflowStatus.PENDING.value and (
                     pending.history_seq == last_seq
@@ -216,7 +216,10 @@ class WorkflowClient:
             # with the run's first task (one atomic append for both). The PENDING record comes
             # first, written only if it is still as read, so of concurrent starts one wins and
             # a worker that takes the start always finds the record.
-            if not await self._broker.claim_record(iid, pending_record(last_seq), revision):
+            claimed = await self._broker.claim_record(
+                iid, pending_record(last_seq), None if previous is None else previous[1]
+            )
+            if claimed is None:
                 raise InstanceAlreadyRunningError(
                     f"instance {iid!r} was started by someone else just now"
                 )
@@ -224,10 +227,18 @@ class WorkflowClient:
             # every other dispatch. Its id is the same for everyone who read the history at this
             # sequence: a second copy (a retry) is dropped by the stream.
             item = WorkItem(iid, [stored], started.execution_id, after_seq=last_seq)
-            if not await self._broker.publish_unique(
-                s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
-                headers={"Nats-TTL": self._broker.outbox_ttl},
-            ):
+            try:
+                sent = await self._broker.publish_unique(
+                    s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+                    headers={"Nats-TTL": self._broker.outbox_ttl},
+                )
+            except BaseException:
+                # No start went out: do not leave a PENDING record that nothing will run.
+                await self._broker.release_record(
+                    iid, None if previous is None else previous[0], claimed
+                )
+                raise
+            if not sent:
                 raise still_running  # an earlier start decided at this sequence is on its way
         return iid
 

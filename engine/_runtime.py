@@ -752,6 +752,7 @@ class WorkflowRuntime:
                     # start, before the start reached the work stream): deliver them again.
                     log.info("work_item.waiting_for_start", instance_id=instance_id)
                     return START_WAIT
+                await self._terminate_unstarted(instance_id, [e for e, _ in received])
                 reason = f"no instance {instance_id!r}: nothing to deliver the events to"
                 log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
                 for msg in msgs:
@@ -934,6 +935,23 @@ class WorkflowRuntime:
         return stored is not None and (
             decode_record(stored[0]).status == WorkflowStatus.PENDING.value
         )
+
+    async def _terminate_unstarted(self, instance_id: str, events: list[HistoryEvent]) -> None:
+        """A terminate for an instance whose start never came (its record stays PENDING, e.g.
+        the starting client died between writing the record and sending the start) ends the
+        record as TERMINATED, so the id can be purged or started again."""
+        terminate = next((e for e in events if isinstance(e, ExecutionTerminated)), None)
+        stored = await self.broker.get_record(instance_id) if terminate else None
+        if terminate is None or stored is None:
+            return
+        record = decode_record(stored[0])
+        if record.status != WorkflowStatus.PENDING.value:
+            return
+        record.status = TERMINATED
+        record.output = terminate.output
+        record.last_updated_at = datetime.now(UTC)
+        log.info("workflow.terminated_before_start", instance_id=instance_id)
+        await self.broker.claim_record(instance_id, encode_record(record), stored[1])
 
     @staticmethod
     def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:

@@ -17,6 +17,7 @@ from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowSta
 from engine._errors import InstanceAlreadyRunningError
 from engine._events import ExecutionStarted, WorkItem, decode_event, encode
 from engine._payload import to_json
+from engine._state import InstanceRecord, encode_record
 
 
 def echo_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
@@ -180,3 +181,24 @@ class TestEventsBeforeTheStart:
         async with echo_runtime(nats_url, prefix):
             state = await client.wait_for_workflow_completion("overtaken", timeout=30)
         assert '"held"' == state.serialized_output
+
+    async def test_terminate_ends_a_start_that_never_came(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """A PENDING record whose start was never sent (the starting client died in between)
+        is ended by terminate once its wait for the start runs out; the id can then be started
+        again."""
+        now = datetime.now(UTC)
+        orphan = InstanceRecord(
+            instance_id="orphan", name="echo", status="PENDING", created_at=now,
+            last_updated_at=now, execution_id="never-sent",
+        )
+        assert await broker.claim_record("orphan", encode_record(orphan), None) is not None
+        async with echo_runtime(nats_url, prefix):
+            await client.terminate_workflow("orphan", output="gone")
+            ended = await client.wait_for_workflow_completion("orphan", timeout=40)
+            await client.schedule_new_workflow("echo", input="again", instance_id="orphan")
+            output = await run_to_end(client, "orphan")
+        assert (WorkflowStatus.TERMINATED, '"gone"', '"again"') == (
+            ended.runtime_status, ended.serialized_output, output
+        )

@@ -61,3 +61,31 @@ class TestReadRecords:
             await kv.put(f"l{i}", b"x")
         counts = await asyncio.gather(*[broker.list_records() for _ in range(50)])
         assert [3] * 50 == [len(values) for values in counts]
+
+
+class TestClaimRecord:
+    async def test_claim_wins_once_and_release_puts_back(self, broker: JetStreamBroker) -> None:
+        """Of two claims on the record as read, one wins; releasing the winner's write restores
+        what was there (or no record)."""
+        first = await broker.claim_record("c1", b"one", None)
+        second = await broker.claim_record("c1", b"two", None)
+        assert first is not None and second is None
+        await broker.release_record("c1", None, first)
+        assert await broker.get_record("c1") is None
+        created = await broker.claim_record("c1", b"base", None)
+        assert created is not None
+        claimed = await broker.claim_record("c1", b"mine", created)
+        assert claimed is not None and await broker.claim_record("c1", b"late", created) is None
+        await broker.release_record("c1", b"base", claimed)
+        stored = await broker.get_record("c1")
+        assert stored is not None and b"base" == stored[0]
+
+    async def test_release_leaves_a_newer_write(self, broker: JetStreamBroker) -> None:
+        """A release does not undo what someone else wrote after the claim."""
+        claimed = await broker.claim_record("c2", b"mine", None)
+        assert claimed is not None
+        newer = await broker.claim_record("c2", b"newer", claimed)
+        assert newer is not None
+        await broker.release_record("c2", None, claimed)
+        stored = await broker.get_record("c2")
+        assert stored is not None and b"newer" == stored[0]

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
 import ssl
+import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,7 @@ from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter
 from brokers._errors import (
     ERR_WRONG_LAST_SEQUENCE,
     ERR_WRONG_LAST_SEQUENCE_CONSTANT,
+    TRANSIENT_ERRORS,
     JetStreamError,
     UnavailableError,
     api_error,
@@ -64,6 +67,8 @@ RECORD_READ_WAIT = 5.0
 """Seconds ``read_records`` waits for a change before asking again."""
 RECORD_READER_IDLE = 30.0
 """Seconds after which the server drops the consumer of a record reader that went away."""
+RECORD_READER_RETRY_BUDGET = 20.0
+"""Seconds a record reader keeps replacing a consumer that fails before it gives up."""
 
 
 def kept_replicas(current: int | None, requested: int) -> int:
@@ -207,6 +212,20 @@ class RecordEntry:
     value: bytes | None
     """The encoded record; None once the instance is purged."""
     revision: int
+
+
+_READER_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, nats.js.errors.APIError)
+"""What makes a record reader replace its consumer."""
+
+
+def _record_entry(msg: Msg, bucket: str) -> RecordEntry:
+    """A message of the instances bucket as a ``RecordEntry``."""
+    operation = (msg.headers or {}).get("KV-Operation")
+    return RecordEntry(
+        msg.subject[len(f"$KV.{bucket}."):],
+        None if operation in ("DEL", "PURGE") else msg.data,
+        msg.metadata.sequence.stream,
+    )
 
 
 @dataclass
@@ -895,13 +914,12 @@ class JetStreamBroker:
 
     async def list_records(self) -> list[bytes]:
         """Every instance record (deleted and purged ones left out)."""
-        values: list[bytes] = []
+        latest: dict[str, bytes | None] = {}
         async for entry in self.read_records():
             if entry is None:
                 break
-            if entry.value is not None:
-                values.append(entry.value)
-        return values
+            latest[entry.key] = entry.value  # a reader that started over repeats keys
+        return [value for value in latest.values() if value is not None]
 
     async def read_records(self) -> AsyncGenerator[RecordEntry | None, None]:
         """Every instance record's current value, then ``None`` once all of them are delivered,
@@ -909,46 +927,72 @@ class JetStreamBroker:
 
         A pull consumer delivers nothing before it is asked, so its pending count at creation
         says exactly how many current values there are. (A push watch can be told "no more"
-        before its first values are handled, and a listing then comes back empty.)
+        before its first values are handled, and a listing then comes back empty.) If the
+        consumer is lost (a leader election, a server restart) a new one takes over: before the
+        ``None`` it starts the current values over (keys may repeat), after it it goes on from
+        the next revision.
         """
         await self.instances()
+        caught_up = False
+        after = 0  # the highest revision delivered
+        failing_since: float | None = None
+        while True:
+            created, sub = await retry_transient(
+                functools.partial(self._record_reader, after + 1 if caught_up else None)
+            )
+            try:
+                if not caught_up and int(created.get("num_pending", 0)) == 0:
+                    caught_up = True
+                    yield None
+                while True:
+                    try:
+                        messages = await sub.fetch(RECORD_READ_BATCH, timeout=RECORD_READ_WAIT)
+                    except TimeoutError:
+                        continue  # nothing changed: ask again
+                    failing_since = None
+                    for msg in messages:
+                        entry = _record_entry(msg, self.subjects.instances_bucket)
+                        after = max(after, entry.revision)
+                        yield entry
+                        if not caught_up and msg.metadata.num_pending == 0:
+                            caught_up = True
+                            yield None
+            except _READER_ERRORS as exc:
+                # The consumer went away or its server is failing over: start a new one, for
+                # as long as retry_transient would keep asking.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > RECORD_READER_RETRY_BUDGET:
+                    raise
+                _log.info("records.reader_restarted", error=repr(exc))
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _record_reader(self, from_seq: int | None) -> tuple[dict[str, Any], Any]:
+        """A pull consumer on the instances bucket: the current value of every key
+        (``from_seq`` None), or every change from ``from_seq``; its creation reply and
+        subscription."""
         bucket = self.subjects.instances_bucket
-        prefix = f"$KV.{bucket}."
         stream = f"KV_{bucket}"
+        deliver: dict[str, Any] = (
+            {"deliver_policy": "last_per_subject"} if from_seq is None
+            else {"deliver_policy": "by_start_sequence", "opt_start_seq": from_seq}
+        )
         # Created by the plain API subject (no name in it), which a viewer is allowed to use.
         created = await self._api(f"CONSUMER.CREATE.{stream}", {
             "stream_name": stream,
             "config": {
-                "filter_subject": f"{prefix}>",
-                "deliver_policy": "last_per_subject",
+                "filter_subject": f"$KV.{bucket}.>",
                 "ack_policy": "none",
                 "inactive_threshold": int(RECORD_READER_IDLE * 1_000_000_000),
                 "mem_storage": True,
+                **deliver,
             },
         })
         sub = await self.js.pull_subscribe_bind(
             durable=None, stream=stream, name=created["name"]
         )
-        try:
-            caught_up = int(created.get("num_pending", 0)) == 0
-            if caught_up:
-                yield None
-            while True:
-                try:
-                    messages = await sub.fetch(RECORD_READ_BATCH, timeout=RECORD_READ_WAIT)
-                except TimeoutError:
-                    continue  # nothing changed: ask again
-                for msg in messages:
-                    operation = (msg.headers or {}).get("KV-Operation")
-                    yield RecordEntry(
-                        msg.subject[len(prefix):],
-                        None if operation in ("DEL", "PURGE") else msg.data,
-                        msg.metadata.sequence.stream,
-                    )
-                    if not caught_up and msg.metadata.num_pending == 0:
-                        caught_up = True
-                        yield None
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        return created, sub
 

@@ -53,6 +53,30 @@ class TestReadRecords:
             (e.key, e.value) for e in changes if e is not None
         ]
 
+    async def test_a_lost_consumer_is_replaced_without_a_gap(
+        self, broker: JetStreamBroker
+    ) -> None:
+        """If the reader's consumer disappears (a fail-over, a server restart), a new one goes
+        on from the next revision: later changes still arrive, none twice."""
+        kv = await broker.instances()
+        await kv.put("before", b"1")
+        stream = f"KV_{broker.subjects.instances_bucket}"
+        records = broker.read_records()
+        try:
+            assert ["before"] == [e.key for e in await _until_marker(records)]
+            names = (await broker.api(f"CONSUMER.NAMES.{stream}", None))["consumers"]
+            for name in names:
+                await broker.api(f"CONSUMER.DELETE.{stream}.{name}", None)
+            await kv.put("after", b"2")
+            await kv.put("later", b"3")
+            async with asyncio.timeout(30):
+                changes = [await anext(records), await anext(records)]
+        finally:
+            await records.aclose()
+        assert [("after", b"2"), ("later", b"3")] == [
+            (e.key, e.value) for e in changes if e is not None
+        ]
+
     async def test_listing_is_complete_every_time(self, broker: JetStreamBroker) -> None:
         """Listing right after writes never comes back short (a push watch could say "no more"
         before its first values were handled)."""

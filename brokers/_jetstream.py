@@ -862,13 +862,27 @@ class JetStreamBroker:
     ) -> int | None:
         """Write a record only if it is still as the caller read it: absent (``revision``
         None) or at ``revision``. Its new revision, or None if someone else wrote it in
-        between."""
-        try:
-            if revision is None:
-                return int(await (await self.instances()).create(instance_id, value))
-            return await self._update_record(instance_id, value, revision)
-        except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            return None
+        between. Asked again for a few seconds while a leader is being elected."""
+        kv = await self.instances()
+        answered = True
+
+        async def attempt() -> int | None:
+            nonlocal answered
+            try:
+                if revision is None:
+                    return int(await kv.create(instance_id, value))
+                return await self._update_record(instance_id, value, revision)
+            except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                if not answered:  # an earlier attempt may have written it, its answer lost
+                    current = await self._get_record(instance_id)
+                    if current is not None and current[0] == value:
+                        return current[1]
+                return None
+            except BaseException:
+                answered = False
+                raise
+
+        return await retry_transient(attempt)
 
     async def release_record(
         self, instance_id: str, previous: bytes | None, revision: int

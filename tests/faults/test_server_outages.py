@@ -144,6 +144,12 @@ class TestClusterNodeLoss:
                 # Client calls while the cluster elects new leaders are answered, not failed.
                 during = [await client.get_workflow_state(iid) for iid in list(expected)[:5]]
                 history = await client.get_history(next(iter(expected)))
+                for i in range(3):  # and starts made meanwhile run
+                    late = await client.schedule_new_workflow(
+                        "saga", input={"base": 100 + i, "fan": 2, "timer_s": 1.0},
+                        instance_id=f"late-{i}",
+                    )
+                    expected[late] = expected_saga_output(100 + i)
                 try:
                     await _assert_complete_once(client, expected, record, timeout=60)
                 except BaseException:

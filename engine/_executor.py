@@ -222,6 +222,8 @@ class WorkflowExecution:
         self.is_replaying = False
         self._new = []
         self._patches_new = []
+        # Workflow time never goes backwards, even when the workers' clocks disagree.
+        now = max(now, self.current_time)
         task_started_at = len(self._new)
         self._apply(WorkflowTaskStarted(timestamp=now), record=True)
         for event in incoming:

@@ -705,8 +705,7 @@ class WorkflowRuntime:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
-        now = datetime.now(UTC)
-        parsed = [self._events_of(instance_id, msg, now) for msg in msgs]
+        parsed = [self._events_of(instance_id, msg, datetime.now(UTC)) for msg in msgs]
         from_cache = instance_id in self._cache
         if may_skip_read and not from_cache and self._only_fresh_starts(msgs, parsed):
             # No history can exist yet (the id was derived from this very message, or the
@@ -715,6 +714,9 @@ class WorkflowRuntime:
             run = _CachedRun([], 0)
         else:
             run = await self._history(instance_id)
+        # The task's time is taken after the read: a read that waited (a fail-over) may return
+        # tasks other workers committed meanwhile, and the workflow's time must not go back.
+        now = datetime.now(UTC)
         started: ExecutionStarted | None = None
         start_after = 0
         received: list[tuple[HistoryEvent, str]] = []

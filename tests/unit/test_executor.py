@@ -1080,3 +1080,14 @@ class TestForeignAwaitables:
         with pytest.raises(NonDeterminismError) as caught:
             execution.run_task([], T0)
         assert "awaited int: 5" == caught.value.actual
+
+
+class TestWorkflowTime:
+    def test_a_task_on_a_slower_clock_keeps_the_workflow_time(self) -> None:
+        """A task run by a worker whose clock is behind the last task's time is stamped with
+        the last task's time: workflow time never goes backwards."""
+        sim = Simulation(registry_of(chain_async), 1)
+        first = task_started(sim.step(after=timedelta(seconds=5)))
+        sim.now -= timedelta(seconds=3)  # the next worker's clock is 3 s behind
+        second = task_started(sim.step(sim.completed(1, 2)))
+        assert first.timestamp == second.timestamp

@@ -1,5 +1,5 @@
 """The NATS side fails: a server restart under load, and the loss of nodes of a cluster (one
-node, and a node that rejoins)."""
+node, a node that rejoins, two nodes at once)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import nats.errors
 import pytest
 from fault_worker import expected_saga_output
-from faultkit import assert_completed_once, effect_counts
+from faultkit import WorkerPool, assert_completed_once, effect_counts, wait_all_completed
 from nats.aio.client import Client as NATS
 
+from brokers._errors import UnavailableError
 from brokers._server import EmbeddedNatsServer, NatsCluster, free_port
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
 
@@ -208,6 +209,37 @@ async def _wait_replicas_current(nc: NATS, prefix: str, member: str, timeout: fl
             await asyncio.sleep(0.2)
 
 
+def _has_no_leader(node: EmbeddedNatsServer, prefix: str) -> bool:
+    """True when ``node`` reports itself unhealthy and knows no leader of the meta group nor of
+    any stream of ``prefix`` (what a node left alone in a cluster of three comes to)."""
+    if node.is_healthy():
+        return False
+    jsz = node.monitor("jsz", accounts=True, streams=True)
+    leaders = [(jsz.get("meta_cluster") or {}).get("leader")] + [
+        (detail.get("cluster") or {}).get("leader")
+        for account in jsz.get("account_details") or []
+        for detail in account.get("stream_detail") or []
+        if detail.get("name") in _all_streams(prefix)
+    ]
+    return 1 + len(_all_streams(prefix)) == len(leaders) and not any(leaders)
+
+
+async def _wait_no_leader(node: EmbeddedNatsServer, prefix: str, timeout: float) -> None:
+    """Wait until ``node`` reports the loss of quorum (``_has_no_leader``; asked every 0.2 s)."""
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(_has_no_leader, node, prefix):
+            await asyncio.sleep(0.2)
+
+
+def _unconfirmed_activity_acks(workers: WorkerPool, prefix: str) -> int:
+    """How many activity tasks' acks the workers gave up confirming (``ack.not_confirmed``)."""
+    return sum(
+        "event='ack.not_confirmed'" in line and f"subject='{prefix}.outbox.activity." in line
+        for worker in workers.started
+        for line in worker.log().splitlines()
+    )
+
+
 class TestClusterNodeRejoin:
     """A node of a 3-node R3 cluster is killed, comes back, and then has to carry the cluster."""
 
@@ -256,6 +288,72 @@ class TestClusterNodeRejoin:
                 assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
                     client._broker.nc, _all_streams(prefix)
                 )
+            finally:
+                await client.close()
+            assert [True, True] == [w.alive for w in workers.started]
+            await workers.stop_all()
+
+
+class TestClusterQuorumLoss:
+    """A 3-node R3 cluster loses two nodes at once, so no stream has a quorum, and gets them
+    back."""
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(240)
+    async def test_no_saga_is_lost_while_quorum_is_gone(self, tmp_path, workers):
+        """SIGKILL two of three nodes while 40 sagas run: the last node reports itself unhealthy
+        and knows no leader; a start and a read sent then fail with UnavailableError (JetStream
+        error 10008) instead of hanging, and the refused start leaves no instance behind; once
+        both nodes are back on their stores and ports, workers and client reconnect by
+        themselves and every saga started before the loss completes exactly once (an activity
+        whose ack could not be confirmed during the loss may run once more, deduplicated)."""
+        prefix = "quorum"
+        record = tmp_path / "effects.log"
+        with NatsCluster(tmp_path / "cluster") as cluster:
+            common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
+            await workers.spawn(cluster.urls, prefix, "w1", *common)
+            await workers.spawn(cluster.urls, prefix, "w2", *common)
+            client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
+            try:
+                expected = await _start(client, 40, timer_s=1.0)
+                await _wait_some_running(client, 10, timeout=30)
+                meta = await asyncio.to_thread(cluster.meta_leader)
+                survivor = next(n for n in cluster.nodes if n is not meta)
+                lost = [n for n in cluster.nodes if n is not survivor]
+                for node in lost:
+                    node.kill()
+                await _wait_no_leader(survivor, prefix, timeout=60)
+                start = asyncio.create_task(client.schedule_new_workflow(
+                    "saga", input={"base": 0, "fan": 2}, instance_id="during-loss"
+                ))
+                read = asyncio.create_task(
+                    client.get_workflow_state(next(iter(expected)))
+                )
+                # Both are asked again for ~20 s, then fail: a guard, not a measured delay.
+                finished, _ = await asyncio.wait({start, read}, timeout=90)
+                assert {start, read} == finished, "a client call hangs while quorum is lost"
+                assert [UnavailableError, UnavailableError] == [
+                    type(start.exception()), type(read.exception())
+                ]
+                assert "JetStream error 10008" in str(start.exception())
+                for node in lost:
+                    node.start()  # same store, ports and config file
+                for node in cluster.nodes:
+                    await asyncio.to_thread(node.wait_until_healthy, 60)
+                try:
+                    await wait_all_completed(client, list(expected), timeout=90)
+                    # An activity whose ack no server could confirm before the runtime gave up
+                    # is delivered again once its lease runs out and runs once more, with the
+                    # same task_execution_id; its result is deduplicated in the history.
+                    reruns = _unconfirmed_activity_acks(workers, prefix)
+                    await assert_completed_once(
+                        client, expected, faults=2, record=record, reruns=reruns
+                    )
+                except BaseException:
+                    await workers.dump_all()  # connection state and stacks into their logs
+                    raise
+                assert 3 * len(expected) == len(effect_counts(record))
+                assert None is await client.get_workflow_state("during-loss")  # nothing left
             finally:
                 await client.close()
             assert [True, True] == [w.alive for w in workers.started]

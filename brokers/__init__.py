@@ -4,7 +4,7 @@ Streams, consumers, the history store, durable timers, atomic appends and the in
 """
 
 from brokers._auth import InvalidNatsAuthError, NatsAuth
-from brokers._errors import AppendConflictError
+from brokers._errors import AppendConflictError, UnavailableError
 from brokers._jetstream import (
     DispatchMessage,
     JetStreamBroker,
@@ -25,6 +25,7 @@ __all__ = [
     "NatsAuthorizationError",
     "NatsTlsError",
     "Subjects",
+    "UnavailableError",
     "connect_nats",
     "free_port",
     "nats_server_binary",

@@ -102,8 +102,13 @@ async def retry_transient(
     while True:
         try:
             return await read()
-        except retrying:
+        except retrying as exc:
             if time.monotonic() + delay > deadline:
+                if isinstance(exc, UnavailableError):
+                    raise UnavailableError(
+                        f"{exc}; still no answer after {budget:g} s: check that the NATS server"
+                        " (on a cluster, a majority of its nodes) is up"
+                    ) from exc
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)

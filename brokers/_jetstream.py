@@ -402,7 +402,13 @@ class JetStreamBroker:
     # ------------------------------------------------------------------ topology
 
     async def ensure_topology(self) -> None:
-        """Create (or update) the streams and the buckets. Idempotent; never lowers replicas."""
+        """Create (or update) the streams and the buckets. Idempotent; never lowers replicas.
+
+        Asked again for a few seconds while no leader answers (e.g. a cluster just restarted).
+        """
+        await retry_transient(self._ensure_topology)
+
+    async def _ensure_topology(self) -> None:
         s = self.subjects
         await self._ensure_stream(
             {
@@ -890,7 +896,8 @@ class JetStreamBroker:
         """Undo a ``claim_record`` that wrote ``revision``: put back the ``previous`` value
         (None: no record), unless the record changed since."""
         kv = await self.instances()
-        with contextlib.suppress(KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+        # Best effort: the caller is failing already and raises its own error.
+        with contextlib.suppress(Exception):
             if previous is None:
                 await kv.delete(instance_id, last=revision)
             else:

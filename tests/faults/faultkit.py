@@ -239,8 +239,9 @@ class FaultTally:
         return (
             f"fault tally: {self.workflows} workflows run, {self.faults} faults injected, "
             f"losses: {self.lost}, duplicates: {self.duplicated} "
-            f"(activity re-runs after a worker died, deduplicated by task_execution_id: "
-            f"{self.reruns}); random bad inputs: {self.bad_inputs}, "
+            f"(designed activity re-runs, after a worker died or an ack went unconfirmed, "
+            f"deduplicated by task_execution_id: {self.reruns}); "
+            f"random bad inputs: {self.bad_inputs}, "
             f"dead-lettered: {self.dead_lettered}"
         )
 

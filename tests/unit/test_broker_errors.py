@@ -99,6 +99,15 @@ class TestRetryTransient:
             await retry_transient(read, budget=0.05, first_delay=0.001)
         assert len(calls) > 1
 
+    async def test_unavailable_after_the_budget_says_what_to_check(self) -> None:
+        """An UnavailableError that outlasts the budget keeps its text and says what to check."""
+
+        async def read() -> str:
+            raise UnavailableError("JetStream error 10008: no leader")
+
+        with pytest.raises(UnavailableError, match=r"10008.*majority of its nodes"):
+            await retry_transient(read, budget=0.05, first_delay=0.001)
+
     async def test_other_errors_are_not_retried(self) -> None:
         """A refusal (e.g. a missing stream) is raised at once."""
         calls: list[int] = []

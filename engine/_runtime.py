@@ -749,12 +749,16 @@ class WorkflowRuntime:
         prefix_events: list[HistoryEvent] = []
         if not history:
             if started is None:
-                if await self._start_on_its_way(instance_id, msgs):
-                    # Events that overtook their instance's start (raised right after a client
-                    # start, before the start reached the work stream): deliver them again.
-                    log.info("work_item.waiting_for_start", instance_id=instance_id)
-                    return START_WAIT
-                await self._terminate_unstarted(instance_id, [e for e, _ in received])
+                pending = await self._pending_record(instance_id)
+                if pending is not None:
+                    if max(m.metadata.num_delivered for m in msgs) < START_WAIT_DELIVERIES:
+                        # Events that overtook their instance's start (raised right after a
+                        # client start, before it reached the work stream): deliver them again.
+                        log.info("work_item.waiting_for_start", instance_id=instance_id)
+                        return START_WAIT
+                    await self._terminate_unstarted(
+                        instance_id, pending, [e for e, _ in received]
+                    )
                 reason = f"no instance {instance_id!r}: nothing to deliver the events to"
                 log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
                 for msg in msgs:
@@ -927,33 +931,31 @@ class WorkflowRuntime:
                     return False
         return True
 
-    async def _start_on_its_way(self, instance_id: str, msgs: list[Msg]) -> bool:
-        """True if a client has started the instance (its record is PENDING) but the start has
-        not reached a worker yet, and ``msgs`` have not waited for it ``START_WAIT_DELIVERIES``
-        times already."""
-        if max(msg.metadata.num_delivered for msg in msgs) >= START_WAIT_DELIVERIES:
-            return False
+    async def _pending_record(self, instance_id: str) -> tuple[InstanceRecord, int] | None:
+        """The instance's record and its revision if it is PENDING: a client has started it and
+        no worker has taken the start yet."""
         stored = await self.broker.get_record(instance_id)
-        return stored is not None and (
-            decode_record(stored[0]).status == WorkflowStatus.PENDING.value
-        )
-
-    async def _terminate_unstarted(self, instance_id: str, events: list[HistoryEvent]) -> None:
-        """A terminate for an instance whose start never came (its record stays PENDING, e.g.
-        the starting client died between writing the record and sending the start) ends the
-        record as TERMINATED, so the id can be purged or started again."""
-        terminate = next((e for e in events if isinstance(e, ExecutionTerminated)), None)
-        stored = await self.broker.get_record(instance_id) if terminate else None
-        if terminate is None or stored is None:
-            return
+        if stored is None:
+            return None
         record = decode_record(stored[0])
-        if record.status != WorkflowStatus.PENDING.value:
+        return (record, stored[1]) if record.status == WorkflowStatus.PENDING.value else None
+
+    async def _terminate_unstarted(
+        self, instance_id: str, pending: tuple[InstanceRecord, int], events: list[HistoryEvent]
+    ) -> None:
+        """A terminate for an instance whose start never came (its record stays PENDING
+        after ``START_WAIT_DELIVERIES``, e.g. the starting client died between writing the
+        record and sending the start) ends the record as TERMINATED, so the id can be purged
+        or started again."""
+        terminate = next((e for e in events if isinstance(e, ExecutionTerminated)), None)
+        if terminate is None:
             return
+        record, revision = pending
         record.status = TERMINATED
         record.output = terminate.output
         record.last_updated_at = datetime.now(UTC)
         log.info("workflow.terminated_before_start", instance_id=instance_id)
-        await self.broker.claim_record(instance_id, encode_record(record), stored[1])
+        await self.broker.claim_record(instance_id, encode_record(record), revision)
 
     @staticmethod
     def _is_stale(run: _CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:

@@ -4,7 +4,10 @@ node, a node that rejoins, two nodes at once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -31,6 +34,31 @@ async def _start(
         )
         expected[iid] = expected_saga_output(i)
     return expected
+
+
+@contextlib.asynccontextmanager
+async def _cluster_run(
+    tmp_path: Path, workers: WorkerPool, prefix: str
+) -> AsyncIterator[tuple[NatsCluster, WorkflowClient, Path]]:
+    """A 3-node cluster, two workers hosting workflows and activities at R3, and a client:
+    (cluster, client, the activity effects log). A failure inside first has the workers write
+    their connection state and stacks into their logs; on a clean exit both workers must
+    still be alive."""
+    record = tmp_path / "effects.log"
+    with NatsCluster(tmp_path / "cluster") as cluster:
+        common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
+        await workers.spawn(cluster.urls, prefix, "w1", *common)
+        await workers.spawn(cluster.urls, prefix, "w2", *common)
+        client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
+        try:
+            yield cluster, client, record
+        except BaseException:
+            await workers.dump_all()  # connection state and stacks into their logs
+            raise
+        finally:
+            await client.close()
+        assert [True, True] == [w.alive for w in workers.started]
+        await workers.stop_all()
 
 
 async def _wait_some_running(client: WorkflowClient, at_least: int, timeout: float) -> None:
@@ -138,40 +166,26 @@ class TestClusterNodeLoss:
         the history stream's leader or the workflows consumer's leader) loses nothing: every
         saga completes once, and the streams stay at R3 although the client asks for none."""
         prefix = "cluster"
-        record = tmp_path / "effects.log"
-        with NatsCluster(tmp_path / "cluster") as cluster:
-            common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
-            await workers.spawn(cluster.urls, prefix, "w1", *common)
-            await workers.spawn(cluster.urls, prefix, "w2", *common)
-            client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
-            try:
-                expected = await _start(client, 40, timer_s=1.0)
-                await _wait_some_running(client, 10, timeout=30)
-                victim = await asyncio.to_thread(_victim, cluster, prefix, role)
-                victim.kill()
-                # Client calls while the cluster elects new leaders are answered, not failed.
-                during = [await client.get_workflow_state(iid) for iid in list(expected)[:5]]
-                history = await client.get_history(next(iter(expected)))
-                for i in range(3):  # and starts made meanwhile run
-                    late = await client.schedule_new_workflow(
-                        "saga", input={"base": 100 + i, "fan": 2, "timer_s": 1.0},
-                        instance_id=f"late-{i}",
-                    )
-                    expected[late] = expected_saga_output(100 + i)
-                try:
-                    await _assert_complete_once(client, expected, record, timeout=60)
-                except BaseException:
-                    await workers.dump_all()  # connection state and stacks into their logs
-                    raise
-                assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
-                    client._broker.nc, _all_streams(prefix)
+        async with _cluster_run(tmp_path, workers, prefix) as (cluster, client, record):
+            expected = await _start(client, 40, timer_s=1.0)
+            await _wait_some_running(client, 10, timeout=30)
+            victim = await asyncio.to_thread(_victim, cluster, prefix, role)
+            victim.kill()
+            # Client calls while the cluster elects new leaders are answered, not failed.
+            during = [await client.get_workflow_state(iid) for iid in list(expected)[:5]]
+            history = await client.get_history(next(iter(expected)))
+            for i in range(3):  # and starts made meanwhile run
+                late = await client.schedule_new_workflow(
+                    "saga", input={"base": 100 + i, "fan": 2, "timer_s": 1.0},
+                    instance_id=f"late-{i}",
                 )
-                assert list(expected)[:5] == [state.instance_id for state in during]
-                assert "ExecutionStarted" == type(history[0]).__name__
-            finally:
-                await client.close()
-            assert [True, True] == [w.alive for w in workers.started]
-            await workers.stop_all()
+                expected[late] = expected_saga_output(100 + i)
+            await _assert_complete_once(client, expected, record, timeout=60)
+            assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
+                client._broker.nc, _all_streams(prefix)
+            )
+            assert list(expected)[:5] == [state.instance_id for state in during]
+            assert "ExecutionStarted" == type(history[0]).__name__
 
 
 def _current_with(group: dict[str, Any] | None, member: str) -> bool:
@@ -260,44 +274,30 @@ class TestClusterNodeRejoin:
         third group: quorum now needs the rejoined node, and every saga of the three groups
         completes exactly once."""
         prefix = "rejoin"
-        record = tmp_path / "effects.log"
         history = f"{prefix.upper()}_HISTORY"
-        with NatsCluster(tmp_path / "cluster") as cluster:
-            common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
-            await workers.spawn(cluster.urls, prefix, "w1", *common)
-            await workers.spawn(cluster.urls, prefix, "w2", *common)
-            client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
-            try:
-                expected = await _start(client, 40, timer_s=1.0, group="a")
-                await _wait_some_running(client, 10, timeout=30)
-                rejoined = await asyncio.to_thread(cluster.stream_leader, history)
-                rejoined.kill()
-                expected |= await _start(client, 40, timer_s=1.0, group="b")
-                rejoined.start()  # same store, ports and config file
-                await asyncio.to_thread(rejoined.wait_until_healthy, 60)
-                assert rejoined.server_name is not None
-                await _wait_replicas_current(
-                    client._broker.nc, prefix, rejoined.server_name, timeout=60
-                )
-                leader = await asyncio.to_thread(cluster.stream_leader, history)
-                second = (
-                    leader if leader is not rejoined
-                    else next(n for n in cluster.nodes if n is not rejoined)
-                )
-                second.kill()
-                expected |= await _start(client, 40, timer_s=1.0, group="c")
-                try:
-                    await _assert_complete_once(client, expected, record, timeout=90, faults=2)
-                except BaseException:
-                    await workers.dump_all()  # connection state and stacks into their logs
-                    raise
-                assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
-                    client._broker.nc, _all_streams(prefix)
-                )
-            finally:
-                await client.close()
-            assert [True, True] == [w.alive for w in workers.started]
-            await workers.stop_all()
+        async with _cluster_run(tmp_path, workers, prefix) as (cluster, client, record):
+            expected = await _start(client, 40, timer_s=1.0, group="a")
+            await _wait_some_running(client, 10, timeout=30)
+            rejoined = await asyncio.to_thread(cluster.stream_leader, history)
+            rejoined.kill()
+            expected |= await _start(client, 40, timer_s=1.0, group="b")
+            rejoined.start()  # same store, ports and config file
+            await asyncio.to_thread(rejoined.wait_until_healthy, 60)
+            assert rejoined.server_name is not None
+            await _wait_replicas_current(
+                client._broker.nc, prefix, rejoined.server_name, timeout=60
+            )
+            leader = await asyncio.to_thread(cluster.stream_leader, history)
+            second = (
+                leader if leader is not rejoined
+                else next(n for n in cluster.nodes if n is not rejoined)
+            )
+            second.kill()
+            expected |= await _start(client, 40, timer_s=1.0, group="c")
+            await _assert_complete_once(client, expected, record, timeout=90, faults=2)
+            assert {s: 3 for s in _all_streams(prefix)} == await _replicas(
+                client._broker.nc, _all_streams(prefix)
+            )
 
 
 class TestClusterQuorumLoss:
@@ -314,56 +314,42 @@ class TestClusterQuorumLoss:
         themselves and every saga started before the loss completes exactly once (an activity
         whose ack could not be confirmed during the loss may run once more, deduplicated)."""
         prefix = "quorum"
-        record = tmp_path / "effects.log"
-        with NatsCluster(tmp_path / "cluster") as cluster:
-            common = ("--workflows", "--activities", "--record", str(record), "--replicas", "3")
-            await workers.spawn(cluster.urls, prefix, "w1", *common)
-            await workers.spawn(cluster.urls, prefix, "w2", *common)
-            client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
-            try:
-                expected = await _start(client, 40, timer_s=1.0)
-                await _wait_some_running(client, 10, timeout=30)
-                meta = await asyncio.to_thread(cluster.meta_leader)
-                survivor = next(n for n in cluster.nodes if n is not meta)
-                lost = [n for n in cluster.nodes if n is not survivor]
-                for node in lost:
-                    node.kill()
-                await _wait_no_leader(survivor, prefix, timeout=60)
-                start = asyncio.create_task(client.schedule_new_workflow(
-                    "saga", input={"base": 0, "fan": 2}, instance_id="during-loss"
-                ))
-                read = asyncio.create_task(
-                    client.get_workflow_state(next(iter(expected)))
-                )
-                # Both are asked again for ~20 s, then fail: a guard, not a measured delay.
-                finished, _ = await asyncio.wait({start, read}, timeout=90)
-                assert {start, read} == finished, "a client call hangs while quorum is lost"
-                assert [UnavailableError, UnavailableError] == [
-                    type(start.exception()), type(read.exception())
-                ]
-                assert "JetStream error 10008" in str(start.exception())
-                for node in lost:
-                    node.start()  # same store, ports and config file
-                for node in cluster.nodes:
-                    await asyncio.to_thread(node.wait_until_healthy, 60)
-                try:
-                    await wait_all_completed(client, list(expected), timeout=90)
-                    # An activity whose ack no server could confirm before the runtime gave up
-                    # is delivered again once its lease runs out and runs once more, with the
-                    # same task_execution_id; its result is deduplicated in the history.
-                    reruns = _unconfirmed_activity_acks(workers, prefix)
-                    await assert_completed_once(
-                        client, expected, faults=2, record=record, reruns=reruns
-                    )
-                except BaseException:
-                    await workers.dump_all()  # connection state and stacks into their logs
-                    raise
-                assert 3 * len(expected) == len(effect_counts(record))
-                assert None is await client.get_workflow_state("during-loss")  # nothing left
-            finally:
-                await client.close()
-            assert [True, True] == [w.alive for w in workers.started]
-            await workers.stop_all()
+        async with _cluster_run(tmp_path, workers, prefix) as (cluster, client, record):
+            expected = await _start(client, 40, timer_s=1.0)
+            await _wait_some_running(client, 10, timeout=30)
+            meta = await asyncio.to_thread(cluster.meta_leader)
+            survivor = next(n for n in cluster.nodes if n is not meta)
+            lost = [n for n in cluster.nodes if n is not survivor]
+            for node in lost:
+                node.kill()
+            await _wait_no_leader(survivor, prefix, timeout=60)
+            start = asyncio.create_task(client.schedule_new_workflow(
+                "saga", input={"base": 0, "fan": 2}, instance_id="during-loss"
+            ))
+            read = asyncio.create_task(
+                client.get_workflow_state(next(iter(expected)))
+            )
+            # Both are asked again for ~20 s, then fail: a guard, not a measured delay.
+            finished, _ = await asyncio.wait({start, read}, timeout=90)
+            assert {start, read} == finished, "a client call hangs while quorum is lost"
+            assert [UnavailableError, UnavailableError] == [
+                type(start.exception()), type(read.exception())
+            ]
+            assert "JetStream error 10008" in str(start.exception())
+            for node in lost:
+                node.start()  # same store, ports and config file
+            for node in cluster.nodes:
+                await asyncio.to_thread(node.wait_until_healthy, 60)
+            await wait_all_completed(client, list(expected), timeout=90)
+            # An activity whose ack no server could confirm before the runtime gave up is
+            # delivered again once its lease runs out and runs once more, with the same
+            # task_execution_id; its result is deduplicated in the history.
+            reruns = _unconfirmed_activity_acks(workers, prefix)
+            await assert_completed_once(
+                client, expected, faults=2, record=record, reruns=reruns
+            )
+            assert 3 * len(expected) == len(effect_counts(record))
+            assert None is await client.get_workflow_state("during-loss")  # nothing left
 
 
 class TestClusterReplicas:

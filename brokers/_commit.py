@@ -273,3 +273,34 @@ class GroupCommitter:
     def _requeue(self, group: list[_Pending]) -> None:
         """Put appends back at the head of the queue, in their order."""
         self._queue.extendleft(reversed(group))
+
+
+async def publish_expecting(nc: NATS, subject: str, data: bytes, expected_last_seq: int) -> int:
+    """Publish one message only if ``subject``'s last stream sequence is ``expected_last_seq``;
+    its stream sequence.
+
+    Refusals that store nothing (no stream leader yet, a new leader catching up) are asked
+    again with a back-off; a timeout is not, as it may hide a write: the caller reads the
+    history again.
+
+    Raises:
+        AppendConflictError: the subject moved past ``expected_last_seq``.
+        UnavailableError: no leader took the message within a few seconds.
+    """
+    headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_last_seq)}
+    unavailable = 0
+    while True:
+        try:
+            reply = await nc.request(subject, data, headers=headers, timeout=10)
+            ack = json.loads(reply.data)
+            error = ack.get("error")
+            if not error:
+                return int(ack["seq"])
+        except nats.errors.NoRespondersError:
+            error = {"code": 503, "description": "no stream leader answered the append"}
+        exc = append_error(error)
+        if isinstance(exc, UnavailableError) and unavailable < 6:
+            unavailable += 1
+            await asyncio.sleep(0.1 * 2 ** (unavailable - 1) * (1 + random.random() / 2))
+            continue
+        raise exc

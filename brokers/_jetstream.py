@@ -42,7 +42,7 @@ from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from brokers._auth import describe_options, env_defaults
-from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter
+from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter, publish_expecting
 from brokers._errors import (
     ERR_WRONG_LAST_SEQUENCE,
     ERR_WRONG_LAST_SEQUENCE_CONSTANT,
@@ -603,6 +603,52 @@ class JetStreamBroker:
             )
         # Group commit: written together with other instances' appends that are waiting.
         return await self._committer.append(subject, expected_last_seq, messages, len(events))
+
+    async def commit(
+        self, instance_id: str, expected_last_seq: int, messages: Sequence[bytes]
+    ) -> int:
+        """Append one workflow task's history messages, only if the instance's last history
+        sequence is still ``expected_last_seq`` (0: no history yet).
+
+        A task is one message (all its events), written as a plain publish with
+        ``Nats-Expected-Last-Subject-Sequence``: one message is stored whole or not at all. A
+        task too large for one message comes as several, written as one atomic batch.
+
+        Returns:
+            The stream sequence of the last message written.
+
+        Raises:
+            AppendConflictError: another writer advanced the history first.
+            UnavailableError: the stream had no (ready) leader for several seconds; nothing was
+                stored.
+        """
+        if len(messages) != 1:
+            return await self.append(instance_id, expected_last_seq, messages)
+        subject = self.subjects.history(instance_id)
+        if len(messages[0]) > self.nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        return await publish_expecting(self.nc, subject, messages[0], expected_last_seq)
+
+    async def send_dispatches(self, dispatches: Sequence[DispatchMessage]) -> None:
+        """Publish a committed task's dispatches, all at once, each acknowledged.
+
+        Every dispatch carries a deterministic ``Nats-Msg-Id`` (timer schedules replace their
+        subject's schedule), so sending them again, after a crash or a lost acknowledgement,
+        stores nothing twice.
+        """
+
+        async def send(message: DispatchMessage) -> None:
+            async def once() -> None:
+                await self.js.publish(
+                    message.subject, message.data, headers=message.headers or None, timeout=10
+                )
+
+            await retry_transient(once)
+
+        if len(dispatches) == 1:
+            await send(dispatches[0])
+        elif dispatches:
+            await asyncio.gather(*(send(message) for message in dispatches))
 
     async def load_history(self, instance_id: str, after_seq: int = 0) -> list[StoredEvent]:
         """An instance's history messages after ``after_seq``, by batch direct get (ADR-31);

@@ -29,9 +29,11 @@ from engine._events import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+    TaskCommit,
     WorkItem,
-    decode_event,
+    decode_commit,
     encode,
+    history_events,
 )
 from engine._ids import check_instance_id, new_instance_id
 from engine._large_payloads import offload, refs_in, resolve, resolve_all
@@ -160,7 +162,7 @@ class WorkflowClient:
                 self._broker.last_history_seq(iid), self._broker.get_record(iid)
             )
             if last_data is not None:
-                last = decode_event(last_data)
+                last = decode_commit(last_data).events[-1]
                 if not (isinstance(last, ExecutionCompleted)
                         and last.status != "CONTINUED_AS_NEW"):
                     raise still_running
@@ -259,7 +261,9 @@ class WorkflowClient:
             },
         )
         try:
-            seq = await self._broker.append(iid, last_seq, [encode(stored)], [timer])
+            seq = await self._broker.append(
+                iid, last_seq, [encode(TaskCommit([stored]))], [timer]
+            )
         except AppendConflictError:
             raise InstanceAlreadyRunningError(
                 f"instance {iid!r} was started by someone else just now"
@@ -358,7 +362,7 @@ class WorkflowClient:
         stored = await self._broker.load_history(check_instance_id(instance_id))
         if not stored:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
-        events = [decode_event(item.data) for item in stored]
+        events = history_events(item.data for item in stored)
         start = max(i for i, e in enumerate(events) if isinstance(e, ExecutionStarted))
         return await resolve_all(self._broker.payloads, events[start:])
 
@@ -428,7 +432,9 @@ class WorkflowClient:
                 with contextlib.suppress(InstanceNotFoundError):
                     purged += await self.purge_workflow(child, recursive=True)
         # Payloads this instance stored in the Object Store go with it.
-        history = [decode_event(item.data) for item in await self._broker.load_history(instance_id)]
+        history = history_events(
+            item.data for item in await self._broker.load_history(instance_id)
+        )
         names = {ref.name for ref in refs_in([*history, record], scope=instance_id)}
         await self._broker.purge_instance(instance_id)
         await self._broker.payloads.delete(names)

@@ -8,6 +8,7 @@ Python types that produced it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
@@ -182,6 +183,20 @@ HistoryEvent = (
 )
 
 
+class TaskCommit(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message of an instance's history (``<prefix>.history.<id>``): the events one
+    workflow task appended, written together as one message so they are never half stored.
+
+    ``consumed`` holds the work-stream sequences of the work items the task took in. A work
+    item delivered again (its acknowledgement was lost, or the worker died after the append)
+    is found here: its task is already in history, and the worker sends that task's
+    dispatches again (deduplicated by message id) instead of running it twice.
+    """
+
+    events: list[HistoryEvent]
+    consumed: list[int] = []
+
+
 class WorkItem(msgspec.Struct, frozen=True, omit_defaults=True):
     """Events on their way to one instance (activity results, raised events, timer firings...).
 
@@ -222,6 +237,7 @@ class ActivityTask(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _event_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(HistoryEvent)
+_commit_decoder = msgspec.json.Decoder(TaskCommit)
 _work_item_decoder = msgspec.json.Decoder(WorkItem)
 _start_decoder = msgspec.json.Decoder(StartRequest)
 _activity_decoder = msgspec.json.Decoder(ActivityTask)
@@ -236,6 +252,16 @@ def decode_event(data: bytes) -> HistoryEvent:
     """Decode one history event."""
     event: HistoryEvent = _event_decoder.decode(data)
     return event
+
+
+def decode_commit(data: bytes) -> TaskCommit:
+    """Decode one history message (a ``TaskCommit``)."""
+    return _commit_decoder.decode(data)
+
+
+def history_events(messages: Iterable[bytes]) -> list[HistoryEvent]:
+    """The events of stored history messages, oldest first."""
+    return [event for data in messages for event in _commit_decoder.decode(data).events]
 
 
 def decode_work_item(data: bytes) -> WorkItem:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import os
 import signal
@@ -26,42 +25,35 @@ from brokers._errors import TRANSIENT_ERRORS as BROKER_TRANSIENT_ERRORS
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
 from brokers._sourcing import watch_sourcing
+from engine._dispatch import Dispatcher, still_open
 from engine._errors import (
     ActivityNotRegisteredError,
     InputDecodeError,
     InvalidInstanceIdError,
-    NonDeterminismError,
     WorkflowNotRegisteredError,
 )
 from engine._events import (
     NULL,
     ActivityTask,
-    ChildWorkflowCompleted,
-    ChildWorkflowFailed,
     ChildWorkflowScheduled,
-    EventRaised,
     ExecutionCompleted,
     ExecutionStarted,
     ExecutionTerminated,
-    FailureDetails,
     HistoryEvent,
-    ParentInfo,
+    TaskCommit,
     TaskCompleted,
     TaskFailed,
-    TaskScheduled,
-    TimerCreated,
-    TimerFired,
     WorkflowTaskStarted,
     WorkItem,
     decode_activity_task,
-    decode_event,
+    decode_commit,
     decode_start_request,
     decode_work_item,
     encode,
+    history_events,
 )
 from engine._executor import (
     COMPLETED,
-    CONTINUED_AS_NEW,
     FAILED,
     TERMINATED,
     TaskResult,
@@ -84,6 +76,7 @@ from engine._state import (
 from observability import (
     ActivityTrace,
     WorkflowTaskTrace,
+    configure_logging,
     dispatch_trace_headers,
     publish_span,
     watch_consumers,
@@ -99,6 +92,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.ConnectionClosedError,
 )
 """Errors of the messaging layer, not of the workflow: retried without marking it STALLED."""
+COMMIT_HEADROOM = 8 * 1024
+"""Bytes of a history message kept free under the server's max payload for its headers."""
 START_WAIT = 0.2
 """Seconds after which events that overtook their instance's start are delivered again."""
 START_WAIT_DELIVERIES = 50
@@ -253,6 +248,7 @@ class WorkflowRuntime:
         self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
         self._cache_size = history_cache_size
         self._broker: JetStreamBroker | None = None
+        self._dispatcher = Dispatcher(self.subjects, "24h")
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._busy: dict[str, list[Msg]] = {}
@@ -366,11 +362,16 @@ class WorkflowRuntime:
         if self._started:
             return
         _tune_gc()
+        if not structlog.is_configured():
+            # structlog's own default prints every level; a worker logs at INFO (or
+            # JETLOOM_LOG_LEVEL) unless the process configured logging itself.
+            configure_logging(level=os.environ.get("JETLOOM_LOG_LEVEL", "INFO"))
         nc = await connect_nats(self.nats_url, **self.connect_options)
         self._broker = JetStreamBroker(
             nc, self.subjects, replicas=self.replicas,
             large_payload_threshold=self.large_payload_threshold,
         )
+        self._dispatcher = Dispatcher(self.subjects, self._broker.outbox_ttl)
         await self._broker.ensure_topology()
         # Acknowledgements are confirmed only where a consumer leader can change under a live
         # connection (see brokers._pull.settle).
@@ -675,7 +676,7 @@ class WorkflowRuntime:
             return cached
         stored = await self.broker.load_history(instance_id)
         events = await resolve_all(
-            self.broker.payloads, [decode_event(item.data) for item in stored]
+            self.broker.payloads, history_events(item.data for item in stored)
         )
         run_start = max(
             (i for i, e in enumerate(events) if isinstance(e, ExecutionStarted)), default=0
@@ -705,6 +706,8 @@ class WorkflowRuntime:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
+        if any((m.metadata.num_delivered or 1) > 1 for m in msgs):
+            await self._resend_committed(instance_id, msgs)
         parsed = [self._events_of(instance_id, msg, datetime.now(UTC)) for msg in msgs]
         from_cache = instance_id in self._cache
         if may_skip_read and not from_cache and self._only_fresh_starts(msgs, parsed):
@@ -824,60 +827,59 @@ class WorkflowRuntime:
         # What is written carries references in place of payloads over the size threshold.
         payloads = self.broker.payloads
         stored_events = await offload_all(payloads, instance_id, result.new_events)
-        stored_result = dataclasses.replace(result, new_events=stored_events)
-        dispatches = self._dispatches(instance_id, first, stored_result, history + stored_events)
-        encoded = [
-            encode(e)
-            for e in [*await offload_all(payloads, instance_id, prefix_events), *stored_events]
-        ]
         next_run: list[HistoryEvent] = []
         if result.continue_as_new is not None:
             next_run = [result.continue_as_new, *result.carried_events]
-            encoded += [encode(e) for e in await offload_all(payloads, instance_id, next_run)]
-            dispatches.append(
-                DispatchMessage(
-                    self.subjects.outbox_workflow(instance_id),
-                    encode(WorkItem(instance_id, [], result.continue_as_new.execution_id)),
-                    _dispatch_headers(self.broker.outbox_ttl,
-                                      f"{result.continue_as_new.execution_id}:trigger"),
-                )
-            )
+        appended = [
+            *await offload_all(payloads, instance_id, prefix_events),
+            *stored_events,
+            *await offload_all(payloads, instance_id, next_run),
+        ]
+        dispatches = self._dispatcher.for_task(
+            instance_id, history if not prefix_events else [], appended,
+            dispatch_trace_headers(first),
+        )
         history_subject = self.subjects.history(instance_id)
-        with publish_span(  # observability: the atomic batch as one PRODUCER span
+        messages = self._commit_messages(appended, [m.metadata.sequence.stream for m in msgs])
+        with publish_span(  # observability: the task's history append as one PRODUCER span
             history_subject,
             history_subject.rsplit(".", 1)[0] + ".*",
-            message_count=len(encoded) + len(dispatches),
+            message_count=len(messages) + len(dispatches),
         ):
-            last_seq = await self.broker.append(instance_id, run.last_seq, encoded, dispatches)
+            last_seq = await self.broker.commit(instance_id, run.last_seq, messages)
         if task_trace is not None:  # observability: counts starts/ends, emits the run's span
             task_trace.committed(result, instance_id)
         crash_point("after_append")
-        if old_run_end:  # the old run's history goes (a failure here only leaves it longer)
-            with contextlib.suppress(Exception):
-                await self.broker.compact_history(instance_id, old_run_end + 1)
         children = run.children_after(result.new_events)
         if next_run:
-            new_run_start = last_seq - len(next_run) + 1
             cached = _CachedRun(next_run, last_seq)
-            with contextlib.suppress(Exception):
-                await self.broker.compact_history(instance_id, new_run_start)
-                # The old run's payloads went with its history (those the new run still uses
-                # stay).
-                await payloads.delete(
-                    stored_names(payloads, instance_id, history + result.new_events)
-                    - stored_names(payloads, instance_id, next_run)
-                )
         else:
             cached = _CachedRun(
                 history + result.new_events, last_seq, execution,
                 projected=run.projected, kv_revision=run.kv_revision, children=children,
             )
         self._remember(instance_id, cached)
-        await self._project(
-            instance_id, first, result, children, last_seq, now, next_run, cached
+        # The task is durable: its dispatches and the instance's record go out together.
+        await asyncio.gather(
+            self.broker.send_dispatches(dispatches),
+            self._project(instance_id, first, result, children, last_seq, now, next_run, cached),
         )
+        if old_run_end:  # the old run's history goes (a failure here only leaves it longer)
+            with contextlib.suppress(Exception):
+                await self.broker.compact_history(instance_id, old_run_end + 1)
+        if next_run:
+            with contextlib.suppress(Exception):
+                # The new run starts in this task's first message.
+                await self.broker.compact_history(instance_id, last_seq - len(messages) + 1)
+                # The old run's payloads went with its history (those the new run still uses
+                # stay).
+                await payloads.delete(
+                    stored_names(payloads, instance_id, history + result.new_events)
+                    - stored_names(payloads, instance_id, next_run)
+                )
         if not next_run and result.status in (COMPLETED, FAILED, TERMINATED):
             self._cache.pop(instance_id, None)  # a finished run takes no more tasks
+            _log_end(log, instance_id, first.name, result)
         return None
 
     def _pin_version(
@@ -1001,135 +1003,63 @@ class WorkflowRuntime:
         ]
         return start, events, item.execution_id, item.after_seq
 
-    def _dispatches(
-        self,
-        instance_id: str,
-        started: ExecutionStarted,
-        result: TaskResult,
-        events: list[HistoryEvent],
-    ) -> list[DispatchMessage]:
-        """The messages that carry a task's commands out, derived from its new events."""
-        s = self.subjects
-        # observability: the current workflow task span, else the run's recorded traceparent
-        trace = dispatch_trace_headers(started)
-        out: list[DispatchMessage] = []
-        for event in result.new_events:
-            if isinstance(event, TaskScheduled):
-                task = ActivityTask(
-                    instance_id=instance_id,
-                    execution_id=started.execution_id,
-                    workflow_name=started.name,
-                    task_id=event.task_id,
-                    name=event.name,
-                    task_execution_id=event.task_execution_id,
-                    input=event.input,
-                    attempt=event.attempt,
-                    start_to_close_timeout=event.start_to_close_timeout,
-                )
-                out.append(
-                    DispatchMessage(
-                        s.outbox_activity(event.task_queue),
-                        encode(task),
-                        {**_dispatch_headers(self.broker.outbox_ttl,
-                                             f"{started.execution_id}:{event.task_id}:task"),
-                         **trace},
-                    )
-                )
-            elif isinstance(event, TimerCreated):
-                fired = WorkItem(
-                    instance_id,
-                    [
-                        TimerFired(
-                            timestamp=event.fire_at, timer_id=event.timer_id, fire_at=event.fire_at
-                        )
-                    ],
-                    started.execution_id,
-                )
-                out.append(
-                    DispatchMessage(
-                        s.timer(instance_id, f"{started.execution_id[:8]}-{event.timer_id}"),
-                        encode(fired),
-                        {
-                            "Nats-Schedule": "@at " + _rfc3339(event.fire_at),
-                            "Nats-Schedule-Target": s.outbox_workflow(instance_id),
-                            "Nats-Schedule-TTL": self.broker.outbox_ttl,
-                        },
-                    )
-                )
-            elif isinstance(event, ChildWorkflowScheduled):
-                child_start = ExecutionStarted(
-                    timestamp=event.timestamp,
-                    name=event.name,
-                    execution_id=f"{started.execution_id[:16]}-{event.task_id}",
-                    input=event.input,
-                    parent=ParentInfo(instance_id, started.execution_id, event.task_id),
-                    traceparent=trace.get("traceparent", ""),
-                    tracestate=trace.get("tracestate", ""),
-                )
-                out.append(
-                    DispatchMessage(
-                        s.outbox_workflow(event.instance_id),
-                        encode(WorkItem(event.instance_id, [child_start])),
-                        {**_dispatch_headers(self.broker.outbox_ttl,
-                                             f"{started.execution_id}:{event.task_id}:child"),
-                         **trace},
-                    )
-                )
-            elif isinstance(event, ExecutionCompleted):
-                out.extend(self._completion_dispatches(instance_id, started, event, events))
-        return out
+    async def _resend_committed(self, instance_id: str, msgs: list[Msg]) -> None:
+        """Send again the dispatches of the tasks that already took some of ``msgs``.
 
-    def _completion_dispatches(
-        self,
-        instance_id: str,
-        started: ExecutionStarted,
-        completed: ExecutionCompleted,
-        events: list[HistoryEvent],
-    ) -> list[DispatchMessage]:
-        s = self.subjects
-        out: list[DispatchMessage] = []
-        parent = started.parent
-        if parent is not None and completed.status != CONTINUED_AS_NEW:
-            report: HistoryEvent
-            if completed.status == "COMPLETED":
-                report = ChildWorkflowCompleted(
-                    timestamp=completed.timestamp, task_id=parent.task_id, result=completed.result
-                )
-            else:
-                failure = completed.failure or FailureDetails(
-                    type="Terminated" if completed.status == TERMINATED else "Failed",
-                    message=f"child workflow {instance_id!r} ended as {completed.status}",
-                )
-                report = ChildWorkflowFailed(
-                    timestamp=completed.timestamp, task_id=parent.task_id, failure=failure
-                )
-            out.append(
-                DispatchMessage(
-                    s.outbox_workflow(parent.instance_id),
-                    encode(WorkItem(parent.instance_id, [report], parent.execution_id)),
-                    _dispatch_headers(self.broker.outbox_ttl, f"{started.execution_id}:report"),
-                )
+        A work item delivered again may belong to a task that is in history although its
+        dispatches never went out (the worker died between the two, or lost its connection).
+        Its task's dispatches are derived from history and sent again (the stream drops copies
+        it already holds); the work items themselves then replay as duplicates and are
+        acknowledged.
+        """
+        self._cache.pop(instance_id, None)
+        stored = await self.broker.load_history(instance_id)
+        wanted = {m.metadata.sequence.stream for m in msgs}
+        history: list[HistoryEvent] = []
+        run_start = 0
+        committed: list[tuple[int, int, list[HistoryEvent]]] = []  # run start, position, events
+        for item in stored:
+            commit = decode_commit(item.data)
+            if wanted.intersection(commit.consumed):
+                committed.append((run_start, len(history), commit.events))
+            for event in commit.events:
+                if isinstance(event, ExecutionStarted):
+                    run_start = len(history)
+                history.append(event)
+        dispatches: list[DispatchMessage] = []
+        for start, position, events in committed:
+            run = history[start:position]
+            started = run[0] if run else events[0]
+            assert isinstance(started, ExecutionStarted)
+            dispatches += self._dispatcher.for_task(
+                instance_id, run, still_open(events, history[start:]),
+                dispatch_trace_headers(started),
             )
-        if completed.status == TERMINATED:
-            terminated = next(
-                (e for e in reversed(events) if isinstance(e, ExecutionTerminated)), None
-            )
-            if terminated is not None and terminated.recursive:
-                for child_id in _running_children(events):
-                    stop = ExecutionTerminated(
-                        timestamp=completed.timestamp, output=terminated.output, recursive=True
-                    )
-                    out.append(
-                        DispatchMessage(
-                            s.outbox_workflow(child_id),
-                            encode(WorkItem(child_id, [stop])),
-                            _dispatch_headers(
-                                self.broker.outbox_ttl,
-                                f"{started.execution_id}:terminate:{child_id}",
-                            ),
-                        )
-                    )
-        return out
+        if dispatches:
+            log.info("workflow.dispatches_resent", instance_id=instance_id,
+                     messages=len(dispatches))
+            await self.broker.send_dispatches(dispatches)
+
+    def _commit_messages(self, events: list[HistoryEvent], consumed: list[int]) -> list[bytes]:
+        """A task's history messages: one ``TaskCommit`` holding all its events, or, if that
+        would not fit the server's max payload, several (written as one atomic batch), the
+        last of them naming the work items the task consumed."""
+        whole = encode(TaskCommit(events, consumed))
+        limit = self.broker.nc.max_payload - COMMIT_HEADROOM
+        if len(whole) <= limit or len(events) == 1:
+            return [whole]
+        messages: list[bytes] = []
+        chunk: list[HistoryEvent] = []
+        size = 0
+        for event in events:
+            event_size = len(encode(event)) + 1
+            if chunk and size + event_size > limit:
+                messages.append(encode(TaskCommit(chunk)))
+                chunk, size = [], 0
+            chunk.append(event)
+            size += event_size
+        messages.append(encode(TaskCommit(chunk, consumed)))
+        return messages
 
     async def _project(
         self,
@@ -1244,7 +1174,7 @@ class WorkflowRuntime:
                 event: HistoryEvent = TaskCompleted(
                     timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
                 )
-                _activity_log.info(
+                _activity_log.debug(
                     "activity.completed", instance_id=task.instance_id, activity=task.name,
                     attempt=task.attempt,
                     duration_ms=round((time.monotonic() - started) * 1000, 2),
@@ -1380,6 +1310,22 @@ def _tune_gc() -> None:
     gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 20))
 
 
+def _log_end(
+    logger: Any, instance_id: str, workflow: str, result: TaskResult
+) -> None:
+    """One line per finished run: INFO when it completed, WARNING when it failed or was
+    terminated (with the failure's type and message)."""
+    if result.status == COMPLETED:
+        logger.info("workflow.completed", instance_id=instance_id, workflow=workflow)
+        return
+    failure = result.failure
+    logger.warning(
+        "workflow.failed" if result.status == FAILED else "workflow.terminated",
+        instance_id=instance_id, workflow=workflow,
+        **({"error_type": failure.type, "error": failure.message} if failure else {}),
+    )
+
+
 def _is_finished(events: list[HistoryEvent]) -> bool:
     """True if the run in ``events`` has ended (and did not continue as new)."""
     last = events[-1] if events else None
@@ -1388,30 +1334,3 @@ def _is_finished(events: list[HistoryEvent]) -> bool:
 
 def _scheduled_children(events: list[HistoryEvent]) -> list[str]:
     return [e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)]
-
-
-def _running_children(events: list[HistoryEvent]) -> list[str]:
-    scheduled = {e.task_id: e.instance_id for e in events if isinstance(e, ChildWorkflowScheduled)}
-    for e in events:
-        if isinstance(e, ChildWorkflowCompleted | ChildWorkflowFailed):
-            scheduled.pop(e.task_id, None)
-    return list(scheduled.values())
-
-
-
-def _dispatch_headers(ttl: str, msg_id: str) -> dict[str, str]:
-    """Headers of a dispatch copy in the history stream.
-
-    The message id is deterministic, so a copy the work stream sources twice (its source
-    resuming from an older position after a server restart) is dropped as a duplicate there.
-    Timer schedules carry none: the scheduler copies headers onto the fired message, which would
-    then be a duplicate of its own schedule.
-    """
-    return {"Nats-TTL": ttl, "Nats-Msg-Id": msg_id}
-
-
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_ = (NonDeterminismError, EventRaised)

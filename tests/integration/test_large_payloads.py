@@ -13,6 +13,7 @@ import pytest
 from brokers import JetStreamBroker, Subjects
 from brokers._payloads import REF_KEY, PayloadRef, payload_ref
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
+from engine._events import encode, history_events
 
 TEN_MB = 10 * 1024 * 1024
 THRESHOLD = 64 * 1024
@@ -25,13 +26,13 @@ def blob(size: int, seed: str = "x") -> str:
 
 
 async def stored_history(nats_url: str, prefix: str, instance_id: str) -> list[bytes]:
-    """The raw history messages of an instance, as stored."""
+    """The events of an instance's history, each as stored (raw JSON)."""
     nc = await nats.connect(nats_url)
     try:
         stored = await JetStreamBroker(nc, Subjects(prefix)).load_history(instance_id)
     finally:
         await nc.close()
-    return [item.data for item in stored]
+    return [encode(event) for event in history_events(item.data for item in stored)]
 
 
 async def object_names(nats_url: str, prefix: str) -> set[str]:

@@ -413,7 +413,8 @@ def table(results: list[Result], yard: dict[str, float]) -> str:
             f"{_group(by_key.get((name, 'tuned')), yard)}"
         )
     lines.append("")
-    lines.extend(f"{mode}: {title}" for mode, title in MODE_TITLES.items())
+    modes = dict.fromkeys(r.mode for r in results)
+    lines.extend(f"{mode}: {MODE_TITLES[mode]}" for mode in modes)
     lines.append("")
     lines.extend(_details(r) for r in results)
     lines.append("")

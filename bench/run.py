@@ -1,10 +1,13 @@
-"""The jetloom benchmark: ``python -m bench.run [--quick | --full]``.
+"""The jetloom benchmark: ``python -m bench.run [--quick | --full] [--mode default|tuned|both]``.
 
 Each run measures, on the same nats-server and in the same run, the raw JetStream yardstick
-(acknowledged publishes one at a time and pipelined, and a publish->fetch->ack round trip) and
-the engine's scenarios, with workers in separate processes (one orchestrator, one activity
-worker), and reports the engine's figures also as ratios to the yardstick. Output: a table on
-the terminal and ``bench/results/latest.json``.
+(acknowledged publishes one at a time and pipelined, a publish->fetch->ack round trip and an
+atomic batch of two) and the engine's scenarios as a user sees them: every instance is timed
+from just before the client's ``schedule_new_workflow`` call to the return of its
+``wait_for_workflow_completion``, on one ``WorkflowClient`` in this process, with one
+orchestrator and one activity worker process. Each scenario runs twice, with workers set up as
+a user gets them (``default``) and with the tuned settings (``tuned``); see ``bench/worker.py``.
+Output: a table on the terminal and ``bench/results/latest.json``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -24,33 +29,79 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import nats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from brokers._server import EmbeddedNatsServer  # noqa: E402
-from engine import WorkflowClient  # noqa: E402
-from engine._state import decode_record  # noqa: E402
+from engine import WorkflowClient, WorkflowState, WorkflowStatus  # noqa: E402
 
-TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
+MODES = ("default", "tuned")
+MODE_TITLES = {
+    "default": "WorkflowRuntime(url) as given, INFO logs (observability.configure), asyncio.run",
+    "tuned": "1,000 workflow tasks and activities at once, WARNING logs, uvloop",
+}
 
 
 @dataclass
 class Result:
-    """One scenario's figures."""
+    """One scenario's figures with workers in one mode."""
 
     scenario: str
+    mode: str
     instances: int
     seconds: float
+    """From the first start to the last completion seen by the client."""
     throughput: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    """Percentiles of end-to-end latency (start call to the wait's return)."""
     cpu_s_per_workflow: float
+    """The two workers' user+system CPU per instance."""
+    client_cpu_s_per_workflow: float
+    """This process's CPU (the client) per instance."""
+    server_cpu_s_per_workflow: float | None
+    """The embedded nats-server's CPU per instance (None with NATS_URL)."""
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A headline scenario: a workflow and the inputs of its instances."""
+
+    name: str
+    workflow: str
+    inputs: list[Any]
+    one_at_a_time: bool = False
+    """Start each instance once the previous one has finished; else start all at once."""
+    warm_up: int = 0
+    """Leading instances left out of the latency percentiles."""
+    timeout: float = 600.0
+    """Seconds each instance's wait may take."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One instance seen from the client."""
+
+    started: float
+    """``perf_counter()`` just before ``schedule_new_workflow``."""
+    finished: float
+    """``perf_counter()`` when ``wait_for_workflow_completion`` returned."""
+    state: WorkflowState
+
+    @property
+    def latency_ms(self) -> float:
+        """End-to-end latency."""
+        return (self.finished - self.started) * 1000
+
+    @property
+    def server_ms(self) -> float:
+        """The record's ``last_updated_at - created_at`` (the previous method's figure)."""
+        return (self.state.last_updated_at - self.state.created_at).total_seconds() * 1000
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -129,24 +180,47 @@ async def yardstick(url: str) -> dict[str, float]:
 # ------------------------------------------------------------------------------- workers
 
 
-class Workers:
-    """One orchestrator and one activity worker process on a fresh prefix."""
+def _worker_env() -> dict[str, str]:
+    """This process's environment without what would change a worker's defaults (the log
+    level, OpenTelemetry export), with the repository on PYTHONPATH."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if key != "JETLOOM_LOG_LEVEL" and not key.startswith("OTEL_")
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    return env
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url, self.prefix = url, prefix
+
+class Workers:
+    """One orchestrator and one activity worker process on a fresh prefix.
+
+    Each worker's stderr (its logs) goes to a file in ``log_dir``, as a service's logs go to a
+    file or a collector; its stdout only says ``ready``.
+    """
+
+    def __init__(self, url: str, prefix: str, mode: str, log_dir: Path) -> None:
+        self.url, self.prefix, self.mode, self.log_dir = url, prefix, mode, log_dir
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = _worker_env()
         for role in ("orchestrator", "activities"):
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "worker.py"), self.url, self.prefix, role],
-                stdout=subprocess.PIPE, text=True, env=env,
-            )
+            log_path = self.log_dir / f"{self.prefix}-{self.mode}-{role}.log"
+            with log_path.open("w") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, str(ROOT / "bench" / "worker.py"),
+                     self.url, self.prefix, role, self.mode],
+                    stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+                )
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if line.strip() != "ready":
-                raise RuntimeError(f"{role} worker did not start: {line!r}")
+                proc.kill()
+                proc.wait()
+                tail = log_path.read_text()[-2000:]
+                raise RuntimeError(
+                    f"{role} worker ({self.mode}) did not start: {line!r}; its log ends:\n{tail}"
+                )
             self.procs[role] = proc
 
     def cpu(self) -> float:
@@ -168,154 +242,181 @@ class Workers:
                 proc.kill()
 
 
-async def _wait_all(
-    client: WorkflowClient, ids: set[str], timeout: float,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Watch the instances bucket until every id is terminal; return their records.
+# ----------------------------------------------------------------------------- scenarios
 
-    ``on_progress(n)`` is called with the number finished so far after each one.
+
+async def _end_to_end(
+    client: WorkflowClient, workflow: str, value: Any, timeout: float,
+    on_finished: Callable[[], None],
+) -> Timing:
+    """Start one instance and wait for it, as a user would; time both calls together."""
+    started = time.perf_counter()
+    instance_id = await client.schedule_new_workflow(workflow, input=value)
+    state = await client.wait_for_workflow_completion(instance_id, timeout=timeout)
+    finished = time.perf_counter()
+    on_finished()
+    return Timing(started, finished, state)
+
+
+async def measure(
+    url: str, scenario: Scenario, mode: str, log_dir: Path, server_pid: int | None,
+) -> Result:
+    """Run ``scenario`` against fresh workers in ``mode``, timing every instance end to end.
+
+    Instances start one after another or all at once (one coroutine each, gathered on one
+    client), as the scenario says.
     """
-    kv = await client._broker.instances()
-    done: dict[str, Any] = {}
-    watcher = await kv.watchall()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(done) < len(ids):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(ids) - len(done)} of {len(ids)} did not finish")
-            try:
-                entry = await watcher.updates(timeout=min(remaining, 5))
-            except TimeoutError:
-                continue
-            if entry is None or not entry.value or entry.key not in ids:
-                continue
-            record = decode_record(entry.value)
-            if record.status in TERMINAL and entry.key not in done:
-                done[entry.key] = record
-                if on_progress is not None:
-                    on_progress(len(done))
-    finally:
-        await watcher.stop()
-    return done
-
-
-async def run_batch(url: str, scenario: str, workflow: str, inputs: list[Any],
-                    timeout: float = 600) -> Result:
-    """Start len(inputs) instances at once and measure until all finish."""
     prefix = "b" + uuid.uuid4().hex[:8]
-    workers = Workers(url, prefix)
+    workers = Workers(url, prefix, mode, log_dir)
     client = await WorkflowClient.connect(url, prefix=prefix)
-    workers.start()
+    n = len(scenario.inputs)
+    # Memory growth: the workers' RSS once a fifth of the instances finished vs. the end.
+    rss_marks: list[dict[str, float]] = []
+    finished = 0
+
+    def count_finished() -> None:
+        nonlocal finished
+        finished += 1
+        if finished == max(1, n // 5):
+            rss_marks.append(workers.rss())
+
     try:
-        cpu0 = workers.cpu()
-        ids = [f"{workflow}-{i}" for i in range(len(inputs))]
-        # Memory growth: the workers' RSS once a fifth of the instances finished vs. the end.
-        rss_marks: list[dict[str, float]] = []
-
-        def mark_rss(finished: int) -> None:
-            if finished == max(1, len(ids) // 5):
-                rss_marks.append(workers.rss())
-
-        waiter = asyncio.create_task(_wait_all(client, set(ids), timeout, mark_rss))
-        start = time.perf_counter()
-        for lo in range(0, len(ids), 200):
-            await asyncio.gather(*[
-                client.schedule_new_workflow(workflow, input=inputs[i], instance_id=ids[i])
-                for i in range(lo, min(lo + 200, len(ids)))
+        workers.start()
+        cpu0, client0 = workers.cpu(), time.process_time()
+        server0 = _cpu_seconds(server_pid) if server_pid is not None else 0.0
+        if scenario.one_at_a_time:
+            timings = [
+                await _end_to_end(client, scenario.workflow, value, scenario.timeout,
+                                  count_finished)
+                for value in scenario.inputs
+            ]
+        else:
+            timings = await asyncio.gather(*[
+                _end_to_end(client, scenario.workflow, value, scenario.timeout, count_finished)
+                for value in scenario.inputs
             ])
-        records = await waiter
-        seconds = time.perf_counter() - start
         cpu = workers.cpu() - cpu0
+        client_cpu = time.process_time() - client0
+        server_cpu = _cpu_seconds(server_pid) - server0 if server_pid is not None else None
         rss = workers.peak_rss()
         rss_marks.append(workers.rss())
     finally:
         workers.stop()
         await client.close()
-    latencies = [
-        (r.last_updated_at - r.created_at).total_seconds() * 1000 for r in records.values()
-    ]
-    failed = sum(r.status != "COMPLETED" for r in records.values())
+    seconds = max(t.finished for t in timings) - min(t.started for t in timings)
+    measured = timings[scenario.warm_up:]
+    latencies = [t.latency_ms for t in measured]
     result = Result(
-        scenario=scenario,
-        instances=len(ids),
+        scenario=scenario.name,
+        mode=mode,
+        instances=n,
         seconds=round(seconds, 3),
-        throughput=round(len(ids) / seconds, 1),
+        throughput=round(n / seconds, 1),
         p50_ms=round(_percentile(latencies, 0.50), 2),
         p95_ms=round(_percentile(latencies, 0.95), 2),
         p99_ms=round(_percentile(latencies, 0.99), 2),
-        cpu_s_per_workflow=round(cpu / len(ids), 5),
+        cpu_s_per_workflow=round(cpu / n, 5),
+        client_cpu_s_per_workflow=round(client_cpu / n, 5),
+        server_cpu_s_per_workflow=None if server_cpu is None else round(server_cpu / n, 5),
         peak_rss_mb=rss,
     )
+    result.extra["server_p50_ms"] = round(
+        _percentile([t.server_ms for t in measured], 0.50), 2
+    )
+    # Above ~0.9 the client, not the engine, sets the pace.
+    result.extra["client_busy"] = round(client_cpu / seconds, 2)
+    failed = sum(t.state.runtime_status != WorkflowStatus.COMPLETED for t in timings)
     if failed:
         result.extra["failed"] = failed
-    if len(ids) >= 1000 and len(rss_marks) == 2:
+    if n >= 1000 and len(rss_marks) == 2:
         growth = {r: round(rss_marks[1][r] - rss_marks[0][r], 1) for r in rss_marks[1]}
         result.extra["rss_growth_mb"] = "/".join(str(v) for v in growth.values())
-    if workflow == "long_history":
-        marks = msgspec.json.decode(bytes(next(iter(records.values())).output))
-        steps = [b - a for a, b in itertools.pairwise(marks)]
-        # Medians of 20 steps around step 10 and of the last 20 steps.
-        early = statistics.median(steps[1:21]) * 1000
-        late = statistics.median(steps[-20:]) * 1000
-        # Median step of each tenth of the run, to see a trend rather than two points.
-        tenth = max(1, len(steps) // 10)
-        profile = [
-            round(statistics.median(steps[i:i + tenth]) * 1000, 2)
-            for i in range(0, tenth * 10, tenth)
-        ]
-        result.extra.update(
-            step_ms_at_10=round(early, 2), step_ms_at_end=round(late, 2),
-            end_over_start=round(late / early, 2),
-            step_ms_by_tenth=",".join(str(ms) for ms in profile),
-        )
+    if scenario.workflow == "long_history" and not failed:
+        result.extra.update(_step_profile(timings[0].state))
     return result
 
 
-async def single_latency(url: str, runs: int) -> Result:
-    """One saga at a time: the latency a lone request sees."""
-    prefix = "b" + uuid.uuid4().hex[:8]
-    workers = Workers(url, prefix)
-    client = await WorkflowClient.connect(url, prefix=prefix)
-    workers.start()
-    try:
-        cpu0 = workers.cpu()
-        latencies = []
-        start = time.perf_counter()
-        for i in range(runs):
-            t = time.perf_counter()
-            iid = await client.schedule_new_workflow("order_saga", input=i)
-            await client.wait_for_workflow_completion(iid, timeout=60)
-            latencies.append((time.perf_counter() - t) * 1000)
-        seconds = time.perf_counter() - start
-        cpu = workers.cpu() - cpu0
-        rss = workers.peak_rss()
-    finally:
-        workers.stop()
-        await client.close()
-    latencies = latencies[3:]  # warm-up
-    return Result(
-        scenario="order_saga single", instances=runs, seconds=round(seconds, 3),
-        throughput=round(runs / seconds, 1),
-        p50_ms=round(_percentile(latencies, 0.5), 2), p95_ms=round(_percentile(latencies, 0.95), 2),
-        p99_ms=round(_percentile(latencies, 0.99), 2), cpu_s_per_workflow=round(cpu / runs, 5),
-        peak_rss_mb=rss,
-    )
+def _step_profile(state: WorkflowState) -> dict[str, Any]:
+    """Step times of a long_history run, from the workflow-clock marks it returns."""
+    marks: list[float] = json.loads(state.serialized_output or "[]")
+    steps = [b - a for a, b in itertools.pairwise(marks)]
+    # Medians of 20 steps around step 10 and of the last 20 steps.
+    early = statistics.median(steps[1:21]) * 1000
+    late = statistics.median(steps[-20:]) * 1000
+    # Median step of each tenth of the run, to see a trend rather than two points.
+    tenth = max(1, len(steps) // 10)
+    profile = [
+        round(statistics.median(steps[i:i + tenth]) * 1000, 2)
+        for i in range(0, tenth * 10, tenth)
+    ]
+    return {
+        "step_ms_at_10": round(early, 2),
+        "step_ms_at_end": round(late, 2),
+        "end_over_start": round(late / early, 2),
+        "step_ms_by_tenth": ",".join(str(ms) for ms in profile),
+    }
 
 
-def _table(results: list[Result], yard: dict[str, float]) -> str:
-    header = (f"{'scenario':<26}{'n':>6}{'wf/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-              f"{'cpu ms/wf':>11}{'rss MB (orch/act)':>20}{'p50/rt':>8}  extra")
-    lines = [header, "-" * len(header)]
-    for r in results:
-        rss = "/".join(str(v) for v in r.peak_rss_mb.values())
-        ratio = r.p50_ms / yard["round_trip_ms"]
-        extra = " ".join(f"{k}={v}" for k, v in r.extra.items())
+def plan(quick: bool, full: bool) -> list[Scenario]:
+    """The headline scenarios, smaller with ``quick``, with N=5000 added by ``full``."""
+    scale = 10 if quick else 1
+    scenarios = [
+        Scenario("order_saga single", "order_saga", list(range(13 if quick else 53)),
+                 one_at_a_time=True, warm_up=3, timeout=60),
+        Scenario("order_saga N=100", "order_saga", list(range(100 // scale))),
+        Scenario("order_saga N=1000", "order_saga", list(range(1000 // scale))),
+        Scenario("chain3 N=100", "chain3", list(range(100 // scale))),
+        Scenario("fanout100 x10", "fanout", [100] * (10 // scale)),
+        Scenario("long_history 2000", "long_history", [2000 // scale]),
+    ]
+    if full:
+        scenarios.insert(3, Scenario("order_saga N=5000", "order_saga", list(range(5000))))
+    return scenarios
+
+
+# --------------------------------------------------------------------------------- report
+
+
+_GROUP = f"{'wf/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'cpu ms/wf':>11}{'p50/rt':>8}"
+
+
+def _group(result: Result | None, yard: dict[str, float]) -> str:
+    if result is None:
+        return f"{'-':>9}{'-':>10}{'-':>10}{'-':>11}{'-':>8}"
+    ratio = result.p50_ms / yard["round_trip_ms"]
+    return (f"{result.throughput:>9}{result.p50_ms:>10}{result.p99_ms:>10}"
+            f"{result.cpu_s_per_workflow * 1000:>11.2f}{ratio:>8.1f}")
+
+
+def _details(result: Result) -> str:
+    server = ("" if result.server_cpu_s_per_workflow is None
+              else f"  nats-server cpu {result.server_cpu_s_per_workflow * 1000:.2f} ms/wf")
+    rss = "/".join(str(v) for v in result.peak_rss_mb.values())
+    extra = " ".join(f"{k}={v}" for k, v in result.extra.items())
+    return (f"  {result.scenario:<20}{result.mode:<9}p95 {result.p95_ms} ms  "
+            f"client cpu {result.client_cpu_s_per_workflow * 1000:.2f} ms/wf{server}  "
+            f"rss MB (orch/act) {rss}  {extra}")
+
+
+def table(results: list[Result], yard: dict[str, float]) -> str:
+    """Default and tuned figures side by side, then each result's details and the yardstick."""
+    by_key = {(r.scenario, r.mode): r for r in results}
+    names = list(dict.fromkeys(r.scenario for r in results))
+    left = f"{'':<22}{'':>6}"
+    header = f"{'scenario':<22}{'n':>6}{_GROUP} |{_GROUP}"
+    titles = f"{left}{'default workers':^{len(_GROUP)}} |{'tuned workers':^{len(_GROUP)}}"
+    lines = [titles.rstrip(), header, "-" * len(header)]
+    for name in names:
+        n = next(r.instances for r in results if r.scenario == name)
         lines.append(
-            f"{r.scenario:<26}{r.instances:>6}{r.throughput:>9}{r.p50_ms:>9}{r.p95_ms:>9}"
-            f"{r.p99_ms:>9}{r.cpu_s_per_workflow * 1000:>11.2f}{rss:>20}{ratio:>8.1f}  {extra}"
+            f"{name:<22}{n:>6}{_group(by_key.get((name, 'default')), yard)} |"
+            f"{_group(by_key.get((name, 'tuned')), yard)}"
         )
+    lines.append("")
+    modes = dict.fromkeys(r.mode for r in results)
+    lines.extend(f"{mode}: {MODE_TITLES[mode]}" for mode in modes)
+    lines.append("")
+    lines.extend(_details(r) for r in results)
     lines.append("")
     lines.append(
         f"yardstick: {yard['publish_per_s']} acked publishes/s one at a time, "
@@ -326,11 +427,13 @@ def _table(results: list[Result], yard: dict[str, float]) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--full", action="store_true", help="include N=5000")
     parser.add_argument("--only", default="",
                         help="run only the scenarios whose name contains this text")
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="both",
+                        help="workers as a user gets them (default), tuned, or both (default)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
         "--store", type=Path, default=None,
@@ -338,37 +441,40 @@ async def main() -> None:
         "e.g. one on tmpfs to see what the disk costs",
     )
     args = parser.parse_args()
+    modes = MODES if args.mode == "both" else (args.mode,)
+    scenarios = [s for s in plan(args.quick, args.full) if args.only in s.name]
     url = os.environ.get("NATS_URL")
     server = None if url else EmbeddedNatsServer(store_dir=args.store).start()
     url = url or server.url  # type: ignore[union-attr]
+    server_pid = server.process.pid if server is not None and server.process else None
+    log_dir = Path(tempfile.mkdtemp(prefix="jetloom-bench-logs-"))
     try:
         yard = await yardstick(url)
         print(f"yardstick: {yard}", flush=True)
-        scale = 10 if args.quick else 1
-        plan: list[tuple[str, str, list[Any]]] = [
-            ("order_saga N=100", "order_saga", list(range(100 // scale))),
-            ("order_saga N=1000", "order_saga", list(range(1000 // scale))),
-            ("chain3 N=100", "chain3", list(range(100 // scale))),
-            ("fanout100 x10", "fanout", [100] * (10 // min(scale, 10) or 1)),
-            ("long_history 2000", "long_history", [2000 // scale]),
-        ]
-        if args.full:
-            plan.insert(2, ("order_saga N=5000", "order_saga", list(range(5000))))
-        plan = [step for step in plan if args.only in step[0]]
-        results = []
-        if args.only in "order_saga single":
-            results.append(await single_latency(url, 13 if args.quick else 53))
-            print(_table(results, yard), flush=True)
-        for scenario, workflow, inputs in plan:
-            results.append(await run_batch(url, scenario, workflow, inputs))
-            print(f"  done: {scenario}", flush=True)
+        results: list[Result] = []
+        for scenario in scenarios:
+            for mode in modes:
+                result = await measure(url, scenario, mode, log_dir, server_pid)
+                results.append(result)
+                print(f"  done: {scenario.name} [{mode}] {result.throughput} wf/s, "
+                      f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms", flush=True)
         print()
-        print(_table(results, yard))
+        print(table(results, yard))
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"yardstick": yard,
-                                   "results": [asdict(r) for r in results]}, indent=2))
+        out.write_text(json.dumps({
+            "method": "end to end: schedule_new_workflow -> wait_for_workflow_completion "
+                      "on one client in the bench process",
+            "modes": {mode: MODE_TITLES[mode] for mode in modes},
+            "yardstick": yard,
+            "results": [asdict(r) for r in results],
+        }, indent=2))
         print(f"\nwritten: {out}")
+    except BaseException:
+        print(f"worker logs kept in {log_dir}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
     finally:
         if server is not None:
             server.cleanup()

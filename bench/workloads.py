@@ -9,14 +9,21 @@ from engine import ActivityContext, WorkflowContext, WorkflowRuntime, when_all
 
 
 def build_runtime(nats_url: str, prefix: str, *, workflows: bool, activities: bool,
-                  max_tasks: int) -> WorkflowRuntime:
-    """A runtime hosting the benchmark workflows and/or activities."""
-    wfr = WorkflowRuntime(
-        nats_url,
-        prefix=prefix,
-        max_concurrent_workflow_tasks=max_tasks,
-        max_concurrent_activities=max_tasks,
-    )
+                  max_tasks: int | None = None) -> WorkflowRuntime:
+    """A runtime hosting the benchmark workflows and/or activities.
+
+    With ``max_tasks`` None the runtime gets no tuning argument at all: the concurrency limits
+    are its defaults, as in a user's ``WorkflowRuntime(url)``.
+    """
+    if max_tasks is None:
+        wfr = WorkflowRuntime(nats_url, prefix=prefix)
+    else:
+        wfr = WorkflowRuntime(
+            nats_url,
+            prefix=prefix,
+            max_concurrent_workflow_tasks=max_tasks,
+            max_concurrent_activities=max_tasks,
+        )
     if activities:
 
         @wfr.activity(name="noop")

@@ -61,6 +61,8 @@ READ_TIMEOUT = 3.0
 """Seconds a read (direct get, message get) waits for its answer before it is asked again
 (``retry_transient``): a healthy server answers in a millisecond; during a leader election
 the request may have gone to a leader that is gone."""
+SOURCE_START_TIMEOUT = 5.0
+"""Seconds ``ensure_topology`` waits for a new work stream's source to start."""
 RECORD_READ_BATCH = 1000
 """Instance records asked for at once by ``read_records``."""
 RECORD_READ_WAIT = 5.0
@@ -440,7 +442,8 @@ class JetStreamBroker:
                 "num_replicas": self.replicas,
                 "duplicate_window": 120_000_000_000,
                 "sources": [{"name": s.history_stream, "subject_transforms": s.work_routing}],
-            }
+            },
+            sourced=True,
         )
         await self._ensure_stream(
             {
@@ -456,15 +459,22 @@ class JetStreamBroker:
         await self.payloads.store()
         await self._raise_replicas(f"OBJ_{s.payloads_bucket}")
 
-    async def _ensure_stream(self, config: dict[str, Any]) -> None:
+    async def _ensure_stream(self, config: dict[str, Any], *, sourced: bool = False) -> None:
         """Create a stream, or bring an existing one up to ``config``.
 
         Replicas are never lowered: a client or runtime left at the default ``replicas=1``
         that connects to a cluster whose streams run at R3 must not shrink them to R1 (which
         would make every node loss an outage). The larger count wins; it is only ever raised.
+
+        A ``sourced`` stream that is new is returned only once its sources are active: the
+        server starts a new stream's source some 100-200 ms after creating it, and a message
+        stored in the source meanwhile, while the new stream takes messages of its own, can
+        be skipped.
         """
         name = config["name"]
         reply = await self._api(f"STREAM.CREATE.{name}", config, allow_error=True)
+        if sourced and "error" not in reply:
+            await self._await_sources(name)
         error = reply.get("error")
         if error and error.get("err_code") == 10058:  # stream name already in use
             info = await self._api(f"STREAM.INFO.{name}", None)
@@ -477,6 +487,17 @@ class JetStreamBroker:
                 await self._api(f"STREAM.UPDATE.{name}", {**current, **wanted})
         elif error:
             raise api_error(error)
+
+    async def _await_sources(self, stream: str, timeout: float = SOURCE_START_TIMEOUT) -> None:
+        """Wait (up to ``timeout`` seconds) until every source of ``stream`` is active."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await self._api(f"STREAM.INFO.{stream}", None)
+            sources = info.get("sources") or []
+            if sources and all(int(src.get("active", -1)) >= 0 for src in sources):
+                return
+            await asyncio.sleep(0.01)
+        _log.warning("stream.source_not_active", stream=stream, waited_s=timeout)
 
     async def _raise_replicas(self, stream: str) -> None:
         """Raise the replicas of an existing bucket's stream to ``self.replicas`` (never lower)."""

@@ -345,8 +345,9 @@ class WorkflowClient:
         def reached(value: bytes) -> bool:
             return done(WorkflowStatus(decode_record(value).status))
 
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 async with self._watch.subscribe(instance_id, accept=reached) as changes:
                     value = None if changes.current is None else changes.current.value
                     while value is None or not reached(value):
@@ -357,6 +358,8 @@ class WorkflowClient:
                             )
                 return await self._state_of(value, fetch_payloads)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a request of the wait timed out, not the wait itself
             raise TimeoutError(
                 f"instance {instance_id!r} did not reach the awaited status within {timeout}s"
             ) from None

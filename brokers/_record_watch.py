@@ -52,6 +52,8 @@ WATCH_EXPIRES = 30.0
 WATCH_HEARTBEAT = 5.0
 """Seconds between the server's idle heartbeats on an open pull request. After two of them
 unheard the consumer is checked, and replaced if it is gone."""
+WATCH_CHECK = 1.0
+"""Seconds between checks for a reconnect of the connection and for silence."""
 WATCH_IDLE = 60.0
 """Seconds after which the server drops the consumer of a watch that went away."""
 REREAD_CONCURRENCY = 32
@@ -386,7 +388,7 @@ class RecordWatch:
         await self._request_more()
         while True:
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(replace), WATCH_HEARTBEAT)
+                return await asyncio.wait_for(asyncio.shield(replace), WATCH_CHECK)
             if self._nc.stats["reconnects"] != self._reconnects:
                 # Messages sent while the connection was down are lost (nothing acks them).
                 return "reconnected"

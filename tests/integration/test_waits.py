@@ -237,6 +237,27 @@ class TestWatchReplacement:
         assert lost not in await consumer_names(broker, prefix)
         assert 1 <= client._watch.replacements
 
+    async def test_a_change_made_while_the_connection_is_down_is_delivered(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """When the client's connection drops (the server keeps the consumer) and the instance
+        completes before it is back, the wait still returns: after a reconnect the consumer
+        is replaced from the change after the last one handled."""
+        async with (
+            quick_runtime(nats_url, prefix),
+            await WorkflowClient.connect(nats_url, prefix=prefix) as other,
+        ):
+            iid = await client.schedule_new_workflow("gate", input="x")
+            await client.wait_for_workflow_start(iid, timeout=30)
+            waiting = asyncio.ensure_future(client.wait_for_workflow_completion(iid, timeout=30))
+            await subscribed(client, iid)
+            client._broker.nc._transport.close()  # drop the TCP connection; it reconnects
+            await other.raise_workflow_event(iid, "go")
+            await other.wait_for_workflow_completion(iid, timeout=30)
+            state = await waiting
+        assert WorkflowStatus.COMPLETED == state.runtime_status
+        assert 1 <= client._watch.replacements
+
     @pytest.mark.timeout(120)
     async def test_waits_return_across_a_server_restart(self, tmp_path, prefix: str) -> None:
         """A wait begun before the server restarts (same store and port) returns when its

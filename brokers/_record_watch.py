@@ -40,7 +40,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from brokers._errors import TRANSIENT_ERRORS, JetStreamError, api_error, retry_transient
+from brokers._errors import TRANSIENT_ERRORS, api_error, retry_transient
 from brokers._jetstream import READ_TIMEOUT, JetStreamBroker, RecordEntry, _record_entry
 
 log = structlog.get_logger("jetloom.records")
@@ -49,7 +49,7 @@ WATCH_BATCH = 512
 """Messages one pull request asks for; the next is sent once fewer than half are still due."""
 WATCH_EXPIRES = 30.0
 """Seconds a pull request lives on the server before it is renewed."""
-WATCH_HEARTBEAT = 5.0
+WATCH_HEARTBEAT = 2.0
 """Seconds between the server's idle heartbeats on an open pull request. After two of them
 unheard the consumer is checked, and replaced if it is gone."""
 WATCH_CHECK = 1.0
@@ -66,12 +66,8 @@ _REQUEST_ENDED = frozenset({"404", "408"})
 replaces the consumer: 409 (deleted, leader changed, server shutdown), 503 (no responders: the
 consumer is gone or has no leader)."""
 
-
 ERR_NO_MESSAGE_FOUND = 10037
 """The key was never written (or its marker is gone)."""
-
-_INFO_ERRORS: tuple[type[Exception], ...] = (JetStreamError, *TRANSIENT_ERRORS)
-"""Why a consumer's info may not come: it is gone (10014), or the server does not answer."""
 
 
 class WatchClosedError(ConnectionError):
@@ -406,11 +402,15 @@ class RecordWatch:
             self._replace.set_result(reason)
 
     async def _consumer_exists(self) -> bool:
+        """Whether the server still has the consumer (no answer in time counts as no)."""
         try:
-            await self._broker.api(f"CONSUMER.INFO.{self._stream}.{self.consumer}", None)
-        except _INFO_ERRORS:
+            reply = await self._nc.request(
+                f"$JS.API.CONSUMER.INFO.{self._stream}.{self.consumer}", b"",
+                timeout=READ_TIMEOUT,
+            )
+        except TRANSIENT_ERRORS:
             return False
-        return True
+        return "error" not in json.loads(reply.data)
 
     async def _request_more(self) -> None:
         """Keep at least half a batch requested."""

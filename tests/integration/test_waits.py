@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from brokers import EmbeddedNatsServer, JetStreamBroker, free_port
+from brokers._server import NatsCluster
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus, when_all
 from engine._errors import InstanceNotFoundError
 
 
-def quick_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
+def quick_runtime(nats_url: str, prefix: str, *, replicas: int = 1) -> WorkflowRuntime:
     """A runtime hosting short workflows of the activity ``inc`` (x -> x + 1): ``one_step``,
     ``chain3`` (three in a row), ``saga`` (three in parallel, then one), and ``gate``, which
     returns its input once the event "go" arrives."""
-    wfr = WorkflowRuntime(nats_url, prefix=prefix)
+    wfr = WorkflowRuntime(nats_url, prefix=prefix, replicas=replicas)
 
     @wfr.activity
     async def inc(ctx: object, x: int) -> int:
@@ -287,6 +288,53 @@ class TestWatchReplacement:
             server.cleanup()
         assert [(WorkflowStatus.COMPLETED, f'"{before}"'), (WorkflowStatus.COMPLETED, f'"{after}"')
                 ] == [(s.runtime_status, s.serialized_output) for s in (state, later)]
+        assert 1 <= client._watch.replacements
+
+
+class TestClusterFailover:
+    @pytest.mark.slow
+    @pytest.mark.timeout(180)
+    @pytest.mark.parametrize("victim", ["watch-consumer-node", "client-node"])
+    async def test_waits_return_when_a_node_is_killed(
+        self, tmp_path, prefix: str, victim: str
+    ) -> None:
+        """On a 3-node cluster with R3 streams, waits begun before a node is SIGKILLed (the
+        one holding the client's watch consumer, or the one the client is connected to) all
+        return once their instances complete after the kill."""
+        with NatsCluster(tmp_path / "cluster") as cluster:
+            async with quick_runtime(cluster.urls, prefix, replicas=3):
+                client = await WorkflowClient.connect(cluster.urls, prefix=prefix)
+                other = await WorkflowClient.connect(cluster.urls, prefix=prefix)
+                try:
+                    ids = [f"node-{i}" for i in range(20)]
+                    for iid in ids:
+                        await client.schedule_new_workflow("gate", input=iid, instance_id=iid)
+                        await client.wait_for_workflow_start(iid, timeout=30)
+                    waits = [
+                        asyncio.ensure_future(client.wait_for_workflow_completion(iid, timeout=90))
+                        for iid in ids
+                    ]
+                    for iid in ids:
+                        await subscribed(client, iid)
+                    if victim == "client-node":
+                        url = client._broker.nc.connected_url
+                        assert url is not None
+                        node = next(n for n in cluster.nodes if n.port == url.port)
+                    else:
+                        info = await client._broker.api(
+                            f"CONSUMER.INFO.KV_{prefix}_instances.{client._watch.consumer}", None
+                        )
+                        node = cluster.node(info["cluster"]["leader"])
+                    node.kill()
+                    for iid in ids:
+                        await other.raise_workflow_event(iid, "go")
+                    states = await asyncio.gather(*waits)
+                finally:
+                    await other.close()
+                    await client.close()
+        assert [(WorkflowStatus.COMPLETED, f'"{iid}"') for iid in ids] == [
+            (s.runtime_status, s.serialized_output) for s in states
+        ]
         assert 1 <= client._watch.replacements
 
 

@@ -54,8 +54,9 @@ WATCH_HEARTBEAT = 2.0
 unheard the consumer is checked, and replaced if it is gone."""
 WATCH_CHECK = 1.0
 """Seconds between checks for a reconnect of the connection and for silence."""
-WATCH_IDLE = 60.0
-"""Seconds after which the server drops the consumer of a watch that went away."""
+WATCH_IDLE = 10.0
+"""Seconds after its last pull request after which the server removes a consumer: one that
+was replaced, or whose client closed or went away. A consumer in use always has one open."""
 REREAD_CONCURRENCY = 32
 """Records read at once when every subscribed key is read again after a replacement."""
 RETRY_DELAY_MAX = 2.0
@@ -206,8 +207,8 @@ class RecordWatch:
         )
 
     async def close(self) -> None:
-        """Stop the watch and delete its consumer; subscriptions still open raise
-        ``WatchClosedError``."""
+        """Stop the watch (the server removes its consumer ``WATCH_IDLE`` seconds later);
+        subscriptions still open raise ``WatchClosedError``."""
         self._closed = True
         tasks = [t for t in (self._task, *self._background) if t is not None]
         for task in tasks:
@@ -363,18 +364,15 @@ class RecordWatch:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=on_message)
 
     async def _drop_consumer(self) -> None:
-        """Unsubscribe and delete the current consumer (best effort: it expires anyway)."""
+        """Stop reading the current consumer. It is not deleted (that would take one more
+        permission): once our subscription is gone the server drops its pull requests and
+        removes the consumer ``WATCH_IDLE`` seconds later."""
         self._generation += 1
         sub, self._sub = self._sub, None
-        name, self.consumer = self.consumer, None
+        self.consumer = None
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        if name is not None and self._nc.is_connected:
-            with contextlib.suppress(Exception):
-                await self._nc.request(
-                    f"$JS.API.CONSUMER.DELETE.{self._stream}.{name}", b"", timeout=1.0
-                )
 
     async def _follow(self) -> str:
         """Read the consumer until it has to be replaced; why."""

@@ -331,6 +331,8 @@ class RecordWatch:
         """A new ephemeral pull consumer over the whole bucket (replacing the current one):
         changes from now on (``from_seq`` None), or from the stream sequence ``from_seq``."""
         await self._drop_consumer()
+        if from_seq is None:
+            await self._broker.instances()  # the bucket exists (created on first use)
         self._reconnects = self._nc.stats["reconnects"]  # a reconnect from now on may lose some
         deliver: dict[str, Any] = (
             {"deliver_policy": "new"} if from_seq is None

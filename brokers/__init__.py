@@ -1,6 +1,7 @@
 """The NATS JetStream binding: the only package that speaks to NATS.
 
-Streams, consumers, the history store, durable timers, atomic appends and the instances KV.
+Streams, consumers, the history store, durable timers, atomic appends, the instances KV
+and the one watch of it that a client's waits share.
 """
 
 from brokers._auth import InvalidNatsAuthError, NatsAuth
@@ -13,6 +14,7 @@ from brokers._jetstream import (
     Subjects,
     connect_nats,
 )
+from brokers._record_watch import RecordChanges, RecordWatch, WatchClosedError
 from brokers._server import EmbeddedNatsServer, free_port, nats_server_binary
 
 __all__ = [
@@ -24,8 +26,11 @@ __all__ = [
     "NatsAuth",
     "NatsAuthorizationError",
     "NatsTlsError",
+    "RecordChanges",
+    "RecordWatch",
     "Subjects",
     "UnavailableError",
+    "WatchClosedError",
     "connect_nats",
     "free_port",
     "nats_server_binary",

@@ -10,11 +10,16 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
+from brokers import (
+    AppendConflictError,
+    DispatchMessage,
+    JetStreamBroker,
+    RecordWatch,
+    Subjects,
+    connect_nats,
+)
 from brokers._payloads import DEFAULT_THRESHOLD
 from engine._errors import (
     InstanceAlreadyRunningError,
@@ -71,6 +76,9 @@ class WorkflowClient:
         )
         self._owns_connection = owns_connection
         self._ready = False
+        # One watch of the instances bucket for all of this client's waits, started by the
+        # first wait.
+        self._watch = RecordWatch(self._broker)
 
     @classmethod
     async def connect(
@@ -105,7 +113,9 @@ class WorkflowClient:
         return client
 
     async def close(self) -> None:
-        """Close the connection (if the client opened it)."""
+        """Stop the client's watch (waits still open raise ``WatchClosedError``) and close the
+        connection (if the client opened it)."""
+        await self._watch.close()
         if self._owns_connection and not self._broker.nc.is_closed:
             await self._broker.nc.close()
 
@@ -293,7 +303,14 @@ class WorkflowClient:
     async def wait_for_workflow_start(
         self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = False
     ) -> WorkflowState:
-        """Wait (by watching, not polling) until the instance has left PENDING."""
+        """Wait (by watching, not polling) until the instance has left PENDING.
+
+        An id with no instance yet is waited for (it may be started meanwhile).
+
+        Raises:
+            TimeoutError: it did not start within ``timeout`` seconds.
+            InstanceNotFoundError: the instance was purged while waiting.
+        """
         return await self._wait_until(
             instance_id, lambda s: s is not WorkflowStatus.PENDING, timeout, fetch_payloads
         )
@@ -303,8 +320,12 @@ class WorkflowClient:
     ) -> WorkflowState:
         """Wait (by watching, not polling) until the instance is COMPLETED, FAILED or TERMINATED.
 
+        An id with no instance yet is waited for (it may be started meanwhile). All waits of
+        one client share one watch of the instances bucket.
+
         Raises:
             TimeoutError: it did not finish within ``timeout`` seconds.
+            InstanceNotFoundError: the instance was purged while waiting.
         """
         return await self._wait_until(instance_id, lambda s: s.is_terminal, timeout, fetch_payloads)
 
@@ -315,30 +336,34 @@ class WorkflowClient:
         timeout: float,
         fetch_payloads: bool,
     ) -> WorkflowState:
+        """The first state of the instance that ``done`` accepts, from its current record on.
+
+        The subscription to the client's shared watch is registered before the current record
+        is read, so a change between the read and the wait cannot be missed; the watch checks
+        each change of this instance as it arrives and wakes this call only for one that
+        ``done`` accepts (or a purge).
+        """
         await self._ensure_ready()
         check_instance_id(instance_id)
 
-        async def watch() -> WorkflowState:
-            while True:
-                try:
-                    async with contextlib.aclosing(
-                        self._broker.watch_record(instance_id)
-                    ) as updates:
-                        async for value in updates:
-                            if value is None:
-                                continue
-                            state = await self._state_of(value, fetch_payloads)
-                            if done(state.runtime_status):
-                                return state
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                        nats.errors.ConnectionClosedError, nats.js.errors.Error):
-                    # The server is restarting or unreachable: the connection reconnects by
-                    # itself; set the watch up again until the caller's deadline.
-                    await asyncio.sleep(0.2)
+        def reached(value: bytes) -> bool:
+            return done(WorkflowStatus(decode_record(value).status))
 
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(watch(), timeout)
+            async with deadline:
+                async with self._watch.subscribe(instance_id, accept=reached) as changes:
+                    value = None if changes.current is None else changes.current.value
+                    while value is None or not reached(value):
+                        value = (await changes.next()).value
+                        if value is None:
+                            raise InstanceNotFoundError(
+                                f"instance {instance_id!r} was purged while waiting for it"
+                            )
+                return await self._state_of(value, fetch_payloads)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a request of the wait timed out, not the wait itself
             raise TimeoutError(
                 f"instance {instance_id!r} did not reach the awaited status within {timeout}s"
             ) from None

@@ -46,7 +46,14 @@ from rich.table import Table
 from rich.text import Text
 
 import observability
-from brokers import InvalidNatsAuthError, JetStreamBroker, NatsAuth, Subjects, connect_nats
+from brokers import (
+    InvalidNatsAuthError,
+    JetStreamBroker,
+    NatsAuth,
+    RecordWatch,
+    Subjects,
+    connect_nats,
+)
 from brokers._auth import ENVIRONMENT, OPTIONS, with_default_auth
 from brokers._jetstream import NatsAuthorizationError, NatsTlsError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
@@ -880,56 +887,57 @@ class _Watch:
         return True, task.result()
 
 
-def _entry_state(entry: Any) -> WorkflowState | None:
-    """The state in a KV watch entry (None for a delete/purge)."""
-    if entry.operation is not None or not entry.value:
+def _record_state(value: bytes | None) -> WorkflowState | None:
+    """The state in an instance record (None for a delete/purge)."""
+    if not value:
         return None
-    return WorkflowState.from_record(decode_record(entry.value), fetch_payloads=True)
+    return WorkflowState.from_record(decode_record(value), fetch_payloads=True)
 
 
 async def _watch_instance(out: _Output, session: _Session, args: argparse.Namespace) -> int:
-    await _existing_state(session.client, args.instance_id)
-    kv = await session.broker.instances()
-    watcher = await kv.watch(args.instance_id)
+    # The same watch a client's waits share: subscribed before the current record is read,
+    # so no change between the two is missed.
+    watch = RecordWatch(session.broker)
     shown: tuple[object, ...] | None = None
     last: WorkflowState | None = None
     live = Live(console=out.console, auto_refresh=False) if out.rich and not args.json else None
     try:
-        async with _Watch(None if args.once else args.timeout) as watch:
-            if live is not None:
-                live.start()
-            while True:
-                ok, entry = await watch.next(
-                    lambda: watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+        async with watch.subscribe(args.instance_id) as changes:
+            if changes.current is None:
+                raise InstanceNotFoundError(
+                    f"no instance {args.instance_id!r}; check the id (jetloom list shows "
+                    "instances)"
                 )
-                if not ok:
-                    break
-                if entry is None:
-                    if args.once and last is not None:
+            entry = changes.current
+            async with _Watch(None if args.once else args.timeout) as waiting:
+                if live is not None:
+                    live.start()
+                while True:
+                    state = _record_state(entry.value)
+                    if state is None:
+                        raise CliError(f"instance {args.instance_id!r} was purged while watching")
+                    key = (
+                        state.runtime_status,
+                        state.last_updated_at,
+                        state.serialized_custom_status,
+                    )
+                    if key != shown:
+                        shown, last = key, state
+                        if args.json:
+                            out.json(_state_as_json(state), indent=None)
+                        elif live is not None:
+                            live.update(_state_panel(state), refresh=True)
+                        else:
+                            out.plain(_watch_line(state))
+                    if args.once or state.runtime_status.is_terminal:
                         break
-                    continue
-                state = _entry_state(entry)
-                if state is None:
-                    raise CliError(f"instance {args.instance_id!r} was purged while watching")
-                key = (
-                    state.runtime_status,
-                    state.last_updated_at,
-                    state.serialized_custom_status,
-                )
-                if key != shown:
-                    shown, last = key, state
-                    if args.json:
-                        out.json(_state_as_json(state), indent=None)
-                    elif live is not None:
-                        live.update(_state_panel(state), refresh=True)
-                    else:
-                        out.plain(_watch_line(state))
-                if args.once or state.runtime_status.is_terminal:
-                    break
+                    ok, entry = await waiting.next(changes.next)
+                    if not ok:
+                        break
     finally:
         if live is not None:
             live.stop()
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await watch.close()
     if last is None or not last.runtime_status.is_terminal:
         return 0
     if not args.json and live is None:

@@ -15,6 +15,11 @@ if str(ROOT) not in sys.path:
 
 
 from brokers._server import EmbeddedNatsServer, free_port  # noqa: E402
+from observability import configure_logging  # noqa: E402
+
+# Every level, so that tests can look for debug lines (a runtime configures INFO only when the
+# process has not configured logging itself).
+configure_logging(level="DEBUG")
 
 NatsServer = EmbeddedNatsServer
 __all__ = ["EmbeddedNatsServer", "NatsServer", "free_port"]

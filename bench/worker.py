@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import observability
 from bench.workloads import build_runtime
-from engine._loop import run as run_loop
+from engine import run_service
 
 MODES = ("default", "tuned")
 TUNED_MAX_TASKS = 1000
@@ -51,7 +51,7 @@ def main(url: str, prefix: str, role: str, mode: str) -> None:
             wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         )
-        run_loop(serve(url, prefix, role, max_tasks=TUNED_MAX_TASKS))
+        run_service(serve(url, prefix, role, max_tasks=TUNED_MAX_TASKS))
     else:
         raise SystemExit(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
 

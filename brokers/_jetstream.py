@@ -13,7 +13,7 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
 - ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
 - KV bucket ``<p>_instances``: the status projection of each instance.
 - Object Store bucket ``<p>_payloads``: payloads over the inline size threshold
-  (``brokers._payloads``).
+  (``brokers._payload_store``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from brokers._errors import (
     api_error,
     retry_transient,
 )
-from brokers._payloads import DEFAULT_THRESHOLD, PayloadStore
+from brokers._payload_store import DEFAULT_THRESHOLD, PayloadStore
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 

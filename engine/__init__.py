@@ -1,27 +1,88 @@
 """jetloom: durable workflows for Python on NATS JetStream.
 
-The public API; everything else in this package is private.
+The public API: everything a user (or another package) needs is exported here; the modules
+below ``engine`` (``core``, ``worker``, ``client``, ``offload``, ``cli``, ``http``) are private.
+``engine.dapr`` mirrors Dapr's workflow SDK for programs ported from Dapr.
 """
 
-from engine._client import WorkflowClient
-from engine._context import WorkflowContext
-from engine._errors import NonDeterminismError, TaskFailedError
-from engine._retry import RetryPolicy
-from engine._runtime import ActivityContext, WorkflowRuntime
-from engine._state import WorkflowState, WorkflowStatus
-from engine._task import Task, when_all, when_any
+from engine.client import WorkflowClient
+from engine.core.context import WorkflowContext
+from engine.core.errors import (
+    ActivityNotRegisteredError,
+    InputDecodeError,
+    InstanceAlreadyRunningError,
+    InstanceFinishedError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+    JetloomError,
+    NonDeterminismError,
+    TaskFailedError,
+    WorkflowNotRegisteredError,
+)
+from engine.core.events import (
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowScheduled,
+    EventRaised,
+    ExecutionCompleted,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    ParentInfo,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+    WorkflowTaskStarted,
+)
+from engine.core.retry import RetryPolicy
+from engine.core.state import WorkflowState, WorkflowStatus
+from engine.core.tasks import Task, when_all, when_any
+from engine.worker.loop import run as run_service
+from engine.worker.runtime import ActivityContext, WorkflowRuntime
 
 __all__ = [
     "ActivityContext",
+    "ActivityNotRegisteredError",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowFailed",
+    "ChildWorkflowScheduled",
+    "EventRaised",
+    "ExecutionCompleted",
+    "ExecutionResumed",
+    "ExecutionStarted",
+    "ExecutionSuspended",
+    "ExecutionTerminated",
+    "FailureDetails",
+    "HistoryEvent",
+    "InputDecodeError",
+    "InstanceAlreadyRunningError",
+    "InstanceFinishedError",
+    "InstanceNotFoundError",
+    "InvalidInstanceIdError",
+    "JetloomError",
     "NonDeterminismError",
+    "ParentInfo",
     "RetryPolicy",
     "Task",
+    "TaskCompleted",
+    "TaskFailed",
     "TaskFailedError",
+    "TaskScheduled",
+    "TimerCreated",
+    "TimerFired",
     "WorkflowClient",
     "WorkflowContext",
+    "WorkflowNotRegisteredError",
     "WorkflowRuntime",
     "WorkflowState",
     "WorkflowStatus",
+    "WorkflowTaskStarted",
+    "run_service",
     "when_all",
     "when_any",
 ]

@@ -20,16 +20,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine._client import WorkflowClient
-from engine._errors import (
+from engine._openapi import OPENAPI
+from engine.client import WorkflowClient
+from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
 )
-from engine._ids import check_instance_id
-from engine._openapi import OPENAPI
-from engine._state import WorkflowState, WorkflowStatus
+from engine.core.instance_ids import check_instance_id
+from engine.core.state import WorkflowState, WorkflowStatus
 
 _log = structlog.get_logger("jetloom.http")
 

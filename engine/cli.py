@@ -57,14 +57,15 @@ from brokers import (
 from brokers._auth import ENVIRONMENT, OPTIONS, with_default_auth
 from brokers._jetstream import NatsAuthorizationError, NatsTlsError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
-from engine._client import WorkflowClient
-from engine._errors import (
+from engine._http import serve_http
+from engine.client import WorkflowClient
+from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
 )
-from engine._events import (
+from engine.core.events import (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
@@ -78,10 +79,9 @@ from engine._events import (
     TimerCreated,
     TimerFired,
 )
-from engine._http import serve_http
-from engine._loop import run as run_loop
-from engine._runtime import WorkflowRuntime
-from engine._state import WorkflowState, WorkflowStatus, decode_record
+from engine.core.state import WorkflowState, WorkflowStatus, decode_record
+from engine.worker.loop import run as run_loop
+from engine.worker.runtime import WorkflowRuntime
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_PREFIX = "jetloom"

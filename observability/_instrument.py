@@ -30,9 +30,14 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
-from observability._ids import PresetIdGenerator, derived_trace_id, instance_span_id, preset_ids
 from observability._propagation import extract_context, inject_headers, span_context_of
 from observability._setup import metrics_enabled
+from observability._trace_ids import (
+    PresetIdGenerator,
+    derived_trace_id,
+    instance_span_id,
+    preset_ids,
+)
 
 _tracer = trace.get_tracer("jetloom")
 _meter = metrics.get_meter("jetloom")

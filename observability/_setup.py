@@ -13,8 +13,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from observability._ids import PresetIdGenerator
 from observability._logging import configure_logging
+from observability._trace_ids import PresetIdGenerator
 
 log = structlog.get_logger("jetloom.observability")
 

@@ -25,7 +25,7 @@ import msgspec
 import nats
 import structlog
 
-from brokers._server import EmbeddedNatsServer
+from brokers import EmbeddedNatsServer
 from engine import WorkflowClient, WorkflowState, WorkflowStatus
 from sample_order_app import stock
 from sample_order_app.model import Faults, Order, OrderResult

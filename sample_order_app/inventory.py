@@ -11,8 +11,7 @@ import argparse
 
 from nats.js.kv import KeyValue
 
-from engine import ActivityContext, WorkflowRuntime
-from engine._loop import run as run_loop
+from engine import ActivityContext, WorkflowRuntime, run_service
 from sample_order_app import stock
 from sample_order_app._service import (
     configure_logging,
@@ -85,4 +84,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_loop(main())
+    run_service(main())

@@ -17,8 +17,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine import RetryPolicy, Task, TaskFailedError, WorkflowContext, WorkflowRuntime, when_any
-from engine._loop import run as run_loop
+from engine import (
+    RetryPolicy,
+    Task,
+    TaskFailedError,
+    WorkflowContext,
+    WorkflowRuntime,
+    run_service,
+    when_any,
+)
 from sample_order_app._service import configure_logging, new_runtime, serve, service_parser
 from sample_order_app.model import (
     Order,
@@ -214,4 +221,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_loop(main())
+    run_service(main())

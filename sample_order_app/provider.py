@@ -11,8 +11,7 @@ import argparse
 import asyncio
 import random
 
-from engine import ActivityContext, WorkflowRuntime
-from engine._loop import run as run_loop
+from engine import ActivityContext, WorkflowRuntime, run_service
 from sample_order_app._service import configure_logging, new_runtime, serve, service_parser
 from sample_order_app.model import Quote, QuoteRequest
 
@@ -71,4 +70,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_loop(main())
+    run_service(main())

@@ -22,8 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from engine import ActivityContext, WorkflowRuntime
-from engine._loop import run as run_loop
+from engine import ActivityContext, WorkflowRuntime, run_service
 from sample_order_app._service import (
     configure_logging,
     connect,
@@ -104,4 +103,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_loop(main())
+    run_service(main())

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 
 from engine import WorkflowClient, WorkflowState, WorkflowStatus
-from engine._events import (
+from engine.core.events import (
     ChildWorkflowScheduled,
     ExecutionCompleted,
     ExecutionStarted,

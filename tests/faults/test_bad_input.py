@@ -11,7 +11,7 @@ from faultkit import stream_messages, wait_consumer_drained
 
 from brokers._server import EmbeddedNatsServer
 from engine import WorkflowClient, WorkflowStatus
-from engine._errors import (
+from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,

@@ -1,4 +1,4 @@
-"""Workers SIGKILLed at every crash point of engine/_faults.py; another worker recovers.
+"""Workers SIGKILLed at every crash point of engine/worker/faults.py; another worker recovers.
 
 Activities are at-least-once: an activity worker that dies after running an activity but before
 its result is acknowledged makes the task run again after its lease. The idempotency key of its

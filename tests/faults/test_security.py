@@ -24,7 +24,7 @@ from brokers import NatsAuth, NatsAuthorizationError, NatsTlsError
 from brokers._auth import ENVIRONMENT, OPTIONS
 from brokers._server import EmbeddedNatsServer, free_port
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
-from engine._events import ExecutionCompleted
+from engine.core.events import ExecutionCompleted
 from tests.nats_keys import nkey_user, operator_setup
 from tests.processes import LineProcess
 

@@ -12,7 +12,7 @@ from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowStatus
 from engine._http import dapr_status
 from engine._openapi import OPENAPI
-from engine._state import decode_record
+from engine.core.state import decode_record
 from tests.http.http_support import Api
 
 WF = "/v1.0/workflows/dapr"

@@ -14,10 +14,10 @@ import structlog
 
 from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
-from engine._errors import InstanceAlreadyRunningError
-from engine._events import ExecutionStarted, WorkItem, encode, history_events
-from engine._payload import to_json
-from engine._state import InstanceRecord, encode_record
+from engine.core.codec import to_json
+from engine.core.errors import InstanceAlreadyRunningError
+from engine.core.events import ExecutionStarted, WorkItem, encode, history_events
+from engine.core.state import InstanceRecord, encode_record
 
 
 def echo_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:

@@ -11,9 +11,9 @@ import nats
 import pytest
 
 from brokers import JetStreamBroker, Subjects
-from brokers._payloads import REF_KEY, PayloadRef, payload_ref
+from brokers._payload_store import REF_KEY, PayloadRef, payload_ref
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
-from engine._events import encode, history_events
+from engine.core.events import encode, history_events
 
 TEN_MB = 10 * 1024 * 1024
 THRESHOLD = 64 * 1024

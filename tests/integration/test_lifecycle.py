@@ -14,7 +14,7 @@ from engine import (
     WorkflowRuntime,
     WorkflowStatus,
 )
-from engine._errors import (
+from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceNotFoundError,
     InvalidInstanceIdError,

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from engine import WorkflowRuntime, WorkflowStatus
-from engine._events import ExecutionStarted
+from engine.core.events import ExecutionStarted
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -11,7 +11,7 @@ import pytest
 from brokers import EmbeddedNatsServer, JetStreamBroker, free_port
 from brokers._server import NatsCluster
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus, when_all
-from engine._errors import InstanceNotFoundError
+from engine.core.errors import InstanceNotFoundError
 
 
 def quick_runtime(nats_url: str, prefix: str, *, replicas: int = 1) -> WorkflowRuntime:

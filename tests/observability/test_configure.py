@@ -72,7 +72,7 @@ class TestConfigure:
         result = _run(
             "from datetime import UTC, datetime\n"
             "from opentelemetry import trace\n"
-            "from engine._events import ExecutionStarted\n"
+            "from engine.core.events import ExecutionStarted\n"
             "from observability import WorkflowTaskTrace, dispatch_trace_headers, "
             "tracing_enabled\n"
             "s = ExecutionStarted(timestamp=datetime.now(UTC), name='w', execution_id='e')\n"

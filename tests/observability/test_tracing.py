@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from traced_saga import SEEN, build
 
 from engine import WorkflowRuntime, WorkflowStatus
-from engine._events import ExecutionStarted, WorkflowTaskStarted
+from engine.core.events import ExecutionStarted, WorkflowTaskStarted
 from observability import inject_headers
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import msgspec
 
-from engine._events import (
+from engine.core.codec import to_json
+from engine.core.events import (
     EventRaised,
     ExecutionCompleted,
     ExecutionStarted,
@@ -28,9 +29,8 @@ from engine._events import (
     WorkflowTaskStarted,
     encode,
 )
-from engine._executor import WorkflowExecution
-from engine._payload import to_json
-from engine._registry import Registry
+from engine.core.executor import WorkflowExecution
+from engine.core.registry import Registry
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 """The start time of every simulated instance."""

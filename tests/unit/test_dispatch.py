@@ -6,8 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from brokers import Subjects
-from engine._dispatch import Dispatcher, running_children, still_open
-from engine._events import (
+from engine.core.events import (
     ChildWorkflowCompleted,
     ChildWorkflowScheduled,
     ExecutionCompleted,
@@ -20,6 +19,7 @@ from engine._events import (
     TimerFired,
     WorkflowTaskStarted,
 )
+from engine.worker.dispatch import Dispatcher, running_children, still_open
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DISPATCH = Dispatcher(Subjects("jl"), "24h")

@@ -20,8 +20,9 @@ import structlog
 from harness import T0, Simulation, commands, output, registry_of, task_started
 
 from engine import RetryPolicy, TaskFailedError, WorkflowContext, when_all, when_any
-from engine._errors import NonDeterminismError
-from engine._events import (
+from engine.core.codec import to_json
+from engine.core.errors import NonDeterminismError
+from engine.core.events import (
     ExecutionResumed,
     ExecutionStarted,
     ExecutionSuspended,
@@ -29,8 +30,7 @@ from engine._events import (
     TaskCompleted,
     TaskScheduled,
 )
-from engine._executor import WorkflowExecution
-from engine._payload import to_json
+from engine.core.executor import WorkflowExecution
 
 
 def both(async_fn: Any, generator_fn: Any) -> list[Any]:

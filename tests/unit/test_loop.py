@@ -1,4 +1,4 @@
-"""The event loop worker processes run on (engine._loop)."""
+"""The event loop worker processes run on (engine.worker.loop)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from engine._loop import loop_factory, run
+from engine.worker.loop import loop_factory, run
 
 
 def test_workers_run_on_uvloop_when_it_is_installed() -> None:

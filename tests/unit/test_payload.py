@@ -9,8 +9,8 @@ from typing import Any, TypedDict
 import msgspec
 import pytest
 
-from engine._errors import InputDecodeError
-from engine._payload import from_json, inspect_signature, to_json
+from engine.core.codec import from_json, inspect_signature, to_json
+from engine.core.errors import InputDecodeError
 
 
 class Item(msgspec.Struct):

@@ -28,8 +28,8 @@ from harness import (
 )
 
 from engine import WorkflowContext, when_all
-from engine._errors import NonDeterminismError
-from engine._executor import WorkflowExecution
+from engine.core.errors import NonDeterminismError
+from engine.core.executor import WorkflowExecution
 
 # ------------------------------------------------------------ version 1 (recorded histories)
 

@@ -26,6 +26,10 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to completion on a new loop from ``loop_factory``, like ``asyncio.run``."""
+    """Run ``main`` to completion on a new loop from ``loop_factory``, like ``asyncio.run``.
+
+    Exported as ``engine.run_service``: ``run_service(main())`` starts a worker process on
+    uvloop where it is installed.
+    """
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)

@@ -2,7 +2,7 @@
 
 Payload fields (``input``, ``result``, ``data``, ``output``, ``custom_status``) larger than the
 store's threshold are replaced by a reference to an Object Store copy (see
-``brokers._payloads``) just before a struct is written, and replaced back by the value just
+``brokers._payload_store``) just before a struct is written, and replaced back by the value just
 after it is read, so workflow and activity code, the executor and the sticky cache only ever see
 values.
 """
@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from brokers._payloads import PayloadRef, PayloadStore, payload_ref
-from engine._events import WorkItem
+from brokers._payload_store import PayloadRef, PayloadStore, payload_ref
+from engine.core.events import WorkItem
 
 PAYLOAD_FIELDS = ("input", "result", "data", "output", "custom_status")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from engine._errors import ActivityNotRegisteredError, WorkflowNotRegisteredError
-from engine._payload import Signature, inspect_signature
+from engine.core.codec import Signature, inspect_signature
+from engine.core.errors import ActivityNotRegisteredError, WorkflowNotRegisteredError
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

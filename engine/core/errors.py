@@ -1,11 +1,19 @@
-"""Exceptions a workflow author or client sees."""
+"""Exceptions a workflow author or client sees: one hierarchy under ``JetloomError``.
+
+Each also derives from the builtin exception it has always been (``LookupError``,
+``ValueError``, ``RuntimeError``), so ``except LookupError`` and the like keep working.
+"""
 
 from __future__ import annotations
 
-from engine._events import FailureDetails
+from engine.core.events import FailureDetails
 
 
-class TaskFailedError(Exception):
+class JetloomError(Exception):
+    """Base of every error jetloom raises on purpose."""
+
+
+class TaskFailedError(JetloomError):
     """An activity or child workflow failed; raised inside the workflow where it was awaited.
 
     Attributes:
@@ -22,7 +30,7 @@ class TaskFailedError(Exception):
         return self.failure_details.type
 
 
-class NonDeterminismError(Exception):
+class NonDeterminismError(JetloomError):
     """Workflow code did not do what its history says it did when it first ran.
 
     Attributes:
@@ -42,23 +50,23 @@ class NonDeterminismError(Exception):
         self.actual = actual
 
 
-class WorkflowNotRegisteredError(LookupError):
+class WorkflowNotRegisteredError(JetloomError, LookupError):
     """No workflow (or no such version) of that name is registered in this runtime."""
 
 
-class ActivityNotRegisteredError(LookupError):
+class ActivityNotRegisteredError(JetloomError, LookupError):
     """No activity of that name is registered in this runtime."""
 
 
-class InvalidInstanceIdError(ValueError):
+class InvalidInstanceIdError(JetloomError, ValueError):
     """An instance id with characters or a length that jetloom does not accept."""
 
 
-class InstanceAlreadyRunningError(RuntimeError):
+class InstanceAlreadyRunningError(JetloomError, RuntimeError):
     """A workflow was scheduled with the id of an instance that is still running."""
 
 
-class InstanceFinishedError(RuntimeError):
+class InstanceFinishedError(JetloomError, RuntimeError):
     """The instance has finished (completed, failed or terminated) and takes no more events.
 
     Attributes:
@@ -70,9 +78,9 @@ class InstanceFinishedError(RuntimeError):
         self.status = status
 
 
-class InstanceNotFoundError(LookupError):
+class InstanceNotFoundError(JetloomError, LookupError):
     """No instance with that id exists."""
 
 
-class InputDecodeError(ValueError):
+class InputDecodeError(JetloomError, ValueError):
     """A payload does not decode to the parameter's type hint."""

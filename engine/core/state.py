@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from engine._events import NULL, FailureDetails
+from engine.core.events import NULL, FailureDetails
 
 
 class WorkflowStatus(enum.Enum):

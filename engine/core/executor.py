@@ -19,9 +19,10 @@ from typing import Any
 
 import msgspec
 
-from engine._context import WorkflowContext
-from engine._errors import NonDeterminismError
-from engine._events import (
+from engine.core.codec import from_json, inspect_signature, to_json
+from engine.core.context import WorkflowContext
+from engine.core.errors import NonDeterminismError
+from engine.core.events import (
     NULL,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
@@ -41,11 +42,10 @@ from engine._events import (
     TimerFired,
     WorkflowTaskStarted,
 )
-from engine._ids import check_instance_id
-from engine._payload import from_json, inspect_signature, to_json
-from engine._registry import Registry, WorkflowDefinition
-from engine._retry import RetryPolicy
-from engine._task import CompletableTask, Task, failed_error
+from engine.core.instance_ids import check_instance_id
+from engine.core.registry import Registry, WorkflowDefinition
+from engine.core.retry import RetryPolicy
+from engine.core.tasks import CompletableTask, Task, failed_error
 
 RUNNING, COMPLETED, FAILED, TERMINATED = "RUNNING", "COMPLETED", "FAILED", "TERMINATED"
 SUSPENDED, CONTINUED_AS_NEW = "SUSPENDED", "CONTINUED_AS_NEW"
@@ -160,7 +160,6 @@ class WorkflowExecution:
         self._patches_new: list[str] = []
         self._patch_answers: dict[str, bool] = {}
         self._continue_as_new: tuple[msgspec.Raw, bool] | None = None
-        self._position = 0
 
         for event in history:
             self._apply(event)
@@ -171,7 +170,7 @@ class WorkflowExecution:
             if self.failure is not None:
                 ended += f": {self.failure.type}: {self.failure.message}"
             raise NonDeterminismError(
-                self._position, describe(None), f"ended the workflow ({ended})"
+                self.history_length, describe(None), f"ended the workflow ({ended})"
             )
 
     # ----------------------------------------------------------------- public
@@ -253,7 +252,6 @@ class WorkflowExecution:
     def _apply(self, event: HistoryEvent, *, record: bool = False) -> None:
         if record:
             self._new.append(event)
-        self._position += 1
         self.history_length += 1
         if self._suspended and not isinstance(
             event, ExecutionResumed | ExecutionTerminated | WorkflowTaskStarted | Command
@@ -275,7 +273,6 @@ class WorkflowExecution:
                 self._suspended = False
                 held, self._held = self._held, []
                 for held_event in held:
-                    self._position -= 1
                     self.history_length -= 1
                     self._apply(held_event)
             case ExecutionTerminated():
@@ -296,18 +293,18 @@ class WorkflowExecution:
         """A command event in history must be the next command the code issued."""
         if not self._pending:
             raise NonDeterminismError(
-                self._position - 1, describe(event), "no such call (the code did not issue it)"
+                self.history_length - 1, describe(event), "no such call (the code did not issue it)"
             )
         issued = self._pending.popleft()
         same = type(issued) is type(event) and _command_key(issued) == _command_key(event)
         if not same:
-            raise NonDeterminismError(self._position - 1, describe(event), describe(issued))
+            raise NonDeterminismError(self.history_length - 1, describe(event), describe(issued))
 
     def _check_no_pending(self, next_event: HistoryEvent | None) -> None:
         """At a task boundary every command issued during replay must be in history."""
         if self._pending and self.is_replaying:
             raise NonDeterminismError(
-                self._position - (0 if next_event is None else 1),
+                self.history_length - (0 if next_event is None else 1),
                 describe(next_event),
                 describe(self._pending[0]),
             )
@@ -317,7 +314,6 @@ class WorkflowExecution:
         while self._pending:
             command = self._pending.popleft()
             self._new.append(command)
-            self._position += 1
             self.history_length += 1
 
     def _issue(self, command: Command) -> None:
@@ -367,7 +363,7 @@ class WorkflowExecution:
             return
         if not isinstance(yielded, Task):
             raise NonDeterminismError(
-                self._position,
+                self.history_length,
                 "an engine task (activity, timer, child workflow, event, when_all/when_any)",
                 f"awaited {type(yielded).__name__}: {yielded!r}"[:200],
             )
@@ -666,9 +662,7 @@ def _completion_id(event: HistoryEvent) -> int:
 
 
 def _command_key(event: Command) -> tuple[Any, ...]:
-    if isinstance(event, TaskScheduled):
-        return (event.task_id, event.name)
-    if isinstance(event, ChildWorkflowScheduled):
+    if isinstance(event, TaskScheduled | ChildWorkflowScheduled):
         return (event.task_id, event.name)
     return (event.timer_id,)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Generic, TypeVar
 
-from engine._errors import TaskFailedError
+from engine.core.errors import TaskFailedError
 
 T = TypeVar("T")
 
@@ -70,10 +70,6 @@ class Task(Generic[T]):
 
 class CompletableTask(Task[T]):
     """A task completed by a history event (activity, timer, child workflow, external event)."""
-
-    def __init__(self, decode: Callable[[Any], T] | None = None) -> None:
-        super().__init__()
-        self._decode = decode
 
 
 class CompositeTask(Task[T]):

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from engine._errors import InputDecodeError
-from engine._events import NULL
+from engine.core.errors import InputDecodeError
+from engine.core.events import NULL
 
 _encoder = msgspec.json.Encoder()
 _NO_TYPE: Any = Any

@@ -20,13 +20,14 @@ from brokers import (
     Subjects,
     connect_nats,
 )
-from brokers._payloads import DEFAULT_THRESHOLD
-from engine._errors import (
+from brokers._payload_store import DEFAULT_THRESHOLD
+from engine.core.codec import to_json
+from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
 )
-from engine._events import (
+from engine.core.events import (
     EventRaised,
     ExecutionCompleted,
     ExecutionResumed,
@@ -40,11 +41,9 @@ from engine._events import (
     encode,
     history_events,
 )
-from engine._ids import check_instance_id, new_instance_id
-from engine._large_payloads import offload, refs_in, resolve, resolve_all
-from engine._payload import to_json
-from engine._registry import check_name
-from engine._state import (
+from engine.core.instance_ids import check_instance_id, new_instance_id
+from engine.core.registry import check_name
+from engine.core.state import (
     InstanceRecord,
     WorkflowState,
     WorkflowStatus,
@@ -52,6 +51,7 @@ from engine._state import (
     encode_record,
     history_seq_of,
 )
+from engine.offload import offload, refs_in, resolve, resolve_all
 from observability import publish_span
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from engine._errors import InvalidInstanceIdError
+from engine.core.errors import InvalidInstanceIdError
 
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

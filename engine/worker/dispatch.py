@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from brokers import DispatchMessage, Subjects
-from engine._events import (
+from engine.core.events import (
     ActivityTask,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,

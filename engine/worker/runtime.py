@@ -22,17 +22,17 @@ from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
 from brokers._errors import TRANSIENT_ERRORS as BROKER_TRANSIENT_ERRORS
-from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
+from brokers._payload_store import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
 from brokers._sourcing import watch_sourcing
-from engine._dispatch import Dispatcher, still_open
-from engine._errors import (
+from engine.core.codec import from_json, to_json
+from engine.core.errors import (
     ActivityNotRegisteredError,
     InputDecodeError,
     InvalidInstanceIdError,
     WorkflowNotRegisteredError,
 )
-from engine._events import (
+from engine.core.events import (
     NULL,
     ActivityTask,
     ChildWorkflowScheduled,
@@ -52,7 +52,7 @@ from engine._events import (
     encode,
     history_events,
 )
-from engine._executor import (
+from engine.core.executor import (
     COMPLETED,
     FAILED,
     TERMINATED,
@@ -60,12 +60,9 @@ from engine._executor import (
     WorkflowExecution,
     failure_from,
 )
-from engine._faults import crash_point
-from engine._ids import check_instance_id, instance_id_for_message
-from engine._large_payloads import offload, offload_all, resolve, resolve_all, stored_names
-from engine._payload import from_json, to_json
-from engine._registry import Registry
-from engine._state import (
+from engine.core.instance_ids import check_instance_id, instance_id_for_message
+from engine.core.registry import Registry
+from engine.core.state import (
     InstanceRecord,
     WorkflowStatus,
     decode_record,
@@ -73,6 +70,9 @@ from engine._state import (
     history_seq_of,
     run_seq_of,
 )
+from engine.offload import offload, offload_all, resolve, resolve_all, stored_names
+from engine.worker.dispatch import Dispatcher, still_open
+from engine.worker.faults import crash_point
 from observability import (
     ActivityTrace,
     WorkflowTaskTrace,
@@ -254,7 +254,6 @@ class WorkflowRuntime:
         self._busy: dict[str, list[Msg]] = {}
         """Instances with a workflow task running here, and the messages waiting for it."""
         self._wf_slots = 0  # work messages held (being processed or waiting for a lock)
-        self._act_slots = 0  # activities running
         self._wf_stream: PullStream | None = None
         self._stopping = False
         self._started = False
@@ -1132,7 +1131,6 @@ class WorkflowRuntime:
                     with contextlib.suppress(Exception):
                         self._server_lease = await self.broker.ack_wait(consumer)
                 for msg in await stream.next_batch(capacity):
-                    self._act_slots += 1
                     self._spawn(self._run_activity(msg, stream))
         finally:
             await stream.stop()
@@ -1145,7 +1143,6 @@ class WorkflowRuntime:
             with contextlib.suppress(Exception):
                 await self._settle(msg, nak_delay=1.0)
         finally:
-            self._act_slots -= 1
             stream.release(1)
 
     async def _execute_activity(self, msg: Msg) -> None:

@@ -6,17 +6,54 @@ import random as _random
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from engine._retry import RetryPolicy
-from engine._task import Task
-
-if TYPE_CHECKING:
-    from engine._executor import WorkflowExecution
+from engine.core.retry import RetryPolicy
+from engine.core.tasks import Task
 
 _UUID_NAMESPACE = uuid.UUID("5c8f1c3e-2f0b-4f7e-9a57-6a1c0d7e1b11")
+
+
+class ExecutionHost(Protocol):
+    """What a context asks of the execution replaying it (``WorkflowExecution``)."""
+
+    instance_id: str
+    current_time: datetime
+    is_replaying: bool
+    custom_status: Any
+
+    @property
+    def execution_id(self) -> str: ...
+
+    @property
+    def workflow_name(self) -> str: ...
+
+    def schedule_activity(
+        self,
+        activity: Callable[..., Any] | str,
+        input: Any,
+        retry_policy: RetryPolicy | None,
+        task_queue: str | None,
+        timeout: timedelta | None,
+    ) -> Task[Any]: ...
+
+    def schedule_child(
+        self,
+        workflow: Callable[..., Any] | str,
+        input: Any,
+        instance_id: str | None,
+        retry_policy: RetryPolicy | None,
+    ) -> Task[Any]: ...
+
+    def schedule_timer(self, fire_at: datetime | timedelta) -> Task[None]: ...
+
+    def wait_for_event(self, name: str, timeout: timedelta | None) -> Task[Any]: ...
+
+    def request_continue_as_new(self, new_input: Any, save_events: bool) -> None: ...
+
+    def is_patched(self, patch_name: str) -> bool: ...
 
 
 class ReplaySafeLogger:
@@ -60,7 +97,7 @@ class WorkflowContext:
     and await only the tasks it returns.
     """
 
-    def __init__(self, execution: WorkflowExecution) -> None:
+    def __init__(self, execution: ExecutionHost) -> None:
         self._execution = execution
         self._uuid_counter = 0
         self._random: _random.Random | None = None

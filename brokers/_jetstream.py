@@ -81,11 +81,30 @@ def kept_replicas(current: int | None, requested: int) -> int:
     return max(int(current or 1), requested)
 
 
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_PREFIX = "jetloom"
+
+
+def nats_url(url: str | None = None) -> str:
+    """``url``, else NATS_URL, else ``nats://127.0.0.1:4222``."""
+    return url or os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+
+
+def prefix_or_default(prefix: str | None = None) -> str:
+    """``prefix``, else JETLOOM_PREFIX, else ``jetloom``."""
+    return prefix or os.environ.get("JETLOOM_PREFIX") or DEFAULT_PREFIX
+
+
 @dataclass(frozen=True)
 class Subjects:
     """Subject, stream and bucket names under one prefix (one namespace per application)."""
 
-    prefix: str = "jetloom"
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def of(cls, prefix: str | None = None) -> Subjects:
+        """The subjects of ``prefix``, else JETLOOM_PREFIX, else ``jetloom``."""
+        return cls(prefix_or_default(prefix))
 
     def __post_init__(self) -> None:
         if not _PREFIX.match(self.prefix):
@@ -130,6 +149,10 @@ class Subjects:
     def start(self, workflow_name: str) -> str:
         """Public subject to start a workflow."""
         return f"{self.prefix}.start.{workflow_name}"
+
+    def is_start(self, subject: str) -> bool:
+        """True for a public start subject (``<p>.start.<workflow>``)."""
+        return subject.startswith(f"{self.prefix}.start.")
 
     def inbox(self, instance_id: str) -> str:
         """Subject of events sent to an instance from outside the history stream."""
@@ -256,7 +279,7 @@ async def connect_nats(url: str | None = None, **options: Any) -> NATS:
     NATS_NKEY, and without a ``tls`` option NATS_CA, NATS_CERT and NATS_KEY make one (see
     ``NatsAuth``).
     """
-    servers = url or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
+    servers = nats_url(url)
     opts: dict[str, Any] = {
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,

@@ -42,6 +42,7 @@ from engine.core.events import (
 from engine.core.retry import RetryPolicy
 from engine.core.state import WorkflowState, WorkflowStatus
 from engine.core.tasks import Task, when_all, when_any
+from engine.signals import stop_signal
 from engine.worker.loop import run as run_service
 from engine.worker.runtime import ActivityContext, WorkflowRuntime
 
@@ -83,6 +84,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowTaskStarted",
     "run_service",
+    "stop_signal",
     "when_all",
     "when_any",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -70,9 +69,8 @@ class WorkflowClient:
         owns_connection: bool = True,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
-        prefix = prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom"
         self._broker = JetStreamBroker(
-            nc, Subjects(prefix), large_payload_threshold=large_payload_threshold
+            nc, Subjects.of(prefix), large_payload_threshold=large_payload_threshold
         )
         self._owns_connection = owns_connection
         self._ready = False

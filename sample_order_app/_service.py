@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -14,8 +11,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 import observability
-from brokers import connect_nats
-from engine import WorkflowRuntime
+from brokers import connect_nats, nats_url
+from engine import WorkflowRuntime, stop_signal
 
 
 def service_parser(description: str) -> argparse.ArgumentParser:
@@ -23,7 +20,7 @@ def service_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--nats-url",
-        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        default=nats_url(),
         help="NATS server URL(s), comma separated (default: $NATS_URL)",
     )
     parser.add_argument(
@@ -64,12 +61,9 @@ async def connect(args: argparse.Namespace) -> NATS:
 
 async def serve(runtime: WorkflowRuntime, service: str) -> None:
     """Start the runtime, print ``ready <service>``, serve until SIGTERM/SIGINT, then stop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before "ready": no window without a handler
-        loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
-    print(f"ready {service}", flush=True)
-    await stop.wait()
-    await runtime.shutdown()
+    with stop_signal() as stop:  # before "ready": no window without a handler
+        await runtime.start()
+        print(f"ready {service}", flush=True)
+        await stop.wait()
+        await runtime.shutdown()
     print(f"stopped {service}", flush=True)

@@ -28,6 +28,7 @@ from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from brokers import nats_url
 from sample_order_app.model import Faults, Order
 
 WORKFLOW_NAME = "order_processing"
@@ -96,7 +97,7 @@ def _read_batch(path: str) -> list[StartEvent]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument("--nats-url", default=nats_url())
     parser.add_argument("--prefix", default="jetloom")
     parser.add_argument("--batch", help="JSON-lines file of start events ('-': stdin)")
     parser.add_argument("--order-id")

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -71,6 +70,7 @@ from engine.core.state import (
     run_seq_of,
 )
 from engine.offload import offload, offload_all, resolve, resolve_all, stored_names
+from engine.signals import stop_signal
 from engine.worker.dispatch import Dispatcher, still_open
 from engine.worker.faults import crash_point
 from observability import (
@@ -238,7 +238,7 @@ class WorkflowRuntime:
         self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
         self.max_concurrent_activities = max_concurrent_activities
         self.task_queues = list(task_queues or ["default"])
-        self.subjects = Subjects(prefix or os.environ.get("JETLOOM_PREFIX") or "jetloom")
+        self.subjects = Subjects.of(prefix)
         self.activity_lease = activity_lease
         self.workflow_task_lease = workflow_task_lease
         self.replicas = replicas
@@ -435,19 +435,12 @@ class WorkflowRuntime:
 
     async def run(self) -> None:
         """Start, then serve until cancelled, SIGTERM or SIGINT; shut down gracefully."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        try:
-            await self.start()
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-            await self.shutdown()
+        with stop_signal() as stop:
+            try:
+                await self.start()
+                await stop.wait()
+            finally:
+                await self.shutdown()
 
     async def __aenter__(self) -> WorkflowRuntime:
         await self.start()
@@ -512,7 +505,7 @@ class WorkflowRuntime:
     async def _instance_of(self, msg: Msg) -> str | None:
         """The instance a work message is for; bad start events go to the dead-letter stream."""
         s = self.subjects
-        if not msg.subject.startswith(f"{s.prefix}.start."):
+        if not s.is_start(msg.subject):
             try:
                 decode_work_item(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -624,7 +617,7 @@ class WorkflowRuntime:
             instance_id
         ))[0]:
             return False  # the instance exists: a later task grew too large (stall, visible)
-        starts = [m for m in msgs if m.subject.startswith(f"{self.subjects.prefix}.start.")]
+        starts = [m for m in msgs if self.subjects.is_start(m.subject)]
         if not starts:
             return False
         reason = (
@@ -920,11 +913,10 @@ class WorkflowRuntime:
         """True if every message starts a run of an id that had no history when it was sent:
         a start event without an instance id of its own, or a start work item decided on an
         empty history (``after_seq`` 0)."""
-        start = f"{self.subjects.prefix}.start."
         for msg, (new_start, events, _, after_seq) in zip(msgs, parsed, strict=True):
             if new_start is None or events or after_seq:
                 return False
-            if msg.subject.startswith(start):
+            if self.subjects.is_start(msg.subject):
                 try:
                     if decode_start_request(msg.data).instance_id:
                         return False
@@ -971,7 +963,7 @@ class WorkflowRuntime:
         """One work message as (its start, if any; the events it carries; their run id; the
         history sequence its start was decided at, see ``WorkItem.after_seq``)."""
         s = self.subjects
-        if msg.subject.startswith(f"{s.prefix}.start."):
+        if s.is_start(msg.subject):
             request = decode_start_request(msg.data)
             name = msg.subject.rsplit(".", 1)[-1]
             headers = msg.headers or {}

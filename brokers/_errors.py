@@ -32,6 +32,10 @@ UNAVAILABLE_ERRORS = frozenset({ERR_CLUSTER_NOT_AVAILABLE, ERR_LAST_SEQ_PER_SUBJ
 """API errors of a cluster electing or catching up a leader: retry after a short back-off."""
 
 
+PayloadTooLargeError = nats.errors.MaxPayloadError
+"""A message larger than the server's max payload (1 MB by default)."""
+
+
 class AppendConflictError(Exception):
     """Another writer advanced the instance's history first (optimistic concurrency)."""
 
@@ -83,6 +87,13 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 )
 """Errors that a leader election, a server restart or a reconnect explains: the same request
 may work a moment later."""
+
+MESSAGING_ERRORS: tuple[type[Exception], ...] = (
+    *TRANSIENT_ERRORS,
+    nats.errors.ConnectionClosedError,
+)
+"""Errors of the messaging layer rather than of the work at hand: the transient ones, and a
+connection closed under the caller (a worker shutting down)."""
 
 
 async def retry_transient(

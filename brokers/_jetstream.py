@@ -29,6 +29,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -53,6 +54,7 @@ from brokers._errors import (
     retry_transient,
 )
 from brokers._payload_store import DEFAULT_THRESHOLD, PayloadStore
+from brokers._pull import WorkMessage
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -71,6 +73,22 @@ RECORD_READER_IDLE = 30.0
 """Seconds after which the server drops the consumer of a record reader that went away."""
 RECORD_READER_RETRY_BUDGET = 20.0
 """Seconds a record reader keeps replacing a consumer that fails before it gives up."""
+
+
+Connection = NATS
+"""A connection to NATS (nats-py's client), as ``connect_nats`` returns it."""
+
+
+def schedule_headers(fire_at: datetime, target: str, ttl: str | None = None) -> dict[str, str]:
+    """Headers of a message schedule (ADR-51) that publishes its body to ``target`` once, at
+    ``fire_at``; with ``ttl``, the fired message carries that per-message TTL."""
+    headers = {
+        "Nats-Schedule": "@at " + fire_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "Nats-Schedule-Target": target,
+    }
+    if ttl is not None:
+        headers["Nats-Schedule-TTL"] = ttl
+    return headers
 
 
 def kept_replicas(current: int | None, requested: int) -> int:
@@ -874,8 +892,9 @@ class JetStreamBroker:
 
         return await retry_transient(send)
 
-    async def dead_letter(self, kind: str, msg: Msg, reason: str) -> None:
+    async def dead_letter(self, kind: str, work: WorkMessage | Msg, reason: str) -> None:
         """Keep an unusable message on the dead-letter subject, with why."""
+        msg = work.msg if isinstance(work, WorkMessage) else work
         headers = {
             "Jetloom-Reason": reason[:1000].replace("\r", " ").replace("\n", " "),
             "Jetloom-Original-Subject": msg.subject,

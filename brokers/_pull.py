@@ -91,6 +91,43 @@ async def settle(
     return True
 
 
+class WorkMessage:
+    """A message taken from a work-stream consumer: what the runtime sees of a delivery.
+
+    It carries the stream subject, body and headers, how often it has been delivered and its
+    stream sequence, and is settled (acknowledged, or handed back after a delay) through the
+    connection it came on.
+    """
+
+    __slots__ = ("data", "headers", "msg", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+        """The nats-py message (for brokers' own use)."""
+        self.subject: str = msg.subject
+        self.data: bytes = msg.data
+        self.headers: dict[str, str] = msg.headers or {}
+
+    @property
+    def num_delivered(self) -> int:
+        """1 on the first delivery, 2 on the first redelivery, ..."""
+        return int(self.msg.metadata.num_delivered or 1)
+
+    @property
+    def stream_seq(self) -> int:
+        """The message's sequence in its stream."""
+        return int(self.msg.metadata.sequence.stream)
+
+    async def settle(self, *, nak_delay: float | None = None, confirm: bool = True) -> bool:
+        """Acknowledge it (or, with ``nak_delay``, ask for it again after that many seconds);
+        see ``settle``."""
+        return await settle(self.msg, nak_delay=nak_delay, confirm=confirm)
+
+    async def in_progress(self) -> None:
+        """Extend its lease (the consumer's ``ack_wait``) from now."""
+        await self.msg.in_progress()
+
+
 class PullStream:
     """Messages of one durable pull consumer, at most ``capacity`` unfinished at a time."""
 
@@ -118,7 +155,7 @@ class PullStream:
         self._heartbeat = heartbeat
         self._retry_delay = retry_delay
         self._inbox = nc.new_inbox()
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._queue: asyncio.Queue[WorkMessage] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._last_heard = time.monotonic()
         self._retry_at = 0.0  # after a 503, no new request before this time
@@ -160,7 +197,7 @@ class PullStream:
                 else:
                     del self._requests[oldest]
             self._in_hand += 1
-            self._queue.put_nowait(msg)
+            self._queue.put_nowait(WorkMessage(msg))
             return
         if status == "100":  # idle heartbeat: the request is alive
             return
@@ -221,7 +258,7 @@ class PullStream:
             self._requests.clear()
             self._last_heard = time.monotonic()
 
-    async def next_batch(self, max_batch: int, timeout: float = 1.0) -> list[Msg]:
+    async def next_batch(self, max_batch: int, timeout: float = 1.0) -> list[WorkMessage]:
         """Wait up to ``timeout`` for a message, then take whatever else is already here."""
         try:
             first = await asyncio.wait_for(self._queue.get(), timeout)

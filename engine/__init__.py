@@ -40,7 +40,8 @@ from engine.core.events import (
     WorkflowTaskStarted,
 )
 from engine.core.retry import RetryPolicy
-from engine.core.state import WorkflowState, WorkflowStatus
+from engine.core.state import WorkflowState
+from engine.core.status import WorkflowStatus
 from engine.core.tasks import Task, when_all, when_any
 from engine.signals import stop_signal
 from engine.worker.loop import run as run_service

@@ -29,7 +29,8 @@ from engine.core.errors import (
     InvalidInstanceIdError,
 )
 from engine.core.instance_ids import check_instance_id
-from engine.core.state import WorkflowState, WorkflowStatus
+from engine.core.state import WorkflowState
+from engine.core.status import WorkflowStatus
 
 _log = structlog.get_logger("jetloom.http")
 

@@ -79,7 +79,8 @@ from engine.core.events import (
     TimerCreated,
     TimerFired,
 )
-from engine.core.state import WorkflowState, WorkflowStatus, decode_record
+from engine.core.state import WorkflowState, decode_record
+from engine.core.status import WorkflowStatus
 from engine.worker.loop import run as run_loop
 from engine.worker.runtime import WorkflowRuntime
 

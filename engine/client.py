@@ -9,17 +9,17 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.aio.client import Client as NATS
-
 from brokers import (
+    DEFAULT_THRESHOLD,
     AppendConflictError,
+    Connection,
     DispatchMessage,
     JetStreamBroker,
     RecordWatch,
     Subjects,
     connect_nats,
+    schedule_headers,
 )
-from brokers._payload_store import DEFAULT_THRESHOLD
 from engine.core.codec import to_json
 from engine.core.errors import (
     InstanceAlreadyRunningError,
@@ -28,7 +28,6 @@ from engine.core.errors import (
 )
 from engine.core.events import (
     EventRaised,
-    ExecutionCompleted,
     ExecutionResumed,
     ExecutionStarted,
     ExecutionSuspended,
@@ -36,20 +35,22 @@ from engine.core.events import (
     HistoryEvent,
     TaskCommit,
     WorkItem,
+    current_run,
     decode_commit,
     encode,
     history_events,
+    run_is_finished,
 )
 from engine.core.instance_ids import check_instance_id, new_instance_id
 from engine.core.registry import check_name
 from engine.core.state import (
     InstanceRecord,
     WorkflowState,
-    WorkflowStatus,
     decode_record,
     encode_record,
     history_seq_of,
 )
+from engine.core.status import WorkflowStatus
 from engine.offload import offload, refs_in, resolve, resolve_all
 from observability import publish_span
 
@@ -63,7 +64,7 @@ class WorkflowClient:
 
     def __init__(
         self,
-        nc: NATS,
+        nc: Connection,
         *,
         prefix: str | None = None,
         owns_connection: bool = True,
@@ -169,11 +170,8 @@ class WorkflowClient:
             (last_seq, last_data), stored_record = await asyncio.gather(
                 self._broker.last_history_seq(iid), self._broker.get_record(iid)
             )
-            if last_data is not None:
-                last = decode_commit(last_data).events[-1]
-                if not (isinstance(last, ExecutionCompleted)
-                        and last.status != "CONTINUED_AS_NEW"):
-                    raise still_running
+            if last_data is not None and not run_is_finished(decode_commit(last_data).events):
+                raise still_running
             if stored_record is not None:
                 previous = stored_record
                 pending = decode_record(stored_record[0])
@@ -262,11 +260,7 @@ class WorkflowClient:
         timer = DispatchMessage(
             s.timer(iid, "start"),
             trigger,
-            {
-                "Nats-Schedule": "@at "
-                + start_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "Nats-Schedule-Target": s.outbox_workflow(iid),
-            },
+            schedule_headers(start_at, s.outbox_workflow(iid)),
         )
         try:
             seq = await self._broker.append(
@@ -385,9 +379,8 @@ class WorkflowClient:
         stored = await self._broker.load_history(check_instance_id(instance_id))
         if not stored:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
-        events = history_events(item.data for item in stored)
-        start = max(i for i, e in enumerate(events) if isinstance(e, ExecutionStarted))
-        return await resolve_all(self._broker.payloads, events[start:])
+        events = current_run(history_events(item.data for item in stored))
+        return await resolve_all(self._broker.payloads, events)
 
     # ---------------------------------------------------------------- steering
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from brokers._payload_store import PayloadRef, PayloadStore, payload_ref
+from brokers import PayloadRef, PayloadStore, payload_ref
 from engine.core.events import WorkItem
 
 PAYLOAD_FIELDS = ("input", "result", "data", "output", "custom_status")

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import msgspec
 import structlog
-from nats.aio.msg import Msg
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -80,6 +79,17 @@ class TaskOutcome(Protocol):
     def new_events(self) -> list[Any]: ...
     @property
     def status(self) -> str: ...
+
+
+class Delivery(Protocol):
+    """What the instrumentation reads of a delivered work message."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def num_delivered(self) -> int: ...
 
 
 class ActivityMessage(Protocol):
@@ -236,11 +246,10 @@ async def watch_consumers(
             _backlog.pop((stream, name), None)
 
 
-def _count_redeliveries(msgs: Sequence[Msg], consumer: str) -> None:
+def _count_redeliveries(msgs: Sequence[Delivery], consumer: str) -> None:
     for msg in msgs:
-        with contextlib.suppress(Exception):
-            if (msg.metadata.num_delivered or 1) > 1:
-                _metrics.redelivered.add(1, {"messaging.consumer.group.name": consumer})
+        if msg.num_delivered > 1:
+            _metrics.redelivered.add(1, {"messaging.consumer.group.name": consumer})
 
 
 # ------------------------------------------------------------------------- trace helpers
@@ -343,7 +352,7 @@ class WorkflowTaskTrace:
     :meth:`begin`, :meth:`replayed` and :meth:`committed`.
     """
 
-    def __init__(self, instance_id: str, msgs: Sequence[Msg], consumer: str) -> None:
+    def __init__(self, instance_id: str, msgs: Sequence[Delivery], consumer: str) -> None:
         self.instance_id = instance_id
         self._msgs = msgs
         self._consumer = consumer
@@ -536,7 +545,7 @@ class ActivityTrace:
     activity (its context travels in the activity message's headers).
     """
 
-    def __init__(self, task: ActivityMessage, msg: Msg, consumer: str) -> None:
+    def __init__(self, task: ActivityMessage, msg: Delivery, consumer: str) -> None:
         self._task = task
         self._msg = msg
         self._consumer = consumer

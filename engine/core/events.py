@@ -13,6 +13,8 @@ from datetime import datetime
 
 import msgspec
 
+from engine.core.status import WorkflowStatus
+
 Raw = msgspec.Raw
 
 NULL = msgspec.Raw(b"null")
@@ -252,6 +254,21 @@ def decode_event(data: bytes) -> HistoryEvent:
     """Decode one history event."""
     event: HistoryEvent = _event_decoder.decode(data)
     return event
+
+
+def current_run(events: list[HistoryEvent]) -> list[HistoryEvent]:
+    """The events of the current run: from the last ``execution_started`` on (an instance id
+    that was started again, or continued as new, keeps older runs before it)."""
+    start = max((i for i, e in enumerate(events) if isinstance(e, ExecutionStarted)), default=0)
+    return events[start:]
+
+
+def run_is_finished(events: list[HistoryEvent]) -> bool:
+    """True if the run in ``events`` has ended (and did not continue as new)."""
+    last = events[-1] if events else None
+    return isinstance(last, ExecutionCompleted) and (
+        last.status != WorkflowStatus.CONTINUED_AS_NEW.value
+    )
 
 
 def decode_commit(data: bytes) -> TaskCommit:

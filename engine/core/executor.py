@@ -45,10 +45,15 @@ from engine.core.events import (
 from engine.core.instance_ids import check_instance_id
 from engine.core.registry import Registry, WorkflowDefinition
 from engine.core.retry import RetryPolicy
+from engine.core.status import WorkflowStatus
 from engine.core.tasks import CompletableTask, Task, failed_error
 
-RUNNING, COMPLETED, FAILED, TERMINATED = "RUNNING", "COMPLETED", "FAILED", "TERMINATED"
-SUSPENDED, CONTINUED_AS_NEW = "SUSPENDED", "CONTINUED_AS_NEW"
+RUNNING = WorkflowStatus.RUNNING.value
+COMPLETED = WorkflowStatus.COMPLETED.value
+FAILED = WorkflowStatus.FAILED.value
+TERMINATED = WorkflowStatus.TERMINATED.value
+SUSPENDED = WorkflowStatus.SUSPENDED.value
+CONTINUED_AS_NEW = WorkflowStatus.CONTINUED_AS_NEW.value
 
 Command = TaskScheduled | TimerCreated | ChildWorkflowScheduled
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,24 +9,7 @@ from datetime import datetime
 import msgspec
 
 from engine.core.events import NULL, FailureDetails
-
-
-class WorkflowStatus(enum.Enum):
-    """Where an instance stands."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TERMINATED = "TERMINATED"
-    SUSPENDED = "SUSPENDED"
-    STALLED = "STALLED"
-    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for COMPLETED, FAILED and TERMINATED: the instance will not change again."""
-        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+from engine.core.status import WorkflowStatus
 
 
 class InstanceRecord(msgspec.Struct, omit_defaults=True):

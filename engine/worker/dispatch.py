@@ -11,9 +11,8 @@ drops the copies.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
-from brokers import DispatchMessage, Subjects
+from brokers import DispatchMessage, Subjects, schedule_headers
 from engine.core.events import (
     ActivityTask,
     ChildWorkflowCompleted,
@@ -133,11 +132,9 @@ class Dispatcher:
         return DispatchMessage(
             self.subjects.timer(instance_id, f"{started.execution_id[:8]}-{event.timer_id}"),
             encode(fired),
-            {
-                "Nats-Schedule": "@at " + rfc3339(event.fire_at),
-                "Nats-Schedule-Target": self.subjects.outbox_workflow(instance_id),
-                "Nats-Schedule-TTL": self.ttl,
-            },
+            schedule_headers(
+                event.fire_at, self.subjects.outbox_workflow(instance_id), self.ttl
+            ),
         )
 
     def _child(
@@ -233,11 +230,6 @@ def running_children(events: list[HistoryEvent]) -> list[str]:
         if isinstance(e, ChildWorkflowCompleted | ChildWorkflowFailed):
             scheduled.pop(e.task_id, None)
     return list(scheduled.values())
-
-
-def rfc3339(when: datetime) -> str:
-    """``when`` in UTC as RFC 3339 with microseconds, as ``Nats-Schedule: @at`` takes it."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _last_start(history: list[HistoryEvent]) -> ExecutionStarted | None:

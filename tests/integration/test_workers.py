@@ -24,6 +24,7 @@ from engine import (
     WorkflowStatus,
     when_all,
 )
+from engine.worker.workflow_task import WorkflowTasks
 from tests.processes import ROOT, LineProcess, start_worker_script
 
 WORKER_SCRIPT = ROOT / "tests" / "workers" / "worker.py"
@@ -220,10 +221,10 @@ async def _run_ten_naps(
         return x
 
     # Workflow code runs synchronously inside a task, so it cannot see overlap itself: wrap the
-    # runtime's task method, and sample its slot counter, instead.
+    # workflow task method, and sample the pipeline's count of held messages, instead.
     in_task = 0
     peak_in_task = 0
-    run_task = runtime._workflow_task
+    run_task = WorkflowTasks.run
 
     async def counting_task(*args: Any, **kwargs: Any) -> Any:
         nonlocal in_task, peak_in_task
@@ -234,24 +235,26 @@ async def _run_ten_naps(
         finally:
             in_task -= 1
 
-    runtime._workflow_task = counting_task  # type: ignore[method-assign]
     peak_slots = 0
 
     async def sample_slots() -> None:
         nonlocal peak_slots
         while True:
-            peak_slots = max(peak_slots, runtime._wf_slots)
+            if runtime.workflow_pipeline is not None:
+                peak_slots = max(peak_slots, runtime.workflow_pipeline.held)
             await asyncio.sleep(0)
 
     # Start every instance before the runtime, so all 10 start items are waiting at once.
     iids = [await client.schedule_new_workflow(nap, input=i) for i in range(10)]
     sampler = asyncio.create_task(sample_slots())
+    WorkflowTasks.run = counting_task  # type: ignore[method-assign]
     try:
         async with runtime:
             states = await asyncio.gather(
                 *(client.wait_for_workflow_completion(i, timeout=30) for i in iids)
             )
     finally:
+        WorkflowTasks.run = run_task  # type: ignore[method-assign]
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler

@@ -1,0 +1,289 @@
+"""The activity pipeline: take activity tasks of a task queue, run them, send their results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import structlog
+
+from brokers import TRANSIENT_ERRORS, JetStreamBroker, PullStream, WorkMessage
+from engine.core.codec import from_json, to_json
+from engine.core.errors import ActivityNotRegisteredError, InputDecodeError
+from engine.core.events import (
+    ActivityTask,
+    HistoryEvent,
+    TaskCompleted,
+    TaskFailed,
+    WorkItem,
+    decode_activity_task,
+    encode,
+)
+from engine.core.executor import failure_from
+from engine.core.registry import ActivityDefinition, Registry
+from engine.offload import offload, resolve
+from engine.worker.faults import crash_point
+from observability import ActivityTrace, publish_span
+
+log = structlog.get_logger("jetloom.runtime")
+_activity_log = structlog.get_logger("jetloom.activity")
+
+RESULT_PUBLISH_ATTEMPTS = 100
+"""Attempts to publish an activity's result through a fail-over before giving up."""
+
+
+class ActivityContext:
+    """What an activity function receives as ``ctx``."""
+
+    def __init__(self, task: ActivityTask, msg: WorkMessage | None) -> None:
+        self._task = task
+        self._msg = msg
+        self._logger: Any = None
+
+    @property
+    def logger(self) -> Any:
+        """Structured logger bound to the activity (made on first use)."""
+        if self._logger is None:
+            self._logger = structlog.get_logger("jetloom.activity").bind(
+                instance_id=self._task.instance_id, activity=self._task.name,
+                attempt=self._task.attempt,
+            )
+        return self._logger
+
+    @property
+    def workflow_id(self) -> str:
+        """The calling workflow's instance id."""
+        return self._task.instance_id
+
+    @property
+    def workflow_name(self) -> str:
+        """The calling workflow's name."""
+        return self._task.workflow_name
+
+    @property
+    def activity_name(self) -> str:
+        """This activity's registered name."""
+        return self._task.name
+
+    @property
+    def task_id(self) -> int:
+        """The id of this attempt's task in the workflow's history."""
+        return self._task.task_id
+
+    @property
+    def task_execution_id(self) -> str:
+        """Stable across retries and redeliveries: the idempotency key for side effects."""
+        return self._task.task_execution_id
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self._task.attempt
+
+    async def heartbeat(self) -> None:
+        """Extend this activity's lease so it is not redelivered to another worker."""
+        if self._msg is not None:
+            await self._msg.in_progress()
+
+
+class ActivityPipeline:
+    """Serves the activity consumers of one runtime's task queues.
+
+    The queues share the runtime's limit: each gets its part of ``capacity``. While an
+    activity runs, its lease is extended every third of the lease.
+    """
+
+    def __init__(
+        self,
+        broker: JetStreamBroker,
+        registry: Registry,
+        *,
+        capacity: int,
+        lease: timedelta,
+        confirm_acks: bool,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.capacity = capacity
+        self.lease = lease
+        self.confirm_acks = confirm_acks
+        self._spawn = spawn
+        self._server_lease = lease.total_seconds()
+        self.stopping = False
+
+    async def serve(self, queue: str, queues: int) -> None:
+        """Take the activity tasks of ``queue`` (one of ``queues``) until ``stopping``."""
+        consumer = self.broker.subjects.activities_consumer(queue)
+        capacity = max(1, self.capacity // queues)
+        stream = PullStream(self.broker.nc, self.broker.subjects.work_stream, consumer, capacity)
+        await stream.start()
+        lease_checked = 0.0
+        try:
+            while not self.stopping:
+                if time.monotonic() - lease_checked > 10:
+                    # The consumer is shared: another runtime may have set a shorter lease.
+                    lease_checked = time.monotonic()
+                    with contextlib.suppress(Exception):
+                        self._server_lease = await self.broker.ack_wait(consumer)
+                for msg in await stream.next_batch(capacity):
+                    self._spawn(self._run(msg, stream))
+        finally:
+            await stream.stop()
+
+    async def _run(self, msg: WorkMessage, stream: PullStream) -> None:
+        try:
+            await self._execute(msg)
+        except Exception as exc:  # never let one message kill the worker
+            log.error("activity.internal_error", error=str(exc), subject=msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.settle(nak_delay=1.0, confirm=self.confirm_acks)
+        finally:
+            stream.release(1)
+
+    async def _execute(self, msg: WorkMessage) -> None:
+        """Run one attempt and send its result; unusable tasks are dead-lettered, tasks of
+        activities hosted elsewhere handed back."""
+        try:
+            task = decode_activity_task(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("activity.invalid_task", subject=msg.subject, error=str(exc))
+            await self.broker.dead_letter("activity", msg, f"invalid activity task: {exc}")
+            await msg.settle(confirm=self.confirm_acks)
+            return
+        try:
+            definition = self.registry.activity(task.name)
+        except ActivityNotRegisteredError as exc:
+            log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
+            await msg.settle(nak_delay=2.0, confirm=self.confirm_acks)
+            return
+        consumer = self.broker.subjects.activities_consumer(msg.subject.rsplit(".", 1)[-1])
+        # observability: the attempt's span, metrics and log context
+        with ActivityTrace(task, msg, consumer) as activity_trace:
+            event = await self._attempt(definition, task, msg, activity_trace)
+            item = await offload(
+                self.broker.payloads, task.instance_id,
+                WorkItem(task.instance_id, [event], task.execution_id),
+            )
+            crash_point("activity_before_result")
+            inbox = self.broker.subjects.inbox(task.instance_id)
+            with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
+                await self._publish_result(
+                    msg, inbox, encode(item), f"{task.execution_id}:{task.task_id}:result",
+                    trace_headers,
+                )
+            crash_point("activity_before_ack")
+            await msg.settle(confirm=self.confirm_acks)
+
+    async def _attempt(
+        self,
+        definition: ActivityDefinition,
+        task: ActivityTask,
+        msg: WorkMessage,
+        activity_trace: ActivityTrace,
+    ) -> HistoryEvent:
+        """Call the activity, keeping its lease; its result or failure as a history event."""
+        started = time.monotonic()
+        keeper = _LeaseKeeper(msg, self._lease_interval)
+        try:
+            task = await resolve(self.broker.payloads, task)
+            result = await _call(definition, ActivityContext(task, msg), task)
+            _activity_log.debug(
+                "activity.completed", instance_id=task.instance_id, activity=task.name,
+                attempt=task.attempt,
+                duration_ms=round((time.monotonic() - started) * 1000, 2),
+            )
+            return TaskCompleted(
+                timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
+            )
+        except Exception as exc:
+            activity_trace.failed(exc)
+            failure = failure_from(exc)
+            if isinstance(exc, InputDecodeError):
+                failure = msgspec.structs.replace(failure, non_retryable=True)
+            _activity_log.warning(
+                "activity.failed", instance_id=task.instance_id, activity=task.name,
+                attempt=task.attempt, error=str(exc), error_type=type(exc).__name__,
+            )
+            return TaskFailed(timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure)
+        finally:
+            keeper.cancel()
+
+    def _lease_interval(self) -> float:
+        """Extend a running activity's lease every third of it (the shorter of ours and the
+        consumer's, which another runtime may have set)."""
+        return max(min(self.lease.total_seconds(), self._server_lease) / 3, 0.2)
+
+    async def _publish_result(
+        self, msg: WorkMessage, inbox: str, data: bytes, msg_id: str, headers: dict[str, str]
+    ) -> None:
+        """Publish an activity's result, retrying through a server fail-over or restart.
+
+        The result is deduplicated by its Nats-Msg-Id, so retrying is safe, and far better
+        than running the activity again; the lease is kept while retrying.
+        """
+        for attempt in range(RESULT_PUBLISH_ATTEMPTS):
+            try:
+                await self.broker.publish(inbox, data, msg_id=msg_id, headers=headers)
+                return
+            except TRANSIENT_ERRORS as exc:
+                if attempt == RESULT_PUBLISH_ATTEMPTS - 1:
+                    raise
+                log.warning("activity.result_publish_retry", attempt=attempt, error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+
+
+async def _call(definition: ActivityDefinition, ctx: ActivityContext, task: ActivityTask) -> Any:
+    """Call the activity function (a plain ``def`` in a thread) within its timeout."""
+    sig = definition.signature
+    args: tuple[Any, ...] = (ctx,)
+    if sig.takes_input:
+        args = (
+            ctx,
+            from_json(task.input, sig.input_type, what=f"input of activity '{task.name}'"),
+        )
+    timeout = task.start_to_close_timeout
+    call = (
+        definition.fn(*args) if definition.is_async else asyncio.to_thread(definition.fn, *args)
+    )
+    if timeout is None:
+        return await call
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"activity '{task.name}' exceeded its start_to_close_timeout of {timeout}s"
+        ) from None
+
+
+class _LeaseKeeper:
+    """Sends ``in_progress`` for a message at intervals until cancelled (a timer, not a task:
+    most activities end long before the first extension)."""
+
+    def __init__(self, msg: WorkMessage, interval: Callable[[], float]) -> None:
+        self._msg = msg
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._extending: asyncio.Task[None] | None = None
+        self._timer = self._loop.call_later(interval(), self._extend)
+
+    def _extend(self) -> None:
+        self._extending = self._loop.create_task(self._in_progress())
+        self._timer = self._loop.call_later(self._interval(), self._extend)
+
+    async def _in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        """Stop extending."""
+        self._timer.cancel()
+        if self._extending is not None:
+            self._extending.cancel()

@@ -1,0 +1,483 @@
+"""One workflow task: read the run, replay it with the new events, commit the decision.
+
+A task appends all its events to the instance's history as one message, guarded by the
+history's last sequence (optimistic concurrency); then its dispatches and the instance's
+record go out together, and only then are its work messages acknowledged (by the caller).
+See docs/engine.md, "The flow of one workflow task".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from brokers import AppendConflictError, JetStreamBroker, WorkMessage
+from engine.core.codec import to_json
+from engine.core.events import (
+    ExecutionCompleted,
+    ExecutionStarted,
+    HistoryEvent,
+    TaskCommit,
+    WorkflowTaskStarted,
+    current_run,
+    decode_commit,
+    encode,
+    history_events,
+    run_is_finished,
+)
+from engine.core.executor import TaskResult, WorkflowExecution
+from engine.core.registry import Registry
+from engine.core.status import WorkflowStatus
+from engine.offload import offload_all, resolve, resolve_all, stored_names
+from engine.worker.dispatch import Dispatcher, still_open
+from engine.worker.faults import crash_point
+from engine.worker.history_cache import CachedRun, HistoryCache, scheduled_children
+from engine.worker.projection import RecordProjector
+from engine.worker.work_items import Work, WorkReader
+from observability import WorkflowTaskTrace, dispatch_trace_headers, publish_span
+
+log = structlog.get_logger("jetloom.runtime")
+
+COMMIT_HEADROOM = 8 * 1024
+"""Bytes of a history message kept free under the server's max payload for its headers."""
+START_WAIT = 0.2
+"""Seconds after which events that overtook their instance's start are delivered again."""
+START_WAIT_DELIVERIES = 50
+"""Deliveries after which such events are dead-lettered (the start never came)."""
+FINISHED = (
+    WorkflowStatus.COMPLETED.value, WorkflowStatus.FAILED.value, WorkflowStatus.TERMINATED.value
+)
+
+
+@dataclass
+class _Task:
+    """A workflow task ready to replay: its run as stored and what came in."""
+
+    instance_id: str
+    run: CachedRun
+    history: list[HistoryEvent]
+    """The run to replay (its ``execution_started`` first)."""
+    prefix_events: list[HistoryEvent]
+    """Events this task appends before its own: a new run's ``execution_started``."""
+    incoming: list[HistoryEvent]
+    now: datetime
+    old_run_end: int
+    """The last sequence of a finished run this task's new run replaces (0: none)."""
+    from_cache: bool
+
+    @property
+    def first(self) -> ExecutionStarted:
+        first = self.history[0]
+        assert isinstance(first, ExecutionStarted)
+        return first
+
+
+class WorkflowTasks:
+    """Runs workflow tasks for the instances of one runtime."""
+
+    def __init__(
+        self,
+        broker: JetStreamBroker,
+        registry: Registry,
+        cache: HistoryCache,
+        projector: RecordProjector,
+        reader: WorkReader,
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.cache = cache
+        self.projector = projector
+        self.reader = reader
+        self.dispatcher = Dispatcher(broker.subjects, broker.outbox_ttl)
+
+    async def run(
+        self,
+        instance_id: str,
+        msgs: list[WorkMessage],
+        task_trace: WorkflowTaskTrace | None = None,
+        *,
+        may_skip_read: bool = False,
+    ) -> float | None:
+        """Run one workflow task for ``instance_id`` with the events in ``msgs``.
+
+        ``task_trace`` (observability) is told when the run is known, replayed and committed.
+
+        Returns None when the messages can be acknowledged, or a delay after which they
+        should be delivered again (a scheduled start that is not due yet).
+        """
+        if any(m.num_delivered > 1 for m in msgs):
+            await self.resend_committed(instance_id, msgs)
+        task = await self._prepare(instance_id, msgs, may_skip_read)
+        if not isinstance(task, _Task):
+            return task
+        await self._decide(task, msgs, task_trace)
+        return None
+
+    # ------------------------------------------------------------- reading
+
+    async def history(self, instance_id: str) -> CachedRun:
+        """The instance's current run: from the cache, else read from the stream."""
+        cached = self.cache.get(instance_id)
+        if cached is not None:
+            return cached
+        stored = await self.broker.load_history(instance_id)
+        events = await resolve_all(
+            self.broker.payloads, current_run(history_events(item.data for item in stored))
+        )
+        run = CachedRun(events, stored[-1].seq if stored else 0)
+        self.cache.remember(instance_id, run)
+        return run
+
+    async def _prepare(
+        self, instance_id: str, msgs: list[WorkMessage], may_skip_read: bool
+    ) -> _Task | float | None:
+        """The run and the incoming events; or what to answer without replaying (None: done,
+        a delay: deliver the messages again after it)."""
+        work = [self.reader.read(msg, datetime.now(UTC)) for msg in msgs]
+        from_cache = instance_id in self.cache
+        if may_skip_read and not from_cache and self.reader.only_fresh_starts(msgs, work):
+            # No history can exist yet (the id was derived from this very message, or the
+            # client found none), unless the start is delivered again after its append or the
+            # id was started meanwhile: then the append conflicts and the retry reads it.
+            run = CachedRun([], 0)
+        else:
+            run = await self.history(instance_id)
+        # The task's time is taken after the read: a read that waited (a fail-over) may return
+        # tasks other workers committed meanwhile, and the workflow's time must not go back.
+        now = datetime.now(UTC)
+        started, start_after, received = await self._received(instance_id, work)
+        if run.events and _is_stale(run, received):
+            # A client started a new run since this worker cached the old one.
+            self.cache.forget(instance_id)
+            run = await self.history(instance_id)
+            from_cache = False
+        old_run_end = 0
+        if started is not None and run.events:
+            if start_after and start_after == run.last_seq and run_is_finished(run.events):
+                # A client's new run of a finished instance: it replaces the old run, whose
+                # history is dropped once the new one is appended.
+                old_run_end = run.last_seq
+                run = CachedRun([], run.last_seq)
+            else:
+                log.info("start.duplicate_ignored", instance_id=instance_id)
+                started = None
+        history: list[HistoryEvent] = list(run.events)
+        prefix_events: list[HistoryEvent] = []
+        if not history:
+            if started is None:
+                return await self._no_run(instance_id, msgs, [e for e, _ in received])
+            history, prefix_events = [started], [started]
+        first = history[0]
+        assert isinstance(first, ExecutionStarted)
+        # Events sent to an earlier run of this instance id are stale.
+        incoming = [e for e, run_id in received if run_id in ("", first.execution_id)]
+        if first.scheduled_start_at and first.scheduled_start_at > now and len(history) == 1:
+            return max(0.05, (first.scheduled_start_at - now).total_seconds())
+        return _Task(
+            instance_id, run, history, prefix_events, incoming, now, old_run_end, from_cache
+        )
+
+    async def _received(
+        self, instance_id: str, work: list[Work]
+    ) -> tuple[ExecutionStarted | None, int, list[tuple[HistoryEvent, str]]]:
+        """The start among ``work`` (the first one; later ones are duplicates), the history
+        sequence it was decided at, and every event with the run it is for."""
+        started: ExecutionStarted | None = None
+        start_after = 0
+        received: list[tuple[HistoryEvent, str]] = []
+        for new_start, events, run_id, after_seq in work:
+            events = await resolve_all(self.broker.payloads, events)
+            if new_start is not None:
+                new_start = await resolve(self.broker.payloads, new_start)
+                if started is None:
+                    started, start_after = new_start, after_seq
+                else:
+                    log.info("start.duplicate_ignored", instance_id=instance_id)
+            received.extend((event, run_id) for event in events)
+        return started, start_after, received
+
+    async def _no_run(
+        self, instance_id: str, msgs: list[WorkMessage], events: list[HistoryEvent]
+    ) -> float | None:
+        """Events for an instance without a run: wait for a start that is on its way, end a
+        start that never came if they terminate it, else dead-letter them."""
+        pending = await self.projector.pending(instance_id)
+        if pending is not None:
+            if max(m.num_delivered for m in msgs) < START_WAIT_DELIVERIES:
+                # Events that overtook their instance's start (raised right after a client
+                # start, before it reached the work stream): deliver them again.
+                log.info("work_item.waiting_for_start", instance_id=instance_id)
+                return START_WAIT
+            await self.projector.terminate_unstarted(instance_id, pending, events)
+        reason = f"no instance {instance_id!r}: nothing to deliver the events to"
+        log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
+        for msg in msgs:
+            await self.broker.dead_letter("inbox", msg, reason)
+        return None
+
+    # ------------------------------------------------------------- deciding
+
+    async def _decide(
+        self, task: _Task, msgs: list[WorkMessage], task_trace: WorkflowTaskTrace | None
+    ) -> None:
+        """Replay the run with the incoming events and commit what the code decided."""
+        history, pinned_version = self._pin_version(task.history)
+        first, run = task.first, task.run
+        execution = run.execution
+        from_cache = execution is not None and execution.history_length == len(history)
+        if execution is None or execution.history_length != len(history):
+            execution = WorkflowExecution(self.registry, task.instance_id, history)
+        if task_trace is not None:  # observability: opens the workflow task span
+            task_trace.begin(first, history, from_cache=from_cache)
+        # From here the live execution is ahead of the stored history until the append commits.
+        run.execution = None
+        if execution.is_complete:
+            await self._already_complete(task, execution, history)
+            return
+        result = execution.run_task(task.incoming, task.now)
+        if task_trace is not None:  # observability
+            task_trace.replayed(result, incoming=len(task.incoming))
+        if pinned_version is not None:
+            first_task = result.new_events[0]
+            assert isinstance(first_task, WorkflowTaskStarted)
+            result.new_events[0] = msgspec.structs.replace(first_task, version=pinned_version)
+        if _changes_nothing(result, history, task.prefix_events, pinned_version):
+            if from_cache and task.incoming:
+                # The cached view may predate tasks another worker appended, whose results
+                # it cannot recognise: only a fresh read may call these events duplicates.
+                raise AppendConflictError("events unknown to the cached history")
+            # Only duplicates or stale events came in (e.g. a redelivery after a lost ack):
+            # append nothing, but re-write the projection in case that was what was lost.
+            self.cache.forget(task.instance_id)
+            await self.projector.project(
+                task.instance_id, first, result, scheduled_children(history), run.last_seq,
+                task.now, [],
+            )
+            return
+        await self._commit(task, history, execution, result, msgs, task_trace)
+
+    async def _already_complete(
+        self, task: _Task, execution: WorkflowExecution, history: list[HistoryEvent]
+    ) -> None:
+        """A run that has ended takes no events; its record may have missed the end (a crash
+        or fail-over right after the append), so it is written again."""
+        if task.incoming:
+            log.info(
+                "workflow.events_after_completion_dropped",
+                instance_id=task.instance_id, events=len(task.incoming),
+            )
+        final = TaskResult(
+            new_events=[],
+            status=execution.status,
+            output=execution.output,
+            failure=execution.failure,
+            custom_status=None
+            if execution.custom_status is None
+            else to_json(execution.custom_status),
+        )
+        await self.projector.project(
+            task.instance_id, task.first, final, scheduled_children(history), task.run.last_seq,
+            task.now, [], task.run,
+        )
+
+    def _pin_version(
+        self, history: list[HistoryEvent]
+    ) -> tuple[list[HistoryEvent], str | None]:
+        """Resolve the version of a run whose start event named none (a client start).
+
+        The first workflow task records the version it chose; later tasks reuse it. Returns the
+        history to replay and the version to record (None if already recorded).
+        """
+        first = history[0]
+        assert isinstance(first, ExecutionStarted)
+        if first.version or not self.registry.has_workflow(first.name):
+            return history, None
+        recorded = next((e.version for e in history if isinstance(e, WorkflowTaskStarted)), None)
+        version = recorded if recorded is not None else self.registry.workflow(first.name).version
+        pinned = [msgspec.structs.replace(first, version=version), *history[1:]]
+        return pinned, (version if recorded is None else None)
+
+    # ------------------------------------------------------------- committing
+
+    async def _commit(
+        self,
+        task: _Task,
+        history: list[HistoryEvent],
+        execution: WorkflowExecution,
+        result: TaskResult,
+        msgs: list[WorkMessage],
+        task_trace: WorkflowTaskTrace | None,
+    ) -> None:
+        """Append the task's events as one message, then send its dispatches and write the
+        record together."""
+        instance_id, run, first = task.instance_id, task.run, task.first
+        # What is written carries references in place of payloads over the size threshold.
+        payloads = self.broker.payloads
+        stored_events = await offload_all(payloads, instance_id, result.new_events)
+        next_run: list[HistoryEvent] = []
+        if result.continue_as_new is not None:
+            next_run = [result.continue_as_new, *result.carried_events]
+        appended = [
+            *await offload_all(payloads, instance_id, task.prefix_events),
+            *stored_events,
+            *await offload_all(payloads, instance_id, next_run),
+        ]
+        dispatches = self.dispatcher.for_task(
+            instance_id, [] if task.prefix_events else history, appended,
+            dispatch_trace_headers(first),
+        )
+        messages = self.commit_messages(appended, [m.stream_seq for m in msgs])
+        subject = self.broker.subjects.history(instance_id)
+        with publish_span(  # observability: the task's history append as one PRODUCER span
+            subject, subject.rsplit(".", 1)[0] + ".*",
+            message_count=len(messages) + len(dispatches),
+        ):
+            last_seq = await self.broker.commit(instance_id, run.last_seq, messages)
+        if task_trace is not None:  # observability: counts starts/ends, emits the run's span
+            task_trace.committed(result, instance_id)
+        crash_point("after_append")
+        children = run.children_after(result.new_events)
+        cached = CachedRun(next_run, last_seq) if next_run else CachedRun(
+            history + result.new_events, last_seq, execution,
+            projected=run.projected, kv_revision=run.kv_revision, children=children,
+        )
+        self.cache.remember(instance_id, cached)
+        # The task is durable: its dispatches and the instance's record go out together.
+        await asyncio.gather(
+            self.broker.send_dispatches(dispatches),
+            self.projector.project(
+                instance_id, first, result, children, last_seq, task.now, next_run, cached
+            ),
+        )
+        await self._drop_old_runs(task, last_seq - len(messages) + 1, history, result, next_run)
+        if not next_run and result.status in FINISHED:
+            self.cache.forget(instance_id)  # a finished run takes no more tasks
+            _log_end(instance_id, first.name, result)
+
+    async def _drop_old_runs(
+        self,
+        task: _Task,
+        first_seq: int,
+        history: list[HistoryEvent],
+        result: TaskResult,
+        next_run: list[HistoryEvent],
+    ) -> None:
+        """Compact away the history (and payloads) of runs this task replaced: a finished run
+        a client started again, or the run that continued as new (whose successor starts in
+        this task's first message, ``first_seq``). A failure here only leaves them longer."""
+        instance_id = task.instance_id
+        if task.old_run_end:
+            with contextlib.suppress(Exception):
+                await self.broker.compact_history(instance_id, task.old_run_end + 1)
+        if next_run:
+            payloads = self.broker.payloads
+            with contextlib.suppress(Exception):
+                await self.broker.compact_history(instance_id, first_seq)
+                # The old run's payloads went with its history (those the new run still uses
+                # stay).
+                await payloads.delete(
+                    stored_names(payloads, instance_id, history + result.new_events)
+                    - stored_names(payloads, instance_id, next_run)
+                )
+
+    def commit_messages(self, events: list[HistoryEvent], consumed: list[int]) -> list[bytes]:
+        """A task's history messages: one ``TaskCommit`` holding all its events, or, if that
+        would not fit the server's max payload, several (written as one atomic batch), the
+        last of them naming the work items the task consumed."""
+        whole = encode(TaskCommit(events, consumed))
+        limit = self.broker.nc.max_payload - COMMIT_HEADROOM
+        if len(whole) <= limit or len(events) == 1:
+            return [whole]
+        messages: list[bytes] = []
+        chunk: list[HistoryEvent] = []
+        size = 0
+        for event in events:
+            event_size = len(encode(event)) + 1
+            if chunk and size + event_size > limit:
+                messages.append(encode(TaskCommit(chunk)))
+                chunk, size = [], 0
+            chunk.append(event)
+            size += event_size
+        messages.append(encode(TaskCommit(chunk, consumed)))
+        return messages
+
+    async def resend_committed(self, instance_id: str, msgs: list[WorkMessage]) -> None:
+        """Send again the dispatches of the tasks that already took some of ``msgs``.
+
+        A work item delivered again may belong to a task that is in history although its
+        dispatches never went out (the worker died between the two, or lost its connection).
+        Its task's dispatches are derived from history and sent again (the stream drops copies
+        it already holds); the work items themselves then replay as duplicates and are
+        acknowledged.
+        """
+        self.cache.forget(instance_id)
+        stored = await self.broker.load_history(instance_id)
+        wanted = {m.stream_seq for m in msgs}
+        history: list[HistoryEvent] = []
+        run_start = 0
+        committed: list[tuple[int, int, list[HistoryEvent]]] = []  # run start, position, events
+        for item in stored:
+            commit = decode_commit(item.data)
+            if wanted.intersection(commit.consumed):
+                committed.append((run_start, len(history), commit.events))
+            for event in commit.events:
+                if isinstance(event, ExecutionStarted):
+                    run_start = len(history)
+                history.append(event)
+        dispatches = []
+        for start, position, events in committed:
+            run = history[start:position]
+            started = run[0] if run else events[0]
+            assert isinstance(started, ExecutionStarted)
+            dispatches += self.dispatcher.for_task(
+                instance_id, run, still_open(events, history[start:]),
+                dispatch_trace_headers(started),
+            )
+        if dispatches:
+            log.info("workflow.dispatches_resent", instance_id=instance_id,
+                     messages=len(dispatches))
+            await self.broker.send_dispatches(dispatches)
+
+
+def _is_stale(run: CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:
+    """True if a cached run cannot take ``received``: it has ended, or they are for a newer
+    run."""
+    first = run.events[0]
+    assert isinstance(first, ExecutionStarted)
+    ended = isinstance(run.events[-1], ExecutionCompleted)
+    return ended or any(rid and rid != first.execution_id for _, rid in received)
+
+
+def _changes_nothing(
+    result: TaskResult,
+    history: list[HistoryEvent],
+    prefix_events: list[HistoryEvent],
+    pinned_version: str | None,
+) -> bool:
+    """True if the task's only new event would be its own WorkflowTaskStarted."""
+    if prefix_events or pinned_version is not None or len(result.new_events) != 1:
+        return False
+    task_started = result.new_events[0]
+    assert isinstance(task_started, WorkflowTaskStarted)
+    ran_before = any(isinstance(e, WorkflowTaskStarted) for e in history)
+    return ran_before and not task_started.patches
+
+
+def _log_end(instance_id: str, workflow: str, result: TaskResult) -> None:
+    """One line per finished run: INFO when it completed, WARNING when it failed or was
+    terminated (with the failure's type and message)."""
+    if result.status == WorkflowStatus.COMPLETED.value:
+        log.info("workflow.completed", instance_id=instance_id, workflow=workflow)
+        return
+    failure = result.failure
+    log.warning(
+        "workflow.failed" if result.status == WorkflowStatus.FAILED.value
+        else "workflow.terminated",
+        instance_id=instance_id, workflow=workflow,
+        **({"error_type": failure.type, "error": failure.message} if failure else {}),
+    )

@@ -5,6 +5,13 @@ and the one watch of it that a client's waits share.
 """
 
 from brokers._auth import InvalidNatsAuthError, NatsAuth
+from brokers._connect import (
+    Connection,
+    NatsAuthorizationError,
+    NatsTlsError,
+    connect_nats,
+    redact_url,
+)
 from brokers._errors import (
     MESSAGING_ERRORS,
     TRANSIENT_ERRORS,
@@ -12,20 +19,7 @@ from brokers._errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
-from brokers._jetstream import (
-    DEFAULT_NATS_URL,
-    DEFAULT_PREFIX,
-    Connection,
-    DispatchMessage,
-    JetStreamBroker,
-    NatsAuthorizationError,
-    NatsTlsError,
-    Subjects,
-    connect_nats,
-    nats_url,
-    prefix_or_default,
-    schedule_headers,
-)
+from brokers._jetstream import JetStreamBroker
 from brokers._payload_store import (
     DEFAULT_THRESHOLD,
     MIN_THRESHOLD,
@@ -36,15 +30,25 @@ from brokers._payload_store import (
 )
 from brokers._pull import PullStream, WorkMessage
 from brokers._record_watch import RecordChanges, RecordWatch, WatchClosedError
+from brokers._records import RecordEntry
 from brokers._server import EmbeddedNatsServer, free_port, nats_server_binary
 from brokers._sourcing import watch_sourcing
+from brokers._subjects import (
+    DEFAULT_NATS_URL,
+    DEFAULT_PREFIX,
+    DispatchMessage,
+    Subjects,
+    nats_url,
+    prefix_or_default,
+    schedule_headers,
+)
 
 __all__ = [
     "DEFAULT_NATS_URL",
     "DEFAULT_PREFIX",
     "DEFAULT_THRESHOLD",
-    "MIN_THRESHOLD",
     "MESSAGING_ERRORS",
+    "MIN_THRESHOLD",
     "TRANSIENT_ERRORS",
     "AppendConflictError",
     "Connection",
@@ -61,6 +65,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PullStream",
     "RecordChanges",
+    "RecordEntry",
     "RecordWatch",
     "Subjects",
     "UnavailableError",
@@ -72,6 +77,7 @@ __all__ = [
     "nats_url",
     "payload_ref",
     "prefix_or_default",
+    "redact_url",
     "schedule_headers",
     "watch_sourcing",
 ]

@@ -41,7 +41,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from brokers._errors import TRANSIENT_ERRORS, api_error, retry_transient
-from brokers._jetstream import READ_TIMEOUT, JetStreamBroker, RecordEntry, _record_entry
+from brokers._jetstream import JetStreamBroker
+from brokers._records import RecordEntry, _record_entry
+from brokers._topology import READ_TIMEOUT
 
 log = structlog.get_logger("jetloom.records")
 

@@ -55,7 +55,7 @@ from brokers import (
     connect_nats,
 )
 from brokers._auth import ENVIRONMENT, OPTIONS, with_default_auth
-from brokers._jetstream import NatsAuthorizationError, NatsTlsError, redact_url
+from brokers._connect import NatsAuthorizationError, NatsTlsError, redact_url
 from brokers._server import EmbeddedNatsServer, free_port
 from engine._http import serve_http
 from engine.client import WorkflowClient

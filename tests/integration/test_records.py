@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from brokers import JetStreamBroker
-from brokers._jetstream import RecordEntry
+from brokers import JetStreamBroker, RecordEntry
 
 
 async def _until_marker(records: AsyncGenerator[RecordEntry | None, None]) -> list[RecordEntry]:

@@ -13,7 +13,7 @@ from brokers._errors import (
     append_error,
     retry_transient,
 )
-from brokers._jetstream import kept_replicas
+from brokers._topology import kept_replicas
 
 
 def error(code: int, err_code: int, description: str = "") -> dict[str, object]:

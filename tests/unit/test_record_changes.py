@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from brokers import RecordChanges, WatchClosedError
-from brokers._jetstream import RecordEntry
+from brokers import RecordChanges, RecordEntry, WatchClosedError
 
 
 def entry(revision: int, value: bytes | None = b"x") -> RecordEntry:

@@ -1,0 +1,162 @@
+"""Names under one prefix: subjects, streams, buckets and consumers; the defaults of the prefix
+and the server URL; the messages written beside history.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_PREFIX = "jetloom"
+
+
+def nats_url(url: str | None = None) -> str:
+    """``url``, else NATS_URL, else ``nats://127.0.0.1:4222``."""
+    return url or os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+
+
+def prefix_or_default(prefix: str | None = None) -> str:
+    """``prefix``, else JETLOOM_PREFIX, else ``jetloom``."""
+    return prefix or os.environ.get("JETLOOM_PREFIX") or DEFAULT_PREFIX
+
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject, stream and bucket names under one prefix (one namespace per application)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def of(cls, prefix: str | None = None) -> Subjects:
+        """The subjects of ``prefix``, else JETLOOM_PREFIX, else ``jetloom``."""
+        return cls(prefix_or_default(prefix))
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(
+                f"invalid prefix {self.prefix!r}: use up to 32 lower-case letters, digits, "
+                "'-' or '_', starting with a letter"
+            )
+
+    @property
+    def history_stream(self) -> str:
+        """Stream of histories, dispatches and timers."""
+        return f"{self.prefix.upper()}_HISTORY"
+
+    @property
+    def work_stream(self) -> str:
+        """Work-queue stream consumed by workers."""
+        return f"{self.prefix.upper()}_WORK"
+
+    @property
+    def deadletter_stream(self) -> str:
+        """Stream of messages that could not be used."""
+        return f"{self.prefix.upper()}_DEADLETTER"
+
+    @property
+    def instances_bucket(self) -> str:
+        """KV bucket of instance records."""
+        return f"{self.prefix}_instances"
+
+    @property
+    def payloads_bucket(self) -> str:
+        """Object Store bucket of payloads over the inline size threshold."""
+        return f"{self.prefix}_payloads"
+
+    def history(self, instance_id: str) -> str:
+        """Subject of one instance's history."""
+        return f"{self.prefix}.history.{instance_id}"
+
+    def timer(self, instance_id: str, timer_id: int | str) -> str:
+        """Subject holding one timer's schedule."""
+        return f"{self.prefix}.timer.{instance_id}.{timer_id}"
+
+    def start(self, workflow_name: str) -> str:
+        """Public subject to start a workflow."""
+        return f"{self.prefix}.start.{workflow_name}"
+
+    def is_start(self, subject: str) -> bool:
+        """True for a public start subject (``<p>.start.<workflow>``)."""
+        return subject.startswith(f"{self.prefix}.start.")
+
+    def inbox(self, instance_id: str) -> str:
+        """Subject of events sent to an instance from outside the history stream."""
+        return f"{self.prefix}.inbox.{instance_id}"
+
+    def outbox_workflow(self, instance_id: str) -> str:
+        """Subject of work items for an instance written with history."""
+        return f"{self.prefix}.outbox.workflow.{instance_id}"
+
+    def outbox_activity(self, task_queue: str) -> str:
+        """Subject of activity tasks of a task queue."""
+        return f"{self.prefix}.outbox.activity.{task_queue}"
+
+    def deadletter(self, kind: str) -> str:
+        """Dead-letter subject for one kind of message."""
+        return f"{self.prefix}.deadletter.{kind}"
+
+    @property
+    def work_routing(self) -> list[dict[str, str]]:
+        """How the work stream sources dispatches from the history stream.
+
+        Work for an instance lands on its inbox subject, so the workflows consumer needs the
+        single filter ``<p>.*.*`` (start and inbox), much cheaper for the server than several
+        filters; activity tasks keep their subjects.
+        """
+        p = self.prefix
+        return [
+            {"src": f"{p}.outbox.workflow.*", "dest": f"{p}.inbox.{{{{wildcard(1)}}}}"},
+            {"src": f"{p}.outbox.activity.*", "dest": f"{p}.outbox.activity.{{{{wildcard(1)}}}}"},
+        ]
+
+    @property
+    def workflow_work(self) -> list[str]:
+        """Filter of the workflows consumer: start events and instance inboxes."""
+        return [f"{self.prefix}.*.*"]
+
+    @property
+    def workflow_work_unrouted(self) -> list[str]:
+        """Filters of the workflows consumer on a work stream created before inbox routing,
+        which keeps sourced work items on ``<p>.outbox.workflow.<instance>``."""
+        p = self.prefix
+        return [f"{p}.start.*", f"{p}.inbox.*", f"{p}.outbox.workflow.*"]
+
+    def instance_of(self, subject: str) -> str:
+        """The instance id at the end of an inbox (or outbox.workflow) subject."""
+        return subject.rsplit(".", 1)[-1]
+
+    @property
+    def workflows_consumer(self) -> str:
+        """Durable consumer of workflow work items."""
+        return "workflows"
+
+    def activities_consumer(self, task_queue: str) -> str:
+        """Durable consumer of a task queue's activity tasks."""
+        return f"activities-{task_queue}"
+
+
+@dataclass
+class DispatchMessage:
+    """A message written in the same atomic batch as history events."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def schedule_headers(fire_at: datetime, target: str, ttl: str | None = None) -> dict[str, str]:
+    """Headers of a message schedule (ADR-51) that publishes its body to ``target`` once, at
+    ``fire_at``; with ``ttl``, the fired message carries that per-message TTL."""
+    headers = {
+        "Nats-Schedule": "@at " + fire_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "Nats-Schedule-Target": target,
+    }
+    if ttl is not None:
+        headers["Nats-Schedule-TTL"] = ttl
+    return headers

@@ -158,30 +158,14 @@ class WorkflowClient:
             if isinstance(workflow, str)
             else getattr(workflow, "__jetloom_name__", workflow.__name__),
         )
-        still_running = InstanceAlreadyRunningError(
-            f"instance {instance_id!r} is still running; wait for it, terminate it, "
-            "or choose another instance id"
-        )
-        previous: tuple[bytes, int] | None = None  # the record as read, and its revision
-        if instance_id is None:  # a fresh id has no history to read
-            iid, last_seq = new_instance_id(), 0
-        else:
-            iid = check_instance_id(instance_id)
-            (last_seq, last_data), stored_record = await asyncio.gather(
-                self._broker.last_history_seq(iid), self._broker.get_record(iid)
-            )
-            if last_data is not None and not run_is_finished(decode_commit(last_data).events):
-                raise still_running
-            if stored_record is not None:
-                previous = stored_record
-                pending = decode_record(stored_record[0])
-                if pending.status == WorkflowStatus.PENDING.value and (
-                    pending.history_seq == last_seq
-                ):
-                    raise still_running  # started at this very history, not yet picked up
-        now = datetime.now(UTC)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
+        if instance_id is None:  # a fresh id has no history to read
+            iid, last_seq, previous = new_instance_id(), 0, None
+        else:
+            iid = check_instance_id(instance_id)
+            last_seq, previous = await self._startable(iid)
+        now = datetime.now(UTC)
         s = self._broker.subjects
         # observability: a PRODUCER span for the start; the run records its context, so the
         # whole instance joins the caller's trace (or starts one at this span).
@@ -201,54 +185,73 @@ class WorkflowClient:
                 tracestate=trace_headers.get("tracestate", ""),
             )
             stored = await offload(self._broker.payloads, iid, started)
-
-            def pending_record(seq: int) -> bytes:
-                return encode_record(InstanceRecord(
-                    instance_id=iid,
-                    name=name,
-                    status=WorkflowStatus.PENDING.value,
-                    created_at=now,
-                    last_updated_at=now,
-                    execution_id=started.execution_id,
-                    history_seq=seq,
-                    input=stored.input,
-                ))
-
             if start_at is not None and start_at > now:
                 seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
                 await self._broker.put_record(
-                    iid, pending_record(seq), seq, history_seq_of, new=not last_seq
+                    iid, _pending_record(iid, stored, seq), seq, history_seq_of,
+                    new=not last_seq,
                 )
-                return iid
-            # The start travels to the workers as work, which append execution_started together
-            # with the run's first task (one atomic append for both). The PENDING record comes
-            # first, written only if it is still as read, so of concurrent starts one wins and
-            # a worker that takes the start always finds the record.
-            claimed = await self._broker.claim_record(
-                iid, pending_record(last_seq), None if previous is None else previous[1]
-            )
-            if claimed is None:
-                raise InstanceAlreadyRunningError(
-                    f"instance {iid!r} was started by someone else just now"
-                )
-            # One message on the instance's outbox subject, sourced into the work stream like
-            # every other dispatch. Its id is the same for everyone who read the history at this
-            # sequence: a second copy (a retry) is dropped by the stream.
-            item = WorkItem(iid, [stored], started.execution_id, after_seq=last_seq)
-            try:
-                sent = await self._broker.publish_unique(
-                    s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
-                    headers={"Nats-TTL": self._broker.outbox_ttl},
-                )
-            except BaseException:
-                # No start went out: do not leave a PENDING record that nothing will run.
-                await self._broker.release_record(
-                    iid, None if previous is None else previous[0], claimed
-                )
-                raise
-            if not sent:
-                raise still_running  # an earlier start decided at this sequence is on its way
+            else:
+                await self._send_start(iid, stored, last_seq, previous)
         return iid
+
+    async def _startable(self, iid: str) -> tuple[int, tuple[bytes, int] | None]:
+        """The last history sequence of ``iid`` and its record as read (with its revision),
+        if a new run may start.
+
+        Raises:
+            InstanceAlreadyRunningError: its run has not finished, or a start is on its way.
+        """
+        (last_seq, last_data), stored_record = await asyncio.gather(
+            self._broker.last_history_seq(iid), self._broker.get_record(iid)
+        )
+        if last_data is not None and not run_is_finished(decode_commit(last_data).events):
+            raise _still_running(iid)
+        if stored_record is not None:
+            pending = decode_record(stored_record[0])
+            if pending.status == WorkflowStatus.PENDING.value and pending.history_seq == last_seq:
+                raise _still_running(iid)  # started at this very history, not yet picked up
+        return last_seq, stored_record
+
+    async def _send_start(
+        self,
+        iid: str,
+        stored: ExecutionStarted,
+        last_seq: int,
+        previous: tuple[bytes, int] | None,
+    ) -> None:
+        """Claim the PENDING record, then send the start to the workers as work.
+
+        The workers append ``execution_started`` together with the run's first task. The
+        record comes first, written only if it is still as read, so of concurrent starts one
+        wins and a worker that takes the start always finds the record.
+        """
+        claimed = await self._broker.claim_record(
+            iid, _pending_record(iid, stored, last_seq),
+            None if previous is None else previous[1],
+        )
+        if claimed is None:
+            raise InstanceAlreadyRunningError(
+                f"instance {iid!r} was started by someone else just now"
+            )
+        # One message on the instance's outbox subject, sourced into the work stream like
+        # every other dispatch. Its id is the same for everyone who read the history at this
+        # sequence: a second copy (a retry) is dropped by the stream.
+        item = WorkItem(iid, [stored], stored.execution_id, after_seq=last_seq)
+        s = self._broker.subjects
+        try:
+            sent = await self._broker.publish_unique(
+                s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+                headers={"Nats-TTL": self._broker.outbox_ttl},
+            )
+        except BaseException:
+            # No start went out: do not leave a PENDING record that nothing will run.
+            await self._broker.release_record(
+                iid, None if previous is None else previous[0], claimed
+            )
+            raise
+        if not sent:
+            raise _still_running(iid)  # an earlier start decided at this sequence is on its way
 
     async def _append_scheduled_start(
         self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime
@@ -478,3 +481,24 @@ class WorkflowClient:
             encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )
+
+
+def _still_running(iid: str) -> InstanceAlreadyRunningError:
+    return InstanceAlreadyRunningError(
+        f"instance {iid!r} is still running; wait for it, terminate it, "
+        "or choose another instance id"
+    )
+
+
+def _pending_record(iid: str, started: ExecutionStarted, history_seq: int) -> bytes:
+    """The record of a run that is started and not yet picked up by a worker."""
+    return encode_record(InstanceRecord(
+        instance_id=iid,
+        name=started.name,
+        status=WorkflowStatus.PENDING.value,
+        created_at=started.timestamp,
+        last_updated_at=started.timestamp,
+        execution_id=started.execution_id,
+        history_seq=history_seq,
+        input=started.input,
+    ))

@@ -11,9 +11,9 @@ from observability._instrument import (
     dispatch_trace_headers,
     publish_span,
     tracing_enabled,
-    watch_consumers,
 )
 from observability._logging import add_trace_context, configure_logging
+from observability._metrics import watch_consumers
 from observability._propagation import extract_context, inject_headers
 from observability._setup import Telemetry, configure, metrics_enabled
 

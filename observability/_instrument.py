@@ -11,11 +11,10 @@ does not import the engine (which imports it).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import Token
 from datetime import datetime
 from types import TracebackType
@@ -24,11 +23,11 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
+from observability._metrics import Delivery, count_redeliveries, metrics_instruments
 from observability._propagation import extract_context, inject_headers, span_context_of
 from observability._setup import metrics_enabled
 from observability._trace_ids import (
@@ -39,7 +38,6 @@ from observability._trace_ids import (
 )
 
 _tracer = trace.get_tracer("jetloom")
-_meter = metrics.get_meter("jetloom")
 
 MESSAGING_SYSTEM = "nats"
 _COMMANDS = frozenset(
@@ -79,17 +77,6 @@ class TaskOutcome(Protocol):
     def new_events(self) -> list[Any]: ...
     @property
     def status(self) -> str: ...
-
-
-class Delivery(Protocol):
-    """What the instrumentation reads of a delivered work message."""
-
-    @property
-    def subject(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def num_delivered(self) -> int: ...
 
 
 class ActivityMessage(Protocol):
@@ -135,121 +122,6 @@ def _tag(event: object) -> str:
 
 def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1_000_000) * 1000
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-_backlog: dict[tuple[str, str], tuple[int, int, int]] = {}
-"""(stream, consumer) -> (num_pending, num_redelivered, num_ack_pending), as last polled."""
-
-
-def _observe(index: int) -> Callable[[CallbackOptions], list[Observation]]:
-    def observe(_: CallbackOptions) -> list[Observation]:
-        return [
-            Observation(values[index], {"messaging.destination.name": stream,
-                                        "messaging.consumer.group.name": consumer})
-            for (stream, consumer), values in list(_backlog.items())
-        ]
-
-    return observe
-
-
-class _Metrics:
-    """The instruments (proxies until a meter provider is installed)."""
-
-    def __init__(self) -> None:
-        m = _meter
-        self.workflows_started = m.create_counter(
-            "jetloom.workflow.started", unit="{workflow}", description="Workflow runs started"
-        )
-        self.workflows_completed = m.create_counter(
-            "jetloom.workflow.completed",
-            unit="{workflow}",
-            description="Workflow runs ended, by jetloom.workflow.status",
-        )
-        self.workflows_failed = m.create_counter(
-            "jetloom.workflow.failed", unit="{workflow}", description="Workflow runs that failed"
-        )
-        self.workflow_duration = m.create_histogram(
-            "jetloom.workflow.duration", unit="s", description="Start to end of a workflow run"
-        )
-        self.task_duration = m.create_histogram(
-            "jetloom.workflow_task.duration",
-            unit="s",
-            description="One workflow task: replay, append, projection",
-        )
-        self.history_length = m.create_histogram(
-            "jetloom.workflow_task.history_length",
-            unit="{event}",
-            description="History events of the run when a workflow task starts",
-        )
-        self.activity_duration = m.create_histogram(
-            "jetloom.activity.duration", unit="s", description="One activity attempt"
-        )
-        self.activity_failures = m.create_counter(
-            "jetloom.activity.failures", unit="{attempt}", description="Failed activity attempts"
-        )
-        self.redelivered = m.create_counter(
-            "jetloom.messages.redelivered",
-            unit="{message}",
-            description="Work messages received more than once (num_delivered > 1)",
-        )
-        for index, (name, what) in enumerate(
-            [
-                ("jetloom.consumer.pending", "Messages not yet delivered (num_pending)"),
-                ("jetloom.consumer.redelivered", "Messages being redelivered (num_redelivered)"),
-                ("jetloom.consumer.ack_pending", "Delivered, not yet acknowledged"),
-            ]
-        ):
-            m.create_observable_gauge(
-                name, callbacks=[_observe(index)], unit="{message}", description=what
-            )
-
-
-_metrics = _Metrics()
-
-CONSUMER_POLL_INTERVAL = 10.0
-"""Seconds between two reads of the consumers' info for the backlog gauges."""
-
-
-async def watch_consumers(
-    consumer_info: Callable[[str], Awaitable[Any]], stream: str, consumers: Sequence[str]
-) -> None:
-    """Poll ``consumer_info(name)`` for the backlog gauges until cancelled (if metrics are on).
-
-    Args:
-        consumer_info: returns a consumer's info (``num_pending``, ``num_redelivered``...).
-        stream: the stream the consumers read.
-        consumers: the durable consumers to watch.
-    """
-    if not metrics_enabled():
-        return
-    try:
-        while True:
-            for name in consumers:
-                with contextlib.suppress(Exception):
-                    info = await consumer_info(name)
-                    _backlog[(stream, name)] = (
-                        int(info.num_pending or 0),
-                        int(info.num_redelivered or 0),
-                        int(info.num_ack_pending or 0),
-                    )
-            # nats-py's request may drop a cancellation on Python 3.11 (asyncio.wait_for):
-            # stop here rather than poll forever.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
-            await asyncio.sleep(CONSUMER_POLL_INTERVAL)
-    finally:
-        for name in consumers:
-            _backlog.pop((stream, name), None)
-
-
-def _count_redeliveries(msgs: Sequence[Delivery], consumer: str) -> None:
-    for msg in msgs:
-        if msg.num_delivered > 1:
-            _metrics.redelivered.add(1, {"messaging.consumer.group.name": consumer})
 
 
 # ------------------------------------------------------------------------- trace helpers
@@ -371,7 +243,7 @@ class WorkflowTaskTrace:
         self._t0 = time.perf_counter()
         self._log_tokens = structlog.contextvars.bind_contextvars(instance_id=self.instance_id)
         if self._metrics:
-            _count_redeliveries(self._msgs, self._consumer)
+            count_redeliveries(self._msgs, self._consumer)
         return self
 
     def begin(self, started: RunStart, history: Sequence[object], *, from_cache: bool) -> None:
@@ -393,7 +265,7 @@ class WorkflowTaskTrace:
         self._first_task = not any(_tag(e) == "workflow_task_started" for e in history)
         if self._metrics:
             self._metrics_attrs = {"jetloom.workflow.name": started.name}
-            _metrics.history_length.record(len(history), self._metrics_attrs)
+            metrics_instruments.history_length.record(len(history), self._metrics_attrs)
         if not self._tracing:
             return
         links = []
@@ -462,14 +334,14 @@ class WorkflowTaskTrace:
         )
         if self._metrics:
             if self._first_task:
-                _metrics.workflows_started.add(1, self._metrics_attrs)
+                metrics_instruments.workflows_started.add(1, self._metrics_attrs)
             if completed is not None:
                 status = str(completed.status)
                 attrs = {**self._metrics_attrs, "jetloom.workflow.status": status}
-                _metrics.workflows_completed.add(1, attrs)
+                metrics_instruments.workflows_completed.add(1, attrs)
                 if status == "FAILED":
-                    _metrics.workflows_failed.add(1, self._metrics_attrs)
-                _metrics.workflow_duration.record(
+                    metrics_instruments.workflows_failed.add(1, self._metrics_attrs)
+                metrics_instruments.workflow_duration.record(
                     max(0.0, (completed.timestamp - started.timestamp).total_seconds()), attrs
                 )
         if completed is not None and self._tracing:
@@ -494,7 +366,7 @@ class WorkflowTaskTrace:
         if self._attached is not None:
             otel_context.detach(self._attached)
         if self._metrics and self._workflow:
-            _metrics.task_duration.record(
+            metrics_instruments.task_duration.record(
                 time.perf_counter() - self._t0,
                 {"jetloom.workflow.name": self._workflow, "error": exc is not None},
             )
@@ -566,7 +438,7 @@ class ActivityTrace:
             attempt=task.attempt,
         )
         if self._metrics:
-            _count_redeliveries([self._msg], self._consumer)
+            count_redeliveries([self._msg], self._consumer)
         if tracing_enabled():
             parent = extract_context(self._msg.headers) or Context()
             self._span = _tracer.start_span(
@@ -597,7 +469,7 @@ class ActivityTrace:
             self._span.record_exception(exc)
             self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         if self._metrics:
-            _metrics.activity_failures.add(
+            metrics_instruments.activity_failures.add(
                 1,
                 {"jetloom.activity.name": self._task.name, "error.type": type(exc).__name__},
             )
@@ -617,7 +489,7 @@ class ActivityTrace:
             otel_context.detach(self._attached)
         if self._metrics:
             outcome = "failed" if self._failed or exc is not None else "completed"
-            _metrics.activity_duration.record(
+            metrics_instruments.activity_duration.record(
                 time.perf_counter() - self._t0,
                 {"jetloom.activity.name": self._task.name, "jetloom.activity.outcome": outcome},
             )

@@ -79,51 +79,54 @@ def _failure_reason(error: BaseException | None) -> str:
     return repr(error)
 
 
+async def compensate(ctx: WorkflowContext, order: Order, config: SagaConfig) -> None:
+    """Give the order's stock back (the saga's compensation)."""
+    await ctx.call_activity(
+        "restore",
+        input=RestoreRequest(order_id=ctx.instance_id, sku=order.sku),
+        task_queue="inventory",
+        retry_policy=config.inventory_retry,
+    )
+
+
+async def collect_quotes(
+    ctx: WorkflowContext, order: Order, config: SagaConfig
+) -> tuple[list[Quote], dict[str, str]]:
+    """Ask every provider at once; keep the quotes that came back in time."""
+    request = QuoteRequest(order_id=ctx.instance_id, order=order)
+    tasks: dict[str, Task[Any]] = {
+        name: ctx.call_activity(
+            "get_quote",
+            input=request,
+            task_queue=f"provider-{name}",
+            # The deadline below skips a slow provider; this limit frees its worker.
+            start_to_close_timeout=2 * config.quote_timeout,
+        )
+        for name in config.providers
+    }
+    # All quotes start together, so one deadline timer is each quote's own timeout.
+    deadline = ctx.create_timer(config.quote_timeout)
+    pending = list(tasks.values())
+    while pending and not deadline.is_complete:
+        await when_any([*pending, deadline])
+        pending = [task for task in pending if not task.is_complete]
+    quotes: list[Quote] = []
+    skipped: dict[str, str] = {}
+    timed_out = f"timed out after {config.quote_timeout.total_seconds():g}s"
+    for name, task in tasks.items():
+        if not task.is_complete:
+            skipped[name] = timed_out
+        elif task.is_failed:
+            error = task.get_exception()
+            late = isinstance(error, TaskFailedError) and error.error_type == "TimeoutError"
+            skipped[name] = timed_out if late else f"failed: {_failure_reason(error)}"
+        else:
+            quotes.append(_as(Quote, task.get_result()))
+    return quotes, skipped
+
+
 def register_saga(runtime: WorkflowRuntime, config: SagaConfig) -> None:
     """Register the ``order_processing`` workflow on ``runtime``."""
-
-    async def compensate(ctx: WorkflowContext, order: Order) -> None:
-        await ctx.call_activity(
-            "restore",
-            input=RestoreRequest(order_id=ctx.instance_id, sku=order.sku),
-            task_queue="inventory",
-            retry_policy=config.inventory_retry,
-        )
-
-    async def collect_quotes(
-        ctx: WorkflowContext, order: Order
-    ) -> tuple[list[Quote], dict[str, str]]:
-        """Ask every provider at once; keep the quotes that came back in time."""
-        request = QuoteRequest(order_id=ctx.instance_id, order=order)
-        tasks: dict[str, Task[Any]] = {
-            name: ctx.call_activity(
-                "get_quote",
-                input=request,
-                task_queue=f"provider-{name}",
-                # The deadline below skips a slow provider; this limit frees its worker.
-                start_to_close_timeout=2 * config.quote_timeout,
-            )
-            for name in config.providers
-        }
-        # All quotes start together, so one deadline timer is each quote's own timeout.
-        deadline = ctx.create_timer(config.quote_timeout)
-        pending = list(tasks.values())
-        while pending and not deadline.is_complete:
-            await when_any([*pending, deadline])
-            pending = [task for task in pending if not task.is_complete]
-        quotes: list[Quote] = []
-        skipped: dict[str, str] = {}
-        timed_out = f"timed out after {config.quote_timeout.total_seconds():g}s"
-        for name, task in tasks.items():
-            if not task.is_complete:
-                skipped[name] = timed_out
-            elif task.is_failed:
-                error = task.get_exception()
-                late = isinstance(error, TaskFailedError) and error.error_type == "TimeoutError"
-                skipped[name] = timed_out if late else f"failed: {_failure_reason(error)}"
-            else:
-                quotes.append(_as(Quote, task.get_result()))
-        return quotes, skipped
 
     @runtime.workflow(name=WORKFLOW_NAME)
     async def order_processing(ctx: WorkflowContext, order: Order) -> OrderResult:
@@ -143,9 +146,9 @@ def register_saga(runtime: WorkflowRuntime, config: SagaConfig) -> None:
             return OrderResult(order_id, "rejected", reason=reservation.reason)
 
         ctx.set_custom_status({"stage": "quoting"})
-        quotes, skipped = await collect_quotes(ctx, order)
+        quotes, skipped = await collect_quotes(ctx, order, config)
         if not quotes:
-            await compensate(ctx, order)
+            await compensate(ctx, order, config)
             return OrderResult(
                 order_id,
                 "failed",
@@ -168,7 +171,7 @@ def register_saga(runtime: WorkflowRuntime, config: SagaConfig) -> None:
             )
         except TaskFailedError as error:
             ctx.set_custom_status({"stage": "compensating"})
-            await compensate(ctx, order)
+            await compensate(ctx, order, config)
             return OrderResult(
                 order_id,
                 "failed",

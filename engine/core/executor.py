@@ -10,10 +10,9 @@ completion). The runtime turns those events into one atomic append plus dispatch
 from __future__ import annotations
 
 import inspect
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +43,7 @@ from engine.core.events import (
 )
 from engine.core.instance_ids import check_instance_id
 from engine.core.registry import Registry, WorkflowDefinition
+from engine.core.results import TaskResult, failure_from
 from engine.core.retry import RetryPolicy
 from engine.core.status import WorkflowStatus
 from engine.core.tasks import CompletableTask, Task, failed_error
@@ -56,12 +56,6 @@ SUSPENDED = WorkflowStatus.SUSPENDED.value
 CONTINUED_AS_NEW = WorkflowStatus.CONTINUED_AS_NEW.value
 
 Command = TaskScheduled | TimerCreated | ChildWorkflowScheduled
-
-
-def failure_from(exc: BaseException) -> FailureDetails:
-    """FailureDetails of an exception, with its formatted stack."""
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return FailureDetails(type=type(exc).__name__, message=str(exc), stack=stack)
 
 
 def describe(event: HistoryEvent | None) -> str:
@@ -77,23 +71,6 @@ def describe(event: HistoryEvent | None) -> str:
     if ident is not None:
         parts.append(f"#{ident}")
     return " ".join(parts)
-
-
-@dataclass
-class TaskResult:
-    """What one workflow task produced."""
-
-    new_events: list[HistoryEvent]
-    """Events to append, in order (first: the task's WorkflowTaskStarted)."""
-    status: str
-    """RUNNING, SUSPENDED, COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW."""
-    output: msgspec.Raw = field(default_factory=lambda: NULL)
-    failure: FailureDetails | None = None
-    custom_status: msgspec.Raw | None = None
-    continue_as_new: ExecutionStarted | None = None
-    """The first event of the next run, when the workflow continued as new."""
-    carried_events: list[EventRaised] = field(default_factory=list)
-    """Unconsumed external events carried into the next run (``save_events``)."""
 
 
 @dataclass

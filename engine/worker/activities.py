@@ -24,8 +24,8 @@ from engine.core.events import (
     decode_activity_task,
     encode,
 )
-from engine.core.executor import failure_from
 from engine.core.registry import ActivityDefinition, Registry
+from engine.core.results import failure_from
 from engine.offload import offload, resolve
 from engine.worker.faults import crash_point
 from observability import ActivityTrace, publish_span

@@ -9,7 +9,7 @@ import structlog
 
 from brokers import JetStreamBroker
 from engine.core.events import NULL, ExecutionStarted, ExecutionTerminated, HistoryEvent
-from engine.core.executor import TaskResult, failure_from
+from engine.core.results import TaskResult, failure_from
 from engine.core.state import (
     InstanceRecord,
     decode_record,

@@ -30,8 +30,9 @@ from engine.core.events import (
     history_events,
     run_is_finished,
 )
-from engine.core.executor import TaskResult, WorkflowExecution
+from engine.core.executor import WorkflowExecution
 from engine.core.registry import Registry
+from engine.core.results import TaskResult
 from engine.core.status import WorkflowStatus
 from engine.offload import offload_all, resolve, resolve_all, stored_names
 from engine.worker.dispatch import Dispatcher, still_open

@@ -223,7 +223,7 @@ class TestMetrics:
         self, nats_url, prefix, telemetry, monkeypatch
     ):
         """The backlog gauges report num_pending of the runtime's consumers."""
-        import observability._instrument as instrument
+        import observability._metrics as instrument
 
         monkeypatch.setattr(instrument, "CONSUMER_POLL_INTERVAL", 0.1)
         wfr = WorkflowRuntime(nats_url, prefix=prefix, task_queues=["slow"])

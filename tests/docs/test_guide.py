@@ -59,10 +59,6 @@ STEP_TIMEOUT = 120.0
 """Seconds one step may run (the longest waits in the guide are a few seconds)."""
 
 XFAIL: dict[str, str] = {
-    "the-python-client-1": (
-        "engine does not export InstanceNotFoundError, InstanceAlreadyRunningError, "
-        "InstanceFinishedError and InvalidInstanceIdError yet (they live in engine._errors)"
-    ),
     "child-workflows-and-continue-as-new-2": (
         "engine bug: a workflow started without input gets None instead of its parameter's "
         "default (archive_accounts(ctx, page: int = 0) fails with InputDecodeError)"

@@ -19,6 +19,7 @@ from brokers._errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
+from brokers._history import PURGE_MARKER_TTL
 from brokers._jetstream import JetStreamBroker
 from brokers._payload_store import (
     DEFAULT_THRESHOLD,
@@ -32,6 +33,7 @@ from brokers._pull import PullStream, WorkMessage
 from brokers._record_watch import RecordChanges, RecordWatch, WatchClosedError
 from brokers._records import RecordEntry
 from brokers._server import EmbeddedNatsServer, free_port, nats_server_binary
+from brokers._signals import CancelListener
 from brokers._sourcing import watch_sourcing
 from brokers._subjects import (
     DEFAULT_NATS_URL,
@@ -40,8 +42,10 @@ from brokers._subjects import (
     Subjects,
     nats_url,
     prefix_or_default,
+    recurring_schedule_headers,
     schedule_headers,
 )
+from brokers._topology import StreamUsage
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -49,8 +53,10 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "MESSAGING_ERRORS",
     "MIN_THRESHOLD",
+    "PURGE_MARKER_TTL",
     "TRANSIENT_ERRORS",
     "AppendConflictError",
+    "CancelListener",
     "Connection",
     "DispatchMessage",
     "EmbeddedNatsServer",
@@ -67,6 +73,7 @@ __all__ = [
     "RecordChanges",
     "RecordEntry",
     "RecordWatch",
+    "StreamUsage",
     "Subjects",
     "UnavailableError",
     "WatchClosedError",
@@ -77,6 +84,7 @@ __all__ = [
     "nats_url",
     "payload_ref",
     "prefix_or_default",
+    "recurring_schedule_headers",
     "redact_url",
     "schedule_headers",
     "watch_sourcing",

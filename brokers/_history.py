@@ -27,6 +27,9 @@ from brokers._subjects import DispatchMessage
 from brokers._topology import READ_TIMEOUT, BrokerBase
 
 MAX_BATCH = MAX_GROUP_MESSAGES
+PURGE_MARKER_TTL = 60.0
+"""Seconds the marker of a purged record stays in the instances bucket: long enough for every
+watch to see the instance go, short enough that purged instances leave nothing behind."""
 
 
 @dataclass
@@ -265,11 +268,19 @@ class HistoryStore(BrokerBase):
         )
 
     async def purge_instance(self, instance_id: str) -> None:
-        """Remove an instance's history, pending timers and record."""
+        """Remove an instance's history, pending timers (its retention schedule among them),
+        the copies of work sent to it and of requests to stop its activities, and its record.
+
+        The record's purge leaves a marker (so that watchers see the instance go), which
+        expires after ``PURGE_MARKER_TTL``.
+        """
         s = self.subjects
-        await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": s.history(instance_id)})
-        await self._api(
-            f"STREAM.PURGE.{s.history_stream}", {"filter": f"{s.prefix}.timer.{instance_id}.>"}
-        )
+        for subject in (
+            s.history(instance_id),
+            f"{s.prefix}.timer.{instance_id}.>",
+            s.outbox_workflow(instance_id),
+            s.cancel(instance_id),
+        ):
+            await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": subject})
         kv = await self.instances()
-        await kv.purge(instance_id)
+        await kv.purge(instance_id, msg_ttl=PURGE_MARKER_TTL)

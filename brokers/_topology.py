@@ -40,6 +40,15 @@ def kept_replicas(current: int | None, requested: int) -> int:
 
 
 @dataclass(frozen=True)
+class StreamUsage:
+    """What one stream stores."""
+
+    stream: str
+    messages: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class WorkStreamLayout:
     """What a runtime needs to know of the work stream as the server has it."""
 
@@ -76,6 +85,8 @@ class BrokerBase:
                     f"{s.prefix}.history.*",
                     f"{s.prefix}.outbox.>",
                     f"{s.prefix}.timer.>",
+                    f"{s.prefix}.cancel.*",
+                    f"{s.prefix}.schedule.*",
                 ],
                 "retention": "limits",
                 "storage": "file",
@@ -187,20 +198,52 @@ class BrokerBase:
     async def instances(self) -> KeyValue:
         """The instances KV bucket, created on first use."""
         if self._kv is None:
-            try:
-                kv = await self.js.key_value(self.subjects.instances_bucket)
-                await self._raise_replicas(f"KV_{self.subjects.instances_bucket}")
-                self._kv = kv
-            except BucketNotFoundError:
-                self._kv = await self.js.create_key_value(
-                    KeyValueConfig(
-                        bucket=self.subjects.instances_bucket,
-                        history=1,
-                        storage=StorageType.FILE,
-                        replicas=self.replicas,
-                    )
-                )
+            self._kv = await self._bucket(self.subjects.instances_bucket)
         return self._kv
+
+    async def _bucket(self, bucket: str) -> KeyValue:
+        """A KV bucket (history 1, file storage), created if missing.
+
+        Its stream allows per-message TTLs, so that the marker a purge leaves expires
+        (``PURGE_MARKER_TTL``); a bucket created before is updated to allow them.
+        """
+        try:
+            kv = await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=self.replicas,
+                )
+            )
+        info = await self._api(f"STREAM.INFO.KV_{bucket}", None)
+        current = info["config"]
+        wanted = {
+            "allow_msg_ttl": True,
+            "num_replicas": kept_replicas(current.get("num_replicas"), self.replicas),
+        }
+        if any(current.get(k) != v for k, v in wanted.items()):
+            await self._api(f"STREAM.UPDATE.KV_{bucket}", {**current, **wanted})
+        return kv
+
+    async def stream_usage(self) -> list[StreamUsage]:
+        """Messages and bytes stored by each stream of the prefix (buckets included); a
+        stream that does not exist (e.g. no schedule was ever created) is left out."""
+        s = self.subjects
+        names = [
+            s.history_stream, s.work_stream, s.deadletter_stream, f"KV_{s.instances_bucket}",
+            f"KV_{s.schedules_bucket}", f"OBJ_{s.payloads_bucket}",
+        ]
+        usage = []
+        for name in names:
+            reply = await self._api(f"STREAM.INFO.{name}", None, allow_error=True)
+            if "error" in reply:
+                if reply["error"].get("err_code") == 10059:  # stream not found
+                    continue
+                raise api_error(reply["error"])
+            state = reply["state"]
+            usage.append(StreamUsage(name, int(state.get("messages", 0)),
+                                     int(state.get("bytes", 0))))
+        return usage
 
     async def ensure_consumer(
         self, name: str, filter_subjects: list[str], *, ack_wait: float, max_ack_pending: int

@@ -16,6 +16,9 @@ from engine.core.errors import (
     InvalidInstanceIdError,
     JetloomError,
     NonDeterminismError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+    TaskCancelledError,
     TaskFailedError,
     WorkflowNotRegisteredError,
 )
@@ -32,6 +35,7 @@ from engine.core.events import (
     FailureDetails,
     HistoryEvent,
     ParentInfo,
+    TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
@@ -39,7 +43,9 @@ from engine.core.events import (
     TimerFired,
     WorkflowTaskStarted,
 )
+from engine.core.retention import RetentionPolicy
 from engine.core.retry import RetryPolicy
+from engine.core.schedules import WorkflowSchedule
 from engine.core.state import WorkflowState
 from engine.core.status import WorkflowStatus
 from engine.core.tasks import Task, when_all, when_any
@@ -69,8 +75,13 @@ __all__ = [
     "JetloomError",
     "NonDeterminismError",
     "ParentInfo",
+    "RetentionPolicy",
     "RetryPolicy",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "Task",
+    "TaskCancelRequested",
+    "TaskCancelledError",
     "TaskCompleted",
     "TaskFailed",
     "TaskFailedError",
@@ -81,6 +92,7 @@ __all__ = [
     "WorkflowContext",
     "WorkflowNotRegisteredError",
     "WorkflowRuntime",
+    "WorkflowSchedule",
     "WorkflowState",
     "WorkflowStatus",
     "WorkflowTaskStarted",

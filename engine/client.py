@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from brokers import (
     DEFAULT_THRESHOLD,
@@ -25,6 +26,8 @@ from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
 )
 from engine.core.events import (
     EventRaised,
@@ -33,6 +36,8 @@ from engine.core.events import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+    ScheduledStart,
+    TaskCancelRequested,
     TaskCommit,
     WorkItem,
     current_run,
@@ -40,19 +45,33 @@ from engine.core.events import (
     encode,
     history_events,
     run_is_finished,
+    task_commits,
 )
 from engine.core.instance_ids import check_instance_id, new_instance_id
 from engine.core.registry import check_name
+from engine.core.rerun import rerun_history
+from engine.core.schedules import (
+    ScheduleRecord,
+    WorkflowSchedule,
+    check_overlap,
+    check_schedule_id,
+    decode_schedule,
+    encode_schedule,
+    schedule_spec,
+)
 from engine.core.state import (
     InstanceRecord,
     WorkflowState,
     decode_record,
     encode_record,
     history_seq_of,
+    pending_record,
 )
 from engine.core.status import WorkflowStatus
-from engine.offload import offload, refs_in, resolve, resolve_all
-from observability import publish_span
+from engine.offload import offload, offload_all, resolve, resolve_all
+from engine.purge import purge_finished
+from engine.worker.dispatch import Dispatcher, still_open
+from observability import dispatch_trace_headers, publish_span
 
 
 class WorkflowClient:
@@ -152,12 +171,7 @@ class WorkflowClient:
             InvalidInstanceIdError: the id is not 1-64 letters, digits, '-' or '_'.
         """
         await self._ensure_ready()
-        name = check_name(
-            "workflow",
-            workflow
-            if isinstance(workflow, str)
-            else getattr(workflow, "__jetloom_name__", workflow.__name__),
-        )
+        name = _workflow_name(workflow)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
         if instance_id is None:  # a fresh id has no history to read
@@ -188,7 +202,7 @@ class WorkflowClient:
             if start_at is not None and start_at > now:
                 seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
                 await self._broker.put_record(
-                    iid, _pending_record(iid, stored, seq), seq, history_seq_of,
+                    iid, pending_record(iid, stored, seq), seq, history_seq_of,
                     new=not last_seq,
                 )
             else:
@@ -227,7 +241,7 @@ class WorkflowClient:
         wins and a worker that takes the start always finds the record.
         """
         claimed = await self._broker.claim_record(
-            iid, _pending_record(iid, stored, last_seq),
+            iid, pending_record(iid, stored, last_seq),
             None if previous is None else previous[1],
         )
         if claimed is None:
@@ -437,27 +451,238 @@ class WorkflowClient:
             InstanceAlreadyRunningError: the instance has not finished.
         """
         await self._ensure_ready()
-        stored = await self._broker.get_record(check_instance_id(instance_id))
+        return await purge_finished(self._broker, check_instance_id(instance_id),
+                                    recursive=recursive)
+
+    # ---------------------------------------------------------------- rerunning
+
+    async def rerun_workflow_from_event(
+        self,
+        source_instance_id: str,
+        event_id: int,
+        *,
+        new_instance_id: str | None = None,
+        input: Any = None,
+        overwrite_input: bool = False,
+    ) -> str:
+        """Run a finished instance again from one of its activities, as a new instance.
+
+        The new instance's history is the source's up to the activity scheduled at
+        ``event_id`` (its position in ``get_history``: the ``#`` column of ``jetloom
+        history``), with the workflow task that scheduled it. That activity runs again (with
+        ``input`` when ``overwrite_input``), and the workflow code as deployed now carries on
+        from there. The source is not changed. Activities scheduled together with it run
+        again too (a fan-out); one of its children still running at that point cannot be
+        rerun from.
+
+        Returns:
+            The new instance's id (``new_instance_id``, or a generated one).
+
+        Raises:
+            InstanceNotFoundError: no such source instance.
+            InstanceAlreadyRunningError: the source has not finished, or an instance with the
+                new id is running.
+            ValueError: ``event_id`` is not an activity's ``task_scheduled`` of the source, or
+                the new id is the source's.
+        """
+        await self._ensure_ready()
+        source = check_instance_id(source_instance_id)
+        stored = await self._broker.get_record(source)
         if stored is None:
-            raise InstanceNotFoundError(f"no instance {instance_id!r} to purge")
+            raise InstanceNotFoundError(
+                f"no instance {source!r} to rerun; check the id (jetloom list shows instances)"
+            )
         record = decode_record(stored[0])
         if not WorkflowStatus(record.status).is_terminal:
             raise InstanceAlreadyRunningError(
-                f"instance {instance_id!r} is {record.status}; terminate it before purging"
+                f"instance {source!r} is {record.status}: a rerun starts from a finished "
+                "instance; wait for it, or terminate it first"
             )
-        purged = 0
-        if recursive:
-            for child in record.children:
-                with contextlib.suppress(InstanceNotFoundError):
-                    purged += await self.purge_workflow(child, recursive=True)
-        # Payloads this instance stored in the Object Store go with it.
-        history = history_events(
-            item.data for item in await self._broker.load_history(instance_id)
+        events = await self.get_history(source)
+        if new_instance_id is None:
+            iid, last_seq, previous = uuid.uuid4().hex, 0, None  # a fresh id has no history
+        else:
+            iid = check_instance_id(new_instance_id)
+            if iid == source:
+                raise ValueError(
+                    f"a rerun of {source!r} is a new instance: give it another id (the source "
+                    "stays as it is)"
+                )
+            last_seq, previous = await self._startable(iid)
+        s = self._broker.subjects
+        with publish_span(
+            s.outbox_workflow(iid),
+            s.outbox_workflow("*"),
+            name=f"rerun_workflow {record.name}",
+            attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": record.name,
+                        "jetloom.rerun.source": source, "jetloom.rerun.event_id": event_id},
+        ) as trace_headers:
+            history = rerun_history(
+                source, events, event_id,
+                execution_id=uuid.uuid4().hex,
+                now=datetime.now(UTC),
+                new_input=to_json(input) if overwrite_input else None,
+                traceparent=trace_headers.get("traceparent", ""),
+                tracestate=trace_headers.get("tracestate", ""),
+            )
+            await self._append_rerun(iid, last_seq, previous, history)
+        return iid
+
+    async def _append_rerun(
+        self,
+        iid: str,
+        last_seq: int,
+        previous: tuple[bytes, int] | None,
+        history: list[HistoryEvent],
+    ) -> None:
+        """Write a rerun's history with the dispatches of its open activities and timers (one
+        atomic batch, so a rerun exists whole or not at all), then its RUNNING record."""
+        payloads = self._broker.payloads
+        stored = await offload_all(payloads, iid, history)
+        started = stored[0]
+        assert isinstance(started, ExecutionStarted)
+        open_commands = [
+            e for e in still_open(stored, stored) if not isinstance(e, TaskCancelRequested)
+        ]
+        dispatches = Dispatcher(self._broker.subjects, self._broker.outbox_ttl).for_task(
+            iid, [], open_commands, dispatch_trace_headers(started)
         )
-        names = {ref.name for ref in refs_in([*history, record], scope=instance_id)}
-        await self._broker.purge_instance(instance_id)
-        await self._broker.payloads.delete(names)
-        return purged + 1
+        messages = task_commits(stored, [], self._broker.nc.max_payload)
+        try:
+            seq = await self._broker.append(iid, last_seq, messages, dispatches)
+        except AppendConflictError:
+            raise InstanceAlreadyRunningError(
+                f"instance {iid!r} was started by someone else just now"
+            ) from None
+        running = InstanceRecord(
+            instance_id=iid,
+            name=started.name,
+            status=WorkflowStatus.RUNNING.value,
+            created_at=started.timestamp,
+            last_updated_at=started.timestamp,
+            execution_id=started.execution_id,
+            history_seq=seq,
+            input=started.input,
+        )
+        await self._broker.put_record(
+            iid, encode_record(running), seq, history_seq_of, new=previous is None
+        )
+        if last_seq:
+            await self._broker.compact_history(iid, seq - len(messages) + 1)
+
+    # ---------------------------------------------------------------- schedules
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        workflow: Callable[..., Any] | str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        input: Any = None,
+        overlap: str = "skip",
+    ) -> None:
+        """Start ``workflow`` on a recurring schedule, kept and fired by nats-server itself.
+
+        Give ``cron`` (five fields, or six with seconds first, or an alias such as
+        ``@daily``; UTC) or ``every`` (whole seconds). Each firing starts one instance, with
+        ``input``, named ``<schedule_id>-<tick>`` (e.g. ``nightly-20261207T090000Z``), when a
+        worker takes it: firings made while no worker runs wait for one. With
+        ``overlap="skip"`` a firing starts nothing while the instance the previous one started
+        has not finished; ``"allow"`` starts one on every tick.
+
+        Raises:
+            ScheduleAlreadyExistsError: a schedule with that id exists (delete it first).
+            ValueError: an invalid id (1-40 letters, digits, '-', '_'), cron expression,
+                interval or overlap, or an input over the large payload threshold.
+        """
+        await self._ensure_ready()
+        check_schedule_id(schedule_id)
+        spec = schedule_spec(cron=cron, every=every)
+        raw = to_json(input)
+        if len(raw) > self._broker.payloads.threshold:
+            raise ValueError(
+                f"the input of schedule {schedule_id!r} is {len(raw)} bytes of JSON; a "
+                f"schedule's input is kept inline (at most {self._broker.payloads.threshold})"
+            )
+        record = ScheduleRecord(
+            schedule_id=schedule_id,
+            workflow=_workflow_name(workflow),
+            schedule=spec,
+            created_at=datetime.now(UTC),
+            input=raw,
+            overlap=check_overlap(overlap),
+        )
+        if not await self._broker.put_schedule(schedule_id, encode_schedule(record), None):
+            raise ScheduleAlreadyExistsError(
+                f"schedule {schedule_id!r} exists; delete it first, or choose another id"
+            )
+        try:
+            await self._put_schedule_message(record)
+        except BaseException:
+            await self._broker.delete_schedule(schedule_id)
+            raise
+
+    async def list_schedules(self) -> list[WorkflowSchedule]:
+        """Every recurring schedule, by id."""
+        await self._ensure_ready()
+        records = [decode_schedule(value) for value in await self._broker.list_schedules()]
+        return [
+            WorkflowSchedule.from_record(r) for r in sorted(records, key=lambda r: r.schedule_id)
+        ]
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        """Stop a schedule's firings until it is resumed (firings already made start
+        nothing).
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        await self._change_schedule(schedule_id, paused=True)
+        await self._broker.remove_schedule_message(schedule_id)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        """Let a paused schedule fire again, from its next tick.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        record = await self._change_schedule(schedule_id, paused=False)
+        await self._put_schedule_message(record)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Remove a schedule; the instances it started are not touched.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        await self._ensure_ready()
+        if await self._broker.get_schedule(check_schedule_id(schedule_id)) is None:
+            raise _no_schedule(schedule_id)
+        await self._broker.remove_schedule_message(schedule_id)
+        await self._broker.delete_schedule(schedule_id)
+
+    async def _change_schedule(self, schedule_id: str, *, paused: bool) -> ScheduleRecord:
+        await self._ensure_ready()
+        check_schedule_id(schedule_id)
+        while True:
+            stored = await self._broker.get_schedule(schedule_id)
+            if stored is None:
+                raise _no_schedule(schedule_id)
+            record = msgspec.structs.replace(decode_schedule(stored[0]), paused=paused)
+            if await self._broker.put_schedule(schedule_id, encode_schedule(record), stored[1]):
+                return record
+
+    async def _put_schedule_message(self, record: ScheduleRecord) -> None:
+        """The message schedule that nats-server fires: its body names the schedule and its
+        spec, its target is the schedule's work subject."""
+        s = self._broker.subjects
+        await self._broker.put_schedule_message(
+            record.schedule_id,
+            encode(ScheduledStart(record.schedule_id, record.schedule)),
+            record.schedule,
+            s.outbox_workflow(record.schedule_id),
+        )
 
     async def _send(
         self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
@@ -490,15 +715,17 @@ def _still_running(iid: str) -> InstanceAlreadyRunningError:
     )
 
 
-def _pending_record(iid: str, started: ExecutionStarted, history_seq: int) -> bytes:
-    """The record of a run that is started and not yet picked up by a worker."""
-    return encode_record(InstanceRecord(
-        instance_id=iid,
-        name=started.name,
-        status=WorkflowStatus.PENDING.value,
-        created_at=started.timestamp,
-        last_updated_at=started.timestamp,
-        execution_id=started.execution_id,
-        history_seq=history_seq,
-        input=started.input,
-    ))
+def _no_schedule(schedule_id: str) -> ScheduleNotFoundError:
+    return ScheduleNotFoundError(
+        f"no schedule {schedule_id!r}; check the id (jetloom schedule list shows schedules)"
+    )
+
+
+def _workflow_name(workflow: Callable[..., Any] | str) -> str:
+    """The registered name of a workflow given as a function or a name."""
+    return check_name(
+        "workflow",
+        workflow
+        if isinstance(workflow, str)
+        else getattr(workflow, "__jetloom_name__", workflow.__name__),
+    )

@@ -21,6 +21,7 @@ from brokers import (
     watch_sourcing,
 )
 from engine.core.registry import Registry
+from engine.core.retention import RetentionPolicy
 from engine.signals import stop_signal
 from engine.worker.activities import ActivityContext, ActivityPipeline
 from engine.worker.history_cache import HistoryCache
@@ -60,6 +61,8 @@ class WorkflowRuntime:
         stall_retry_max: timedelta = timedelta(seconds=30),
         connect_options: dict[str, Any] | None = None,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
+        retention: RetentionPolicy | None = None,
+        dispatch_ttl: timedelta = timedelta(hours=24),
     ) -> None:
         """Configure a runtime; nothing connects until ``start()``.
 
@@ -82,9 +85,19 @@ class WorkflowRuntime:
             large_payload_threshold: inputs, outputs and event data whose JSON is larger than
                 this many bytes are kept in the Object Store bucket ``<prefix>_payloads`` and
                 referenced from history (default 256 KiB; at least 1 KiB).
+            retention: how long instances are kept once they finished; each is purged (as
+                ``purge_workflow`` does) when its time has passed, by a message schedule set
+                with its last workflow task. Applies to instances that finish after it is set
+                (default: kept until purged by hand).
+            dispatch_ttl: how long the copies of dispatches (activity tasks, work items,
+                cancel requests) stay in the history stream once written: the work stream
+                takes them in at once, the copies only cover an outage of it. Their storage is
+                about this times the rate of dispatches (at least one second).
         """
         if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
             raise ValueError("concurrency limits must be at least 1")
+        if dispatch_ttl < timedelta(seconds=1):
+            raise ValueError(f"dispatch_ttl must be at least one second, got {dispatch_ttl}")
         if large_payload_threshold < MIN_THRESHOLD:
             raise ValueError(
                 f"large_payload_threshold must be at least {MIN_THRESHOLD} bytes, "
@@ -103,6 +116,8 @@ class WorkflowRuntime:
         self.connect_options = dict(connect_options or {})
         self.registry = Registry()
         self.history_cache_size = history_cache_size
+        self.retention = retention
+        self.dispatch_ttl = dispatch_ttl
         self._broker: JetStreamBroker | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -221,6 +236,7 @@ class WorkflowRuntime:
         broker = self._broker = JetStreamBroker(
             nc, self.subjects, replicas=self.replicas,
             large_payload_threshold=self.large_payload_threshold,
+            outbox_ttl=f"{int(self.dispatch_ttl.total_seconds())}s",
         )
         await broker.ensure_topology()
         # Acknowledgements are confirmed only where a consumer leader can change under a live
@@ -242,6 +258,7 @@ class WorkflowRuntime:
                 broker, self.registry, capacity=self.max_concurrent_activities,
                 lease=self.activity_lease, confirm_acks=confirm_acks, spawn=self._spawn,
             )
+            await self.activity_pipeline.start()  # hears cancel requests from now on
             for queue in self.task_queues:
                 await broker.ensure_consumer(
                     s.activities_consumer(queue), [s.outbox_activity(queue)],
@@ -271,7 +288,8 @@ class WorkflowRuntime:
         projector = RecordProjector(broker)
         reader = WorkReader(self.subjects, self.registry)
         tasks = WorkflowTasks(
-            broker, self.registry, HistoryCache(self.history_cache_size), projector, reader
+            broker, self.registry, HistoryCache(self.history_cache_size), projector, reader,
+            self.retention,
         )
         return WorkflowPipeline(
             broker, tasks, projector, reader,
@@ -294,6 +312,8 @@ class WorkflowRuntime:
         self._loops.clear()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)
+        if self.activity_pipeline is not None:
+            await self.activity_pipeline.stop()
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 await self._broker.nc.flush(timeout=5)

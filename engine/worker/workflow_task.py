@@ -22,30 +22,29 @@ from engine.core.events import (
     ExecutionCompleted,
     ExecutionStarted,
     HistoryEvent,
-    TaskCommit,
     WorkflowTaskStarted,
     current_run,
     decode_commit,
-    encode,
     history_events,
     run_is_finished,
+    task_commits,
 )
 from engine.core.executor import WorkflowExecution
 from engine.core.registry import Registry
 from engine.core.results import TaskResult
+from engine.core.retention import RetentionPolicy
 from engine.core.status import WorkflowStatus
 from engine.offload import offload_all, resolve, resolve_all, stored_names
 from engine.worker.dispatch import Dispatcher, still_open
 from engine.worker.faults import crash_point
 from engine.worker.history_cache import CachedRun, HistoryCache, scheduled_children
 from engine.worker.projection import RecordProjector
+from engine.worker.retention import purge_item, purge_when_due
 from engine.worker.work_items import Work, WorkReader
 from observability import WorkflowTaskTrace, dispatch_trace_headers, publish_span
 
 log = structlog.get_logger("jetloom.runtime")
 
-COMMIT_HEADROOM = 8 * 1024
-"""Bytes of a history message kept free under the server's max payload for its headers."""
 START_WAIT = 0.2
 """Seconds after which events that overtook their instance's start are delivered again."""
 START_WAIT_DELIVERIES = 50
@@ -88,13 +87,14 @@ class WorkflowTasks:
         cache: HistoryCache,
         projector: RecordProjector,
         reader: WorkReader,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.broker = broker
         self.registry = registry
         self.cache = cache
         self.projector = projector
         self.reader = reader
-        self.dispatcher = Dispatcher(broker.subjects, broker.outbox_ttl)
+        self.dispatcher = Dispatcher(broker.subjects, broker.outbox_ttl, retention)
 
     async def run(
         self,
@@ -111,6 +111,16 @@ class WorkflowTasks:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
+        purges = {m.stream_seq: item for m in msgs if (item := purge_item(m)) is not None}
+        if purges:
+            # A retention schedule fired: purge the run it was set for, if still the latest.
+            self.cache.forget(instance_id)
+            await purge_when_due(
+                self.broker, instance_id, {item.execution_id for item in purges.values()}
+            )
+            msgs = [m for m in msgs if m.stream_seq not in purges]
+            if not msgs:
+                return None
         if any(m.num_delivered > 1 for m in msgs):
             await self.resend_committed(instance_id, msgs)
         task = await self._prepare(instance_id, msgs, may_skip_read)
@@ -387,25 +397,9 @@ class WorkflowTasks:
                 )
 
     def commit_messages(self, events: list[HistoryEvent], consumed: list[int]) -> list[bytes]:
-        """A task's history messages: one ``TaskCommit`` holding all its events, or, if that
-        would not fit the server's max payload, several (written as one atomic batch), the
-        last of them naming the work items the task consumed."""
-        whole = encode(TaskCommit(events, consumed))
-        limit = self.broker.nc.max_payload - COMMIT_HEADROOM
-        if len(whole) <= limit or len(events) == 1:
-            return [whole]
-        messages: list[bytes] = []
-        chunk: list[HistoryEvent] = []
-        size = 0
-        for event in events:
-            event_size = len(encode(event)) + 1
-            if chunk and size + event_size > limit:
-                messages.append(encode(TaskCommit(chunk)))
-                chunk, size = [], 0
-            chunk.append(event)
-            size += event_size
-        messages.append(encode(TaskCommit(chunk, consumed)))
-        return messages
+        """A task's history messages: one ``TaskCommit``, or several if it would not fit the
+        server's max payload (see ``task_commits``)."""
+        return task_commits(events, consumed, self.broker.nc.max_payload)
 
     async def resend_committed(self, instance_id: str, msgs: list[WorkMessage]) -> None:
         """Send again the dispatches of the tasks that already took some of ``msgs``.

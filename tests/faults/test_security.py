@@ -20,9 +20,15 @@ import nats.errors
 import pytest
 from aiohttp import ClientSession
 
-from brokers import NatsAuth, NatsAuthorizationError, NatsTlsError
-from brokers._auth import ENVIRONMENT, OPTIONS
-from brokers._server import EmbeddedNatsServer, free_port
+from brokers import NATS_AUTH_ENVIRONMENT as ENVIRONMENT
+from brokers import NATS_AUTH_OPTIONS as OPTIONS
+from brokers import (
+    EmbeddedNatsServer,
+    NatsAuth,
+    NatsAuthorizationError,
+    NatsTlsError,
+    free_port,
+)
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
 from engine.core.events import ExecutionCompleted
 from tests.nats_keys import nkey_user, operator_setup

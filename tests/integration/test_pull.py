@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from brokers import JetStreamBroker
-from brokers import PullStream
+from brokers import JetStreamBroker, PullStream
 
 
 async def _next(stream: PullStream, timeout: float = 10.0) -> list[str]:

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 
 from brokers import AppendConflictError, DispatchMessage, JetStreamBroker, Subjects, connect_nats
 from brokers._errors import TRANSIENT_ERRORS as BROKER_TRANSIENT_ERRORS
+from brokers._heartbeat import WorkerHeartbeat
 from brokers._payloads import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from brokers._pull import PullStream, settle
 from brokers._sourcing import watch_sourcing
@@ -408,6 +409,10 @@ class WorkflowRuntime:
         self._loops.append(asyncio.create_task(watch_consumers(
             lambda c: self.broker.js.consumer_info(s.work_stream, c), s.work_stream, watched
         )))
+        self._loops.append(asyncio.create_task(WorkerHeartbeat(  # who is alive: <p>_workers
+            self._broker, workflows=self.registry.workflow_names,
+            activities=self.registry.activity_names, task_queues=self.task_queues,
+        ).run()))
         self._started = True
         log.info(
             "runtime.started",

@@ -26,7 +26,7 @@ import socket
 import ssl
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,10 +71,11 @@ from engine._events import (
     TimerCreated,
     TimerFired,
 )
-from engine._http import serve_http
+from engine._http import build_app
 from engine._loop import run as run_loop
 from engine._runtime import WorkflowRuntime
 from engine._state import WorkflowState, WorkflowStatus, decode_record
+from engine.http.console import DEFAULT_JAEGER_URL, add_console, serve_app
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_PREFIX = "jetloom"
@@ -1109,25 +1110,49 @@ async def _cmd_stats(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ serve-http
 
 
-async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
-    auth_options = _auth_options(args)
-    await _check_reachable(url, auth_options)
+async def _serve_api_and_console(
+    args: argparse.Namespace,
+    url: str,
+    *,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: Callable[[str, int], None],
+) -> None:
+    """Dapr's workflow API and the web console (at ``/``) on ``host:port`` until ``stop``."""
     # A long-running server reconnects forever, like a runtime (not the CLI's fail-fast).
-    client = await WorkflowClient.connect(url, prefix=args.prefix, **auth_options)
+    nc = await connect_nats(url, **_auth_options(args))
+    client = WorkflowClient(nc, prefix=args.prefix)
+    try:
+        broker = JetStreamBroker(nc, Subjects(args.prefix))
+        await broker.ensure_topology()
+        app = build_app(client)
+        add_console(app, client, broker, jaeger_url=args.jaeger_url, api_token=args.api_token)
+        await serve_app(app, host=host, port=port, stop=stop, ready=ready)
+    finally:
+        await client.close()
+
+
+async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
+    await _check_reachable(url, _auth_options(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     def ready(host: str, port: int) -> None:
+        guarded = "; API token required" if args.api_token else ""
         print(
             f"jetloom serve-http: listening on http://{host}:{port} "
-            f"(NATS at {redact_url(url)}, prefix {args.prefix!r}); Ctrl-C stops",
+            f"(NATS at {redact_url(url)}, prefix {args.prefix!r}); console at "
+            f"http://{host}:{port}/{guarded}; Ctrl-C stops",
             flush=True,
         )
 
     try:
-        await serve_http(client, host=args.host, port=args.port, stop=stop, ready=ready)
+        await _serve_api_and_console(
+            args, url, host=args.host, port=args.port, stop=stop, ready=ready
+        )
     except OSError as exc:
         raise CliError(
             f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
@@ -1136,7 +1161,6 @@ async def _serve_http_until_stopped(args: argparse.Namespace, url: str) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await client.close()
 
 
 def _cmd_serve_http(args: argparse.Namespace) -> int:
@@ -1215,8 +1239,12 @@ def _embedded_server(args: argparse.Namespace) -> EmbeddedNatsServer:
     return EmbeddedNatsServer(store_dir=args.store, port=port)
 
 
-async def _serve(runtimes: list[WorkflowRuntime], ready: Callable[[], None]) -> None:
-    """Run all runtimes until SIGINT/SIGTERM, then shut them down gracefully.
+async def _serve(
+    runtimes: list[WorkflowRuntime],
+    ready: Callable[[], None],
+    serve_console: Callable[[asyncio.Event, Callable[[str, int], None]], Coroutine[Any, Any, None]],
+) -> None:
+    """Run all runtimes and the console until SIGINT/SIGTERM, then shut them down gracefully.
 
     ``WorkflowRuntime.run`` would install one signal handler per runtime, and a later one
     replaces an earlier one, so several runtimes share one stop event here instead.
@@ -1225,15 +1253,28 @@ async def _serve(runtimes: list[WorkflowRuntime], ready: Callable[[], None]) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    console: asyncio.Task[None] | None = None
     try:
         started: list[WorkflowRuntime] = []
         try:
             for runtime in runtimes:
                 await runtime.start()
                 started.append(runtime)
+            listening: asyncio.Future[str] = loop.create_future()
+            console = asyncio.create_task(
+                serve_console(stop, lambda host, port: listening.set_result(f"{host}:{port}"))
+            )
+            waiting: list[asyncio.Future[Any]] = [console, listening]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not listening.done():
+                console.result()  # it failed to listen: raise why
+            print(f"jetloom dev: console at http://{listening.result()}/", flush=True)
             ready()
             await stop.wait()
         finally:
+            stop.set()
+            if console is not None:
+                await asyncio.gather(console, return_exceptions=True)
             await asyncio.gather(*(rt.shutdown() for rt in started), return_exceptions=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1283,7 +1324,22 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        run_loop(_serve(list(hosted.values()), ready))
+        http_port = args.http_port
+        if http_port is None:  # the usual port, or any free one if something else has it
+            http_port = 0 if _port_in_use(HTTP_DEFAULT_PORT) else HTTP_DEFAULT_PORT
+
+        async def serve_console(stop: asyncio.Event, listening: Callable[[str, int], None]) -> None:
+            try:
+                await _serve_api_and_console(
+                    args, url, host="127.0.0.1", port=http_port, stop=stop, ready=listening
+                )
+            except OSError as exc:
+                raise CliError(
+                    f"cannot serve the console on 127.0.0.1:{http_port} ({exc.strerror or exc});"
+                    " choose another --http-port (0 picks a free one)"
+                ) from None
+
+        run_loop(_serve(list(hosted.values()), ready, serve_console))
         print("jetloom dev: stopped", flush=True)
         return 0
     finally:
@@ -1400,6 +1456,21 @@ def _add_auth_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_console_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the web console and of the API token that guards it and the Dapr API."""
+    parser.add_argument(
+        "--jaeger-url",
+        default=DEFAULT_JAEGER_URL,
+        help=f"Jaeger UI that the console's trace links open (default {DEFAULT_JAEGER_URL})",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=os.environ.get("JETLOOM_API_TOKEN") or None,
+        help="require this token (dapr-api-token header, bearer token or the console's login) "
+        "on the HTTP API and the console (default: JETLOOM_API_TOKEN; none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``jetloom`` argument parser with all subcommands."""
     common = _Parser(add_help=False)
@@ -1440,6 +1511,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"embedded server port (default {DEV_DEFAULT_PORT}; 0 picks a free one)",
     )
     p.add_argument("--store", help="embedded server's JetStream folder (default: a temporary one)")
+    p.add_argument(
+        "--http-port",
+        type=_count_option(0),
+        help=f"port of the console and Dapr's HTTP API on 127.0.0.1 (default {HTTP_DEFAULT_PORT}, "
+        "or a free one if taken; 0 picks a free one)",
+    )
+    _add_console_options(p)
     p.set_defaults(handler=_cmd_dev, is_async=False)
 
     p = command("serve-http", "serve Dapr's workflow HTTP API (v1.0 and v1.0-beta1) over NATS")
@@ -1450,6 +1528,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=HTTP_DEFAULT_PORT,
         help=f"port to listen on (default {HTTP_DEFAULT_PORT}, Dapr's; 0 picks a free one)",
     )
+    _add_console_options(p)
     p.set_defaults(handler=_cmd_serve_http, is_async=False)
 
     p = command("start", "start a workflow instance and print its id")

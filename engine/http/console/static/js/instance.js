@@ -44,6 +44,7 @@ class TimelineView {
     this.items = new window.vis.DataSet();
     this.groups = new window.vis.DataSet();
     this.timeline = null;
+    this.moved = false;  // once the reader zooms or drags, updates keep their window
   }
 
   update(timeline) {
@@ -63,9 +64,12 @@ class TimelineView {
         zoomMin: 10,
         showCurrentTime: false,
       });
+      this.timeline.on("rangechange", (change) => {
+        if (change.byUser) this.moved = true;
+      });
       this.container.dataset.ready = "true";
     }
-    if (items.length) this.timeline.fit({ animation: false });
+    if (items.length && !this.moved) this.timeline.fit({ animation: false });
   }
 
   destroy() {

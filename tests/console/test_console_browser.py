@@ -3,6 +3,7 @@ a process), the order saga's timeline, actions from the page, the token, the hea
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ class TestInstanceList:
         with their counts."""
         await fleet.start_saga({"widget": 10, "gizmo": 1})
         await page.goto(console)
-        await expect(page.locator("#list-notice")).to_be_hidden()
+        loaded = page.locator("table.instances")
+        await expect(loaded).to_have_attribute("data-version", re.compile(r"\d"))
         await page.evaluate("window.notReloaded = true")
         await fleet.place_order("live-1", "widget", 1)
         await fleet.place_order("live-2", "widget", 2)
@@ -106,7 +108,11 @@ class TestInstancePage:
         await expect(restore).to_have_count(1)
         last_attempt = (await boxes(attempts))[-1]
         compensation = (await boxes(restore))[0]
-        assert compensation["x"] >= last_attempt["x"] + last_attempt["width"] - 1
+        assert compensation["x"] > last_attempt["x"]
+        reply = await page.request.get(f"{console}console/api/instances/fail-ship-1")
+        detail = await reply.json()
+        ends = {i["label"]: (i["start"], i["end"]) for i in detail["timeline"]["items"]}
+        assert ends["restore @inventory"][0] >= ends["register_shipment @shipping (attempt 3)"][1]
         await expect(page.locator("#output")).to_contain_text("compensated")
 
     async def test_terminate_from_the_page_ends_a_running_instance(

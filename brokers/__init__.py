@@ -19,6 +19,7 @@ from brokers._errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
+from brokers._heartbeat import WorkerHeartbeat, read_workers
 from brokers._jetstream import JetStreamBroker
 from brokers._payload_store import (
     DEFAULT_THRESHOLD,
@@ -71,12 +72,14 @@ __all__ = [
     "UnavailableError",
     "WatchClosedError",
     "WorkMessage",
+    "WorkerHeartbeat",
     "connect_nats",
     "free_port",
     "nats_server_binary",
     "nats_url",
     "payload_ref",
     "prefix_or_default",
+    "read_workers",
     "redact_url",
     "schedule_headers",
     "watch_sourcing",

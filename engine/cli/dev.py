@@ -10,9 +10,10 @@ import importlib.util
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import observability
 from brokers import (
@@ -28,6 +29,7 @@ from brokers import (
 from engine import WorkflowRuntime, run_service, stop_signal
 from engine.cli.connecting import auth_options, ensure_reachable, nats_auth
 from engine.cli.errors import CliError
+from engine.cli.serve_http import HTTP_DEFAULT_PORT, serve_api_and_console
 
 DEV_DEFAULT_PORT = 4222
 """``jetloom dev`` serves on NATS's usual port, so the other commands reach it by default."""
@@ -169,22 +171,63 @@ def _start_nats(args: argparse.Namespace, url: str, server: EmbeddedNatsServer |
 # ------------------------------------------------------------------- hosting
 
 
-async def _serve(runtimes: list[WorkflowRuntime], ready: Callable[[], None]) -> None:
-    """Run all runtimes until SIGINT/SIGTERM, then shut them down gracefully.
+ServeConsole = Callable[[asyncio.Event, Callable[[str, int], None]], Coroutine[Any, Any, None]]
+"""Serves the console until the event is set, calling back with (host, port) once listening."""
+
+
+async def _serve(
+    runtimes: list[WorkflowRuntime], ready: Callable[[], None], serve_console: ServeConsole
+) -> None:
+    """Run all runtimes and the console until SIGINT/SIGTERM, then shut them down gracefully.
 
     ``WorkflowRuntime.run`` would install one signal handler per runtime, and a later one
     replaces an earlier one, so several runtimes share one stop event here instead.
     """
+    loop = asyncio.get_running_loop()
+    console: asyncio.Task[None] | None = None
     with stop_signal() as stop:
         started: list[WorkflowRuntime] = []
         try:
             for runtime in runtimes:
                 await runtime.start()
                 started.append(runtime)
+            listening: asyncio.Future[str] = loop.create_future()
+            console = asyncio.create_task(
+                serve_console(stop, lambda host, port: listening.set_result(f"{host}:{port}"))
+            )
+            waiting: list[asyncio.Future[Any]] = [console, listening]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not listening.done():
+                console.result()  # it failed to listen: raise why
+            print(f"jetloom dev: console at http://{listening.result()}/", flush=True)
             ready()
             await stop.wait()
         finally:
+            stop.set()
+            if console is not None:
+                await asyncio.gather(console, return_exceptions=True)
             await asyncio.gather(*(rt.shutdown() for rt in started), return_exceptions=True)
+
+
+def _console_server(args: argparse.Namespace, url: str) -> ServeConsole:
+    """The console and Dapr's HTTP API on 127.0.0.1, at ``--http-port`` (default: the usual
+    port, or a free one if something else has it)."""
+    http_port = args.http_port
+    if http_port is None:
+        http_port = 0 if _port_in_use(HTTP_DEFAULT_PORT) else HTTP_DEFAULT_PORT
+
+    async def serve_console(stop: asyncio.Event, listening: Callable[[str, int], None]) -> None:
+        try:
+            await serve_api_and_console(
+                args, url, host="127.0.0.1", port=http_port, stop=stop, ready=listening
+            )
+        except OSError as exc:
+            raise CliError(
+                f"cannot serve the console on 127.0.0.1:{http_port} ({exc.strerror or exc});"
+                " choose another --http-port (0 picks a free one)"
+            ) from None
+
+    return serve_console
 
 
 def _ready_line(args: argparse.Namespace, url: str) -> str:
@@ -217,7 +260,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for (target, name), runtime in hosted.items():
             _describe_runtime(target, name, runtime, args.prefix)
         ready = _ready_line(args, url)
-        run_service(_serve(list(hosted.values()), lambda: print(ready, flush=True)))
+        run_service(_serve(
+            list(hosted.values()), lambda: print(ready, flush=True), _console_server(args, url)
+        ))
         print("jetloom dev: stopped", flush=True)
         return 0
     finally:

@@ -4,6 +4,7 @@ subcommands, group by group (hosting, instances, steering, overview)."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ from engine.cli.options import count_option, seconds_option, status_option
 from engine.cli.serve_http import HTTP_DEFAULT_PORT, cmd_serve_http
 from engine.cli.stats import cmd_stats
 from engine.cli.watch import cmd_watch
+from engine.http.console import DEFAULT_JAEGER_URL
 
 _Command = Callable[[str, str], argparse.ArgumentParser]
 """Adds a subcommand (name, help) with the common options and returns its parser."""
@@ -35,6 +37,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_console_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the web console and of the API token that guards it and the Dapr API."""
+    parser.add_argument(
+        "--jaeger-url",
+        default=DEFAULT_JAEGER_URL,
+        help=f"Jaeger UI that the console's trace links open (default {DEFAULT_JAEGER_URL})",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=os.environ.get("JETLOOM_API_TOKEN") or None,
+        help="require this token (dapr-api-token header, bearer token or the console's login) "
+        "on the HTTP API and the console (default: JETLOOM_API_TOKEN; none)",
+    )
 
 
 def _add_auth_options(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +124,13 @@ def _add_hosting_commands(command: _Command) -> None:
         help=f"embedded server port (default {DEV_DEFAULT_PORT}; 0 picks a free one)",
     )
     p.add_argument("--store", help="embedded server's JetStream folder (default: a temporary one)")
+    p.add_argument(
+        "--http-port",
+        type=count_option(0),
+        help=f"port of the console and Dapr's HTTP API on 127.0.0.1 (default {HTTP_DEFAULT_PORT}, "
+        "or a free one if taken; 0 picks a free one)",
+    )
+    _add_console_options(p)
     p.set_defaults(handler=cmd_dev, is_service=True)
 
     p = command("serve-http", "serve Dapr's workflow HTTP API (v1.0 and v1.0-beta1) over NATS")
@@ -117,6 +141,7 @@ def _add_hosting_commands(command: _Command) -> None:
         default=HTTP_DEFAULT_PORT,
         help=f"port to listen on (default {HTTP_DEFAULT_PORT}, Dapr's; 0 picks a free one)",
     )
+    _add_console_options(p)
     p.set_defaults(handler=cmd_serve_http, is_service=True)
 
 

@@ -64,6 +64,10 @@ def worker_publish(p: str = PREFIX) -> list[str]:
         f"$JS.API.CONSUMER.CREATE.{kv}",
         f"$JS.API.CONSUMER.INFO.{kv}.>",
         f"$JS.API.CONSUMER.MSG.NEXT.{kv}.>",
+        # heartbeats (brokers._heartbeat): the bucket of workers seen recently
+        f"$KV.{p}_workers.>",
+        f"$JS.API.STREAM.CREATE.KV_{p}_workers",
+        f"$JS.API.STREAM.INFO.KV_{p}_workers",
         *object_store_publish(p),
     ]
 

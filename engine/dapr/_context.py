@@ -73,11 +73,13 @@ class DaprWorkflowContext:
         ctx: engine.WorkflowContext,
         logger_options: Any = None,
         *,
+        app_id: str | None = None,
         propagated_history: PropagatedHistory | None = None,
     ) -> None:
         self.__obj = ctx
+        self._app_id = own_app_id() if app_id is None else app_id
         self._propagated = propagated_history
-        self._log = HistoryLog(own_app_id(), ctx.instance_id, ctx.workflow_name)
+        self._log = HistoryLog(self._app_id, ctx.instance_id, ctx.workflow_name)
         self._uuid_counter = 0
         self._timestamp_counter = 0
 
@@ -94,7 +96,7 @@ class DaprWorkflowContext:
     @property
     def app_id(self) -> str:
         """The application id of the app running this workflow (``APP_ID``)."""
-        return own_app_id()
+        return self._app_id
 
     @property
     def current_utc_datetime(self) -> datetime:
@@ -204,7 +206,7 @@ class DaprWorkflowContext:
             name,
             input=None if sent is None else msgspec.Raw(sent),
             retry_policy=None if retry_policy is None else retry_policy.obj,
-            task_queue=task_queue_of(app_id if app_id is not None else own_app_id()),
+            task_queue=task_queue_of(app_id if app_id is not None else self._app_id),
         )
         return DaprTask(
             inner,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -52,10 +53,14 @@ class LoopThread:
             raise TimeoutError(f"no answer within {timeout}s") from None
 
     def stop(self) -> None:
-        """Stop the loop and its thread (after pending callbacks ran)."""
-        if not self._loop.is_closed() and self._thread.is_alive():
+        """Let the thread pool finish, then stop the loop and its thread (from any thread but
+        the loop's, also from inside another running loop)."""
+        if self._loop.is_closed():
+            return
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.run(self._loop.shutdown_default_executor(), timeout=30)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-        if not self._thread.is_alive() and not self._loop.is_closed():
-            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        if not self._thread.is_alive():
             self._loop.close()

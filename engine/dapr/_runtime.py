@@ -61,13 +61,13 @@ async def _encoded_coroutine(workflow: Coroutine[Any, Any, Any]) -> Any:
     return encode(await workflow)
 
 
-def workflow_entry(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """The engine-facing function of Dapr workflow ``fn``."""
+def workflow_entry(fn: Callable[..., Any], name: str, app_id: str) -> Callable[..., Any]:
+    """The engine-facing function of Dapr workflow ``fn``, run by application ``app_id``."""
     takes_input, model = input_model_of(fn)
 
     def entry(ctx: engine.WorkflowContext, input: Any = None) -> Any:
         value, propagated = unwrap_input(input)
-        dapr_ctx = DaprWorkflowContext(ctx, propagated_history=propagated)
+        dapr_ctx = DaprWorkflowContext(ctx, app_id=app_id, propagated_history=propagated)
         produced = fn(dapr_ctx, input_value(value, model)) if takes_input else fn(dapr_ctx)
         if inspect.isgenerator(produced):
             return _encoded_generator(produced)
@@ -182,10 +182,11 @@ class WorkflowRuntime:
             nats_url: the NATS server(s); default ``NATS_URL``, then 127.0.0.1:4222.
             prefix: the jetloom namespace; default ``JETLOOM_PREFIX``, then ``jetloom``.
         """
+        self._app_id = own_app_id()
         self._settings: dict[str, Any] = {
             "nats_url": nats_url,
             "prefix": prefix,
-            "task_queues": [task_queue_of(own_app_id())],
+            "task_queues": [task_queue_of(self._app_id)],
         }
         if maximum_concurrent_activity_work_items is not None:
             self._settings["max_concurrent_activities"] = maximum_concurrent_activity_work_items
@@ -217,7 +218,8 @@ class WorkflowRuntime:
                 given too.
         """
         alternate = self._claim_name(fn, name, "Workflow", "_workflow_registered")
-        self._register(_Registration("workflow", workflow_entry(fn, alternate), alternate))
+        entry = workflow_entry(fn, alternate, self._app_id)
+        self._register(_Registration("workflow", entry, alternate))
         fn.__dict__["_workflow_registered"] = True
 
     def register_versioned_workflow(
@@ -236,7 +238,7 @@ class WorkflowRuntime:
         alternate = self._claim_name(fn, name, "Workflow", "_workflow_registered")
         version = version_name if version_name is not None else fn.__name__
         self._register(_Registration(
-            "workflow", workflow_entry(fn, alternate), alternate, version, is_latest
+            "workflow", workflow_entry(fn, alternate, self._app_id), alternate, version, is_latest
         ))
         fn.__dict__["_workflow_registered"] = True
 

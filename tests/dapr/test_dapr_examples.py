@@ -31,7 +31,7 @@ REPLAY_SEMANTICS = (
 
 def assert_printed(example, expected: list[str], *, ordered: bool = True) -> None:
     """Every expected line was printed (in order, unless not ``ordered``)."""
-    missing = missing_lines(expected, example.lines, ordered=ordered)
+    missing = missing_lines(expected, example.stdout, ordered=ordered)
     assert [] == missing, example.report()
 
 
@@ -83,7 +83,7 @@ class TestReadmeSteps:
             for script, example in apps.items():
                 prefix = f"app{script[-4]} - "
                 expected = [line for line in step.expected_lines if line.startswith(prefix)]
-                missing = missing_lines(expected, example.lines, ordered=True)
+                missing = missing_lines(expected, example.stdout, ordered=True)
                 misrouted = "WorkflowNotRegisteredError" in example.stderr
                 if missing or misrouted:
                     failures.append((step.env, script, missing, misrouted))
@@ -97,8 +97,8 @@ class TestReadmeSteps:
         app_id = step.app_ids["versioning.py"]
         part1 = run_example("versioning.py", "part1", APP_ID=app_id).wait(120)
         part2 = run_example("versioning.py", "part2", APP_ID=app_id).wait(60)
-        lines = part1.lines + part2.lines
-        assert [] == missing_lines(step.expected_lines, lines, ordered=False), (
+        output = part1.stdout + part2.stdout
+        assert [] == missing_lines(step.expected_lines, output, ordered=False), (
             part1.report() + part2.report()
         )
 

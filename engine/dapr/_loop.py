@@ -48,7 +48,9 @@ class LoopThread:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except TimeoutError:
+            if future.done():  # the coroutine's own TimeoutError
+                raise
             future.cancel()
             raise TimeoutError(f"no answer within {timeout}s") from None
 

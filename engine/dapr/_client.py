@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -33,11 +34,14 @@ class DaprWorkflowClient:
     ) -> None:
         self._async = AsyncDaprWorkflowClient(nats_url=nats_url, prefix=prefix)
         self._loop: LoopThread | None = None
+        self._starting = threading.Lock()
 
     def _run(self, call: Any) -> Any:
-        if self._loop is None:
-            self._loop = LoopThread("dapr-workflow-client")
-        return self._loop.run(call)
+        with self._starting:
+            if self._loop is None:
+                self._loop = LoopThread("dapr-workflow-client")
+            loop = self._loop
+        return loop.run(call)
 
     def schedule_new_workflow(
         self,
@@ -184,7 +188,8 @@ class DaprWorkflowClient:
 
     def close(self) -> None:
         """Close the connection and stop the client's thread."""
-        loop, self._loop = self._loop, None
+        with self._starting:
+            loop, self._loop = self._loop, None
         if loop is not None:
             loop.run(self._async.aclose())
             loop.stop()

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 import engine
-from engine._errors import InstanceFinishedError, InstanceNotFoundError
+from engine._errors import InstanceFinishedError, InstanceNotFoundError, InvalidInstanceIdError
 from engine.dapr._context import name_of
 from engine.dapr._history import (
     UNSET,
@@ -123,9 +123,13 @@ class DaprWorkflowClient:
     async def get_workflow_state(
         self, instance_id: str, *, fetch_payloads: bool = True, app_id: str | None = None
     ) -> WorkflowState | None:
-        """The instance's current state, or None if there is no such instance."""
+        """The instance's current state, or None if there is no such instance (also for an id
+        jetloom cannot hold, see docs/dapr.md: no such instance can exist)."""
         client = await self._native()
-        state = await client.get_workflow_state(instance_id, fetch_payloads=fetch_payloads)
+        try:
+            state = await client.get_workflow_state(instance_id, fetch_payloads=fetch_payloads)
+        except InvalidInstanceIdError:
+            return None
         return None if state is None else WorkflowState(state)
 
     async def wait_for_workflow_start(
@@ -144,7 +148,7 @@ class DaprWorkflowClient:
             TimeoutError: it did not start in time.
         """
         client = await self._native()
-        if await client.get_workflow_state(instance_id, fetch_payloads=False) is None:
+        if await self.get_workflow_state(instance_id, fetch_payloads=False) is None:
             return None
         try:
             state = await client.wait_for_workflow_start(
@@ -171,7 +175,7 @@ class DaprWorkflowClient:
             TimeoutError: it did not finish in time.
         """
         client = await self._native()
-        if await client.get_workflow_state(instance_id, fetch_payloads=False) is None:
+        if await self.get_workflow_state(instance_id, fetch_payloads=False) is None:
             return None
         try:
             state = await client.wait_for_workflow_completion(

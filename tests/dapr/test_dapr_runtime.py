@@ -253,8 +253,10 @@ class TestClient:
     """The clients' Dapr conventions."""
 
     def test_unknown_instance(self, client: wf.DaprWorkflowClient) -> None:
-        """Unknown instances: no state, nothing to wait for, nothing to purge."""
+        """Unknown instances: no state, nothing to wait for, nothing to purge; an id jetloom
+        cannot hold (Dapr's child ids have ':') is simply not there."""
         assert client.get_workflow_state("nope") is None
+        assert client.get_workflow_state("parent:0001") is None
         assert client.wait_for_workflow_completion("nope") is None
         client.purge_workflow("nope")
 

@@ -66,18 +66,19 @@ class TestReadmeSteps:
         assert_printed(example, step.expected_lines, ordered=step.ordered)
 
     @pytest.mark.xfail(reason=ROUTING_BY_APP_ID, strict=True)
-    def test_multi_app(self, run_example) -> None:
+    def test_multi_app(self, run_example, prefix: str) -> None:
         """Three apps (APP_ID) calling each other's workflows and activities by app_id, in the
         README's three modes (normal, failing activity, failing workflow); as with Dapr, no
         app is ever handed a workflow it does not host."""
         failures = []
-        for step in steps_running("multi-app1.py"):
+        for mode, step in enumerate(steps_running("multi-app1.py")):
+            env = {**step.env, "JETLOOM_PREFIX": f"{prefix}m{mode}"}  # a namespace per mode
             apps = {
-                script: run_example(script, APP_ID=step.app_ids[script], **step.env)
+                script: run_example(script, APP_ID=step.app_ids[script], **env)
                 for script in ("multi-app3.py", "multi-app2.py")
             }
             first = run_example("multi-app1.py", APP_ID=step.app_ids["multi-app1.py"],
-                                **step.env).wait(60)
+                                **env).wait(60)
             apps = {name: example.stop() for name, example in apps.items()}
             apps["multi-app1.py"] = first
             for script, example in apps.items():

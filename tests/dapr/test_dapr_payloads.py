@@ -270,3 +270,30 @@ class TestPropagation:
         assert history is not None
         with pytest.raises(wf.PropagationNotFoundError):
             history.get_workflows()[0].get_last_activity_by_name("nope")
+
+
+class TestDeterministicHelpers:
+    """The workflow context's helpers give what Dapr's give for the same instance and time."""
+
+    class _Native:
+        instance_id = "order-7"
+        workflow_name = "checkout"
+        current_utc_datetime = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+
+    def test_uuid4_matches_dapr(self) -> None:
+        """uuid4()/new_guid() follow Dapr's (and .NET's) deterministic UUIDs call by call."""
+        from dapr.ext.workflow._durabletask.deterministic import deterministic_uuid_v5
+
+        ctx = wf.DaprWorkflowContext(self._Native(), app_id="shop")  # type: ignore[arg-type]
+        naive = datetime(2026, 3, 4, 5, 6, 7, 890000)
+        assert [deterministic_uuid_v5("order-7", naive, n) for n in range(3)] == [
+            ctx.uuid4(), ctx.new_guid(), ctx.uuid4()
+        ]
+
+    def test_now_with_sequence(self) -> None:
+        """Each call is one microsecond later; times are naive UTC as in Dapr."""
+        ctx = wf.DaprWorkflowContext(self._Native(), app_id="shop")  # type: ignore[arg-type]
+        first, second = ctx.now_with_sequence(), ctx.now_with_sequence()
+        assert (datetime(2026, 3, 4, 5, 6, 7, 890000), timedelta(microseconds=1)) == (
+            first, second - first
+        )

@@ -46,7 +46,6 @@ from brokers._subjects import (
     recurring_schedule_headers,
     schedule_headers,
 )
-from brokers._topology import StreamUsage
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -74,7 +73,6 @@ __all__ = [
     "RecordChanges",
     "RecordEntry",
     "RecordWatch",
-    "StreamUsage",
     "Subjects",
     "UnavailableError",
     "WatchClosedError",
@@ -102,6 +100,7 @@ from brokers._admin import (
     check_reachable,
     connect_fail_fast,
     consumer_stats,
+    storage_stats,
     stream_stats,
 )
 from brokers._auth import ENVIRONMENT as NATS_AUTH_ENVIRONMENT
@@ -128,6 +127,7 @@ __all__ += [
     "check_reachable",
     "connect_fail_fast",
     "consumer_stats",
+    "storage_stats",
     "stream_stats",
     "with_default_auth",
 ]

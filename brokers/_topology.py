@@ -40,15 +40,6 @@ def kept_replicas(current: int | None, requested: int) -> int:
 
 
 @dataclass(frozen=True)
-class StreamUsage:
-    """What one stream stores."""
-
-    stream: str
-    messages: int
-    bytes: int
-
-
-@dataclass(frozen=True)
 class WorkStreamLayout:
     """What a runtime needs to know of the work stream as the server has it."""
 
@@ -224,26 +215,6 @@ class BrokerBase:
         if any(current.get(k) != v for k, v in wanted.items()):
             await self._api(f"STREAM.UPDATE.KV_{bucket}", {**current, **wanted})
         return kv
-
-    async def stream_usage(self) -> list[StreamUsage]:
-        """Messages and bytes stored by each stream of the prefix (buckets included); a
-        stream that does not exist (e.g. no schedule was ever created) is left out."""
-        s = self.subjects
-        names = [
-            s.history_stream, s.work_stream, s.deadletter_stream, f"KV_{s.instances_bucket}",
-            f"KV_{s.schedules_bucket}", f"OBJ_{s.payloads_bucket}",
-        ]
-        usage = []
-        for name in names:
-            reply = await self._api(f"STREAM.INFO.{name}", None, allow_error=True)
-            if "error" in reply:
-                if reply["error"].get("err_code") == 10059:  # stream not found
-                    continue
-                raise api_error(reply["error"])
-            state = reply["state"]
-            usage.append(StreamUsage(name, int(state.get("messages", 0)),
-                                     int(state.get("bytes", 0))))
-        return usage
 
     async def ensure_consumer(
         self, name: str, filter_subjects: list[str], *, ack_wait: float, max_ack_pending: int

@@ -100,6 +100,7 @@ class HistoryRow:
     """One event as the history table shows it."""
 
     index: int
+    """The event's id: its position in the run's history (the ``#`` column)."""
     event: HistoryEvent
     delta: float | None
     """Seconds since the previous event (None for the first)."""
@@ -148,11 +149,13 @@ def _event_style(event: HistoryEvent) -> str:
 
 
 def history_as_json(rows: Sequence[HistoryRow]) -> list[dict[str, Any]]:
-    """The events as tagged JSON objects, each with ``delta_s`` / ``took_s`` added."""
+    """The events as tagged JSON objects, each with its ``event_id`` (its position, what
+    ``jetloom rerun --from-event`` takes) and ``delta_s`` / ``took_s`` added."""
     events: list[dict[str, Any]] = msgspec.json.decode(
         msgspec.json.encode([row.event for row in rows])
     )
     for event, row in zip(events, rows, strict=True):
+        event["event_id"] = row.index
         event["delta_s"] = row.delta
         event["took_s"] = row.took
     return events

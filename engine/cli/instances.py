@@ -1,5 +1,5 @@
 """The commands on instances: ``start``, ``status``, ``history``, ``raise``, ``terminate``,
-``pause``, ``resume``, ``purge`` and ``list``."""
+``pause``, ``resume``, ``purge``, ``rerun`` and ``list``."""
 
 from __future__ import annotations
 
@@ -44,26 +44,49 @@ LIST_DEFAULT_PAGE_SIZE = 20
 
 
 async def cmd_start(args: argparse.Namespace) -> int:
-    out = Output(args)
     workflow_input = parse_json_option("--input", args.input)
     async with connected(args) as client:
         instance_id = await client.schedule_new_workflow(
             args.workflow, input=workflow_input, instance_id=args.id
         )
-        if not args.json:
-            out.plain(instance_id)
-        if not args.wait:
-            if args.json:
-                out.json({"instance_id": instance_id})
-            return 0
+        return await _started(args, client, instance_id, args.workflow)
+
+
+async def cmd_rerun(args: argparse.Namespace) -> int:
+    overwrite = args.input is not None
+    activity_input = parse_json_option("--input", args.input)
+    async with connected(args) as client:
         try:
-            state = await client.wait_for_workflow_completion(instance_id, timeout=args.timeout)
-        except TimeoutError:
-            raise CliError(
-                f"instance {instance_id!r} did not finish within {args.timeout:g}s; it keeps "
-                f"running (jetloom status {instance_id}); is a worker hosting "
-                f"{args.workflow!r} on prefix {args.prefix!r}?"
-            ) from None
+            instance_id = await client.rerun_workflow_from_event(
+                args.instance_id, args.from_event, new_instance_id=args.id,
+                input=activity_input, overwrite_input=overwrite,
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        state = await client.get_workflow_state(instance_id, fetch_payloads=False)
+        return await _started(args, client, instance_id, state.name if state else "")
+
+
+async def _started(
+    args: argparse.Namespace, client: WorkflowClient, instance_id: str, workflow: str
+) -> int:
+    """Print a new instance's id and, with ``--wait``, its end (the exit code: 0 only if it
+    completed)."""
+    out = Output(args)
+    if not args.json:
+        out.plain(instance_id)
+    if not args.wait:
+        if args.json:
+            out.json({"instance_id": instance_id})
+        return 0
+    try:
+        state = await client.wait_for_workflow_completion(instance_id, timeout=args.timeout)
+    except TimeoutError:
+        raise CliError(
+            f"instance {instance_id!r} did not finish within {args.timeout:g}s; it keeps "
+            f"running (jetloom status {instance_id}); is a worker hosting "
+            f"{workflow!r} on prefix {args.prefix!r}?"
+        ) from None
     if args.json:
         out.json(state_as_json(state))
     else:

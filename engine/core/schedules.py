@@ -95,7 +95,7 @@ def schedule_spec(*, cron: str | None = None, every: timedelta | None = None) ->
 def describe_spec(spec: str) -> tuple[str | None, timedelta | None]:
     """The ``(cron, every)`` a ``Nats-Schedule`` value stands for (one of them None)."""
     if spec.startswith("@every "):
-        return None, _duration(spec[len("@every ") :])
+        return None, parse_interval(spec[len("@every ") :])
     return spec, None
 
 
@@ -114,7 +114,12 @@ def firing_instance_id(schedule_id: str, tick: datetime) -> str:
     return f"{schedule_id}-{tick.astimezone(UTC).strftime(TICK_FORMAT)}"
 
 
-def _duration(text: str) -> timedelta:
+def parse_interval(text: str) -> timedelta:
+    """An interval written as Go does (``90s``, ``5m``, ``1h30m``).
+
+    Raises:
+        ValueError: anything else.
+    """
     found = _DURATION.match(text.strip())
     if not found or not any(found.groups()):
         raise ValueError(f"invalid interval {text!r} (expected e.g. 90s, 5m, 1h30m)")

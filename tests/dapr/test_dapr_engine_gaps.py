@@ -164,8 +164,6 @@ class TestRuntimeAndClient:
         """WorkflowRuntime.register_versioned_workflow(fn, name=, version_name=, is_latest=)."""
         assert hasattr(engine.WorkflowRuntime, "register_versioned_workflow")
 
-    @xfail("WorkflowClient has no rerun_workflow_from_event (SPEC additions); engine.dapr "
-           "raises NotImplementedError")
     def test_rerun_from_event(self) -> None:
         """The client can rerun a finished instance from one of its events."""
         assert hasattr(engine.WorkflowClient, "rerun_workflow_from_event")

@@ -639,3 +639,88 @@ class TestStats:
         assert "instances: 1" == lines[0]
         assert ["COMPLETED", "1"] in [line.split() for line in lines]
         assert any(line.startswith("activities-default  default") for line in lines)
+
+
+@pytest.mark.usefixtures("runtime")
+class TestRerun:
+    async def test_rerun_from_an_event_of_history(self, jetloom: Jetloom) -> None:
+        """history --json numbers events as rerun --from-event takes them; the rerun runs that
+        activity again with the new input."""
+        await jetloom("start", "doubler", "--input", "21", "--id", "rr1", "--wait")
+        events = json.loads((await jetloom("history", "rr1", "--json")).stdout)
+        [scheduled] = [e["event_id"] for e in events if e["type"] == "task_scheduled"]
+        assert list(range(len(events))) == [e["event_id"] for e in events]
+
+        result = await jetloom(
+            "rerun", "rr1", "--from-event", str(scheduled), "--id", "rr1-again",
+            "--input", "50", "--wait",
+        )
+
+        assert (0, ["rr1-again", "status: COMPLETED", "output: 100"]) == (
+            result.code, result.stdout.splitlines()
+        )
+
+    async def test_an_event_that_is_no_activity_is_one_error_line(
+        self, jetloom: Jetloom
+    ) -> None:
+        """Rerunning from an event other than an activity's task_scheduled says what it is."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "rr2", "--wait")
+        assert_one_line_error(
+            await jetloom("rerun", "rr2", "--from-event", "1"),
+            "event 1 of 'rr2' is workflow_task_started",
+        )
+
+
+@pytest.mark.usefixtures("runtime")
+class TestSchedule:
+    async def test_create_list_pause_resume_delete(self, jetloom: Jetloom) -> None:
+        """A schedule's whole life from the command line."""
+        created = await jetloom(
+            "schedule", "create", "nightly", "doubler", "--cron", "0 2 * * *", "--input", "7"
+        )
+        assert (0, "schedule nightly starts doubler on cron '0 2 * * *'") == (
+            created.code, created.stdout.strip()
+        )
+        await jetloom("schedule", "create", "often", "doubler", "--every", "5m")
+        assert 0 == (await jetloom("schedule", "pause", "often")).code
+
+        listed = json.loads((await jetloom("schedule", "list", "--json")).stdout)
+        table = (await jetloom("schedule", "list")).stdout.splitlines()
+
+        assert [("nightly", "0 0 2 * * *", None, False), ("often", None, 300.0, True)] == [
+            (s["schedule_id"], s["cron"], s["every_s"], s["paused"]) for s in listed
+        ]
+        assert ["often", "doubler", "every", "300s", "skip", "paused", "-"] == table[3].split()
+        assert 0 == (await jetloom("schedule", "resume", "often")).code
+        assert 0 == (await jetloom("schedule", "delete", "often")).code
+        assert 0 == (await jetloom("schedule", "delete", "nightly")).code
+        assert "no schedules" == (await jetloom("schedule", "list")).stdout.strip()
+
+    async def test_mistakes_are_one_error_line(self, jetloom: Jetloom) -> None:
+        """A bad cron expression, an existing id and an unknown one."""
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s1", "doubler", "--cron", "61 * * * *"),
+            "'61' is outside 0-59",
+        )
+        await jetloom("schedule", "create", "s1", "doubler", "--every", "1h")
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s1", "doubler", "--every", "1h"),
+            "schedule 's1' exists",
+        )
+        assert_one_line_error(await jetloom("schedule", "pause", "nope"), "no schedule 'nope'")
+        await jetloom("schedule", "delete", "s1")
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStatsStorage:
+    async def test_storage_per_stream(self, jetloom: Jetloom, prefix: str) -> None:
+        """stats shows the messages and bytes each stream of the prefix stores."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "sz1", "--wait")
+        stats = json.loads((await jetloom("stats", "--json")).stdout)
+        storage = {s["stream"]: s for s in stats["storage"]}
+        history = storage[f"{prefix.upper()}_HISTORY"]
+        assert history["messages"] > 0 and history["bytes"] > 0
+        assert {f"{prefix.upper()}_WORK", f"KV_{prefix}_instances"} <= set(storage)
+        lines = (await jetloom("stats")).stdout.splitlines()
+        assert any(line.split()[:1] == [f"{prefix.upper()}_HISTORY"] for line in lines)
+        assert any(line.startswith("total") for line in lines)

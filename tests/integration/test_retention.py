@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from brokers import JetStreamBroker, Subjects, connect_nats
+from brokers import JetStreamBroker, Subjects, connect_nats, storage_stats
 from engine import (
     InstanceNotFoundError,
     RetentionPolicy,
@@ -90,7 +90,7 @@ async def gone(client: WorkflowClient, instance_id: str) -> bool:
 
 async def usage(broker: JetStreamBroker) -> dict[str, tuple[int, int]]:
     """Messages and bytes per stream of the prefix."""
-    return {u.stream: (u.messages, u.bytes) for u in await broker.stream_usage()}
+    return {u.name: (u.messages, u.bytes) for u in await storage_stats(broker)}
 
 
 class TestRetention:

@@ -20,7 +20,6 @@ from brokers._errors import (
     UnavailableError,
 )
 from brokers._heartbeat import WorkerHeartbeat, read_workers
-from brokers._history import PURGE_MARKER_TTL
 from brokers._jetstream import JetStreamBroker
 from brokers._payload_store import (
     DEFAULT_THRESHOLD,
@@ -53,7 +52,6 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "MESSAGING_ERRORS",
     "MIN_THRESHOLD",
-    "PURGE_MARKER_TTL",
     "TRANSIENT_ERRORS",
     "AppendConflictError",
     "CancelListener",

@@ -27,9 +27,6 @@ from brokers._subjects import DispatchMessage
 from brokers._topology import READ_TIMEOUT, BrokerBase
 
 MAX_BATCH = MAX_GROUP_MESSAGES
-PURGE_MARKER_TTL = 60.0
-"""Seconds the marker of a purged record stays in the instances bucket: long enough for every
-watch to see the instance go, short enough that purged instances leave nothing behind."""
 
 
 @dataclass
@@ -272,7 +269,7 @@ class HistoryStore(BrokerBase):
         the copies of work sent to it and of requests to stop its activities, and its record.
 
         The record's purge leaves a marker (so that watchers see the instance go), which
-        expires after ``PURGE_MARKER_TTL``.
+        expires after ``PURGE_MARKER_TTL`` (``purge_key``).
         """
         s = self.subjects
         for subject in (
@@ -282,5 +279,4 @@ class HistoryStore(BrokerBase):
             s.cancel(instance_id),
         ):
             await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": subject})
-        kv = await self.instances()
-        await kv.purge(instance_id, msg_ttl=PURGE_MARKER_TTL)
+        await self.purge_key(await self.instances(), instance_id)

@@ -17,7 +17,6 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from brokers._errors import JetStreamError, api_error, retry_transient
-from brokers._history import PURGE_MARKER_TTL
 from brokers._subjects import recurring_schedule_headers
 from brokers._topology import BrokerBase
 
@@ -121,8 +120,7 @@ class SignalStore(BrokerBase):
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Remove a schedule's record (its marker expires like an instance's)."""
-        kv = await self.schedules()
-        await kv.purge(schedule_id, msg_ttl=PURGE_MARKER_TTL)
+        await self.purge_key(await self.schedules(), schedule_id)
 
     async def list_schedules(self) -> list[bytes]:
         """Every schedule's record."""

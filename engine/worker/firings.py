@@ -61,11 +61,16 @@ class ScheduleFirings:
             log.warning("schedule.invalid_firing", subject=msg.subject, error=str(exc))
             return None
         next_at = msg.headers.get(NEXT_HEADER)
-        tick = (
-            tick_of(firing.schedule, datetime.fromisoformat(next_at))
-            if next_at
-            else msg.stored_at.replace(microsecond=0)
-        )
+        try:
+            tick = (
+                tick_of(firing.schedule, datetime.fromisoformat(next_at))
+                if next_at
+                else msg.stored_at.replace(microsecond=0)
+            )
+        except ValueError as exc:  # a spec or header no tick can be derived from
+            log.warning("schedule.invalid_firing", schedule_id=firing.schedule_id,
+                        error=str(exc))
+            return None
         instance_id = firing_instance_id(firing.schedule_id, tick)
         record = await self._decide(firing.schedule_id, instance_id, tick)
         if record is None:

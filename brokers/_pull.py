@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import json
 import time
-from datetime import UTC, datetime
 
 import nats.errors
 import structlog
@@ -118,12 +117,6 @@ class WorkMessage:
     def stream_seq(self) -> int:
         """The message's sequence in its stream."""
         return int(self.msg.metadata.sequence.stream)
-
-    @property
-    def stored_at(self) -> datetime:
-        """When the stream stored the message (the server's clock, UTC)."""
-        stamp: datetime = self.msg.metadata.timestamp
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
     async def settle(self, *, nak_delay: float | None = None, confirm: bool = True) -> bool:
         """Acknowledge it (or, with ``nak_delay``, ask for it again after that many seconds);

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -27,22 +26,27 @@ ERR_INVALID_SCHEDULE = 10189
 class CancelListener:
     """A subscription to every instance's cancel requests.
 
-    A core subscription hears a request only while connected: ``listening_since`` is when it
-    last started hearing everything (its start, or the last reconnection), so a task stored
-    before then may have been cancelled unheard, and must be looked up.
+    A core subscription hears a request only while connected. ``heard_since`` is the last
+    work-stream sequence stored before it last started hearing everything (its start, or the
+    last reconnection): a cancel request for a task stored up to there may have gone unheard,
+    and must be looked up; one for a later task was heard (it is sent after the task).
     """
 
-    def __init__(self, nc: NATS, subscription: Subscription) -> None:
+    def __init__(
+        self, nc: NATS, subscription: Subscription, last_work_seq: Callable[[], Awaitable[int]]
+    ) -> None:
         self._nc = nc
         self._subscription = subscription
-        self._reconnects = int(nc.stats.get("reconnects", 0))
-        self._since = datetime.now(UTC)
+        self._last_work_seq = last_work_seq
+        self._reconnects = -1
+        self._since = 0
 
-    def listening_since(self) -> datetime:
-        """Since when every cancel request reached this listener (wall clock, UTC)."""
+    async def heard_since(self) -> int:
+        """The work-stream sequence after which every task's cancel requests were heard."""
         reconnects = int(self._nc.stats.get("reconnects", 0))
         if reconnects != self._reconnects:
-            self._reconnects, self._since = reconnects, datetime.now(UTC)
+            # Subscribed (again) first, then read: a task stored in between is looked up.
+            self._reconnects, self._since = reconnects, await self._last_work_seq()
         return self._since
 
     async def stop(self) -> None:
@@ -66,7 +70,14 @@ class SignalStore(BrokerBase):
             handler(msg.data)
 
         subscription = await self.nc.subscribe(self.subjects.cancels, cb=deliver)
-        return CancelListener(self.nc, subscription)
+
+        async def last_work_seq() -> int:
+            info = await self._api(f"STREAM.INFO.{self.subjects.work_stream}", None)
+            return int(info["state"].get("last_seq") or 0)
+
+        listener = CancelListener(self.nc, subscription, last_work_seq)
+        await listener.heard_since()
+        return listener
 
     async def last_cancel(self, instance_id: str) -> bytes | None:
         """The last cancel request stored for an instance (None: none in the last day)."""

@@ -217,7 +217,7 @@ class ActivityPipeline:
             log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
             await msg.settle(nak_delay=2.0, confirm=self.confirm_acks)
             return
-        if await self.cancels.cancelled_before_start(task, msg.stored_at):
+        if await self.cancels.cancelled_before_start(task, msg.stream_seq):
             log.info("activity.cancelled_before_start", instance_id=task.instance_id,
                      activity=task.name, task_id=task.task_id)
             await msg.settle(confirm=self.confirm_acks)
@@ -298,18 +298,19 @@ class ActivityPipeline:
         ``async def`` activity's task is cancelled (and, once it stopped, un-cancelled: the
         worker's own task goes on to acknowledge the message); a thread sees the flag."""
         current = asyncio.current_task() if definition.is_async else None
-        with self.cancels.running(task, ctx._cancelled, current) as running:
+        running = self.cancels.register(task, ctx._cancelled, current)
+        try:
             if ctx.is_cancelled:
                 return None
-            try:
-                return await _call(definition, ctx, task)
-            except asyncio.CancelledError:
-                if not ctx.is_cancelled:
-                    raise  # the worker is shutting down
-                return None
-            finally:
-                if running.cancel_sent and current is not None:
-                    current.uncancel()
+            return await _call(definition, ctx, task)
+        except asyncio.CancelledError:
+            if not ctx.is_cancelled:
+                raise  # the worker is shutting down
+            return None
+        finally:
+            self.cancels.unregister(task.instance_id, running)
+            if running.cancel_sent and current is not None:
+                current.uncancel()
 
     def _lease_interval(self) -> float:
         """Extend a running activity's lease every third of it (the shorter of ours and the

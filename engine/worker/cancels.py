@@ -10,9 +10,9 @@ subscribes to ``<prefix>.cancel.*``:
   (``asyncio.CancelledError`` at its next ``await``), a plain ``def`` one sees
   ``ctx.is_cancelled`` turn true and ``ctx.heartbeat()`` raise;
 - an activity task taken later is not run. Requests heard are remembered; a task that may
-  predate this worker's listening (stored before it subscribed or last reconnected) is
-  looked up in the stream, so a worker that was down when the request went out learns of it
-  when it takes the task.
+  predate this worker's listening (stored in the work stream before it subscribed or last
+  reconnected) is looked up in the stream, so a worker that was down when the request went
+  out learns of it when it takes the task; later tasks cost no lookup.
 
 A request names every task the run cancelled so far (or, empty, every activity of a
 terminated run), so the last one stored for an instance is all a worker needs to read.
@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -36,15 +33,12 @@ from engine.core.events import ActivityTask, CancelRequest, decode_cancel_reques
 
 log = structlog.get_logger("jetloom.runtime")
 
-LOOKUP_MARGIN = timedelta(seconds=10)
-"""A task stored less than this after the worker began listening is looked up too (the
-stream's clock and the worker's may differ a little)."""
 HEARD_LIMIT = 100_000
 """Instances whose last cancel request a worker remembers (the oldest are forgotten first;
 a forgotten one is looked up again if a task of it is taken)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Cancellable:
     """What a running activity offers to be stopped: a flag its context reads, and (for an
     ``async def`` activity) the asyncio task to cancel."""
@@ -100,13 +94,14 @@ class ActivityCancels:
                          task_id=running.task_id)
                 running.cancel()
 
-    async def cancelled_before_start(self, task: ActivityTask, stored_at: datetime) -> bool:
-        """True if ``task`` (stored in the work stream at ``stored_at``) was cancelled."""
+    async def cancelled_before_start(self, task: ActivityTask, work_seq: int) -> bool:
+        """True if ``task`` (stored in the work stream at sequence ``work_seq``) was
+        cancelled."""
         heard = self._heard.get(task.instance_id)
         if heard is not None and heard.covers(task.execution_id, task.task_id):
             return True
         listener = self._listener
-        if listener is not None and stored_at > listener.listening_since() + LOOKUP_MARGIN:
+        if listener is not None and work_seq > await listener.heard_since():
             return False  # any request for it was sent while this worker was listening
         data = await self.broker.last_cancel(task.instance_id)
         if data is None:
@@ -116,21 +111,24 @@ class ActivityCancels:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
 
-    @contextmanager
-    def running(
+    def register(
         self, task: ActivityTask, flag: list[bool], aio_task: asyncio.Task[Any] | None
-    ) -> Iterator[Cancellable]:
-        """Register an activity while it runs, so that a request heard meanwhile stops it."""
+    ) -> Cancellable:
+        """Register an activity while it runs, so that a request heard meanwhile stops it
+        (``unregister`` it when it ends)."""
         entry = Cancellable(task.execution_id, task.task_id, flag, aio_task)
         heard = self._heard.get(task.instance_id)
         if heard is not None and heard.covers(task.execution_id, task.task_id):
             flag[0] = True  # heard since the task was checked: it does not start
         self._running.setdefault(task.instance_id, []).append(entry)
-        try:
-            yield entry
-        finally:
-            entries = self._running.get(task.instance_id, [])
-            if entry in entries:
-                entries.remove(entry)
-            if not entries:
-                self._running.pop(task.instance_id, None)
+        return entry
+
+    def unregister(self, instance_id: str, entry: Cancellable) -> None:
+        """The activity of ``entry`` has ended."""
+        entries = self._running.get(instance_id)
+        if entries is None:
+            return
+        if entry in entries:
+            entries.remove(entry)
+        if not entries:
+            del self._running[instance_id]

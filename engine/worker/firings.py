@@ -60,14 +60,9 @@ class ScheduleFirings:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("schedule.invalid_firing", subject=msg.subject, error=str(exc))
             return None
-        next_at = msg.headers.get(NEXT_HEADER)
         try:
-            tick = (
-                tick_of(firing.schedule, datetime.fromisoformat(next_at))
-                if next_at
-                else msg.stored_at.replace(microsecond=0)
-            )
-        except ValueError as exc:  # a spec or header no tick can be derived from
+            tick = tick_of(firing.schedule, datetime.fromisoformat(msg.headers[NEXT_HEADER]))
+        except (KeyError, ValueError) as exc:  # no tick can be derived from spec and header
             log.warning("schedule.invalid_firing", schedule_id=firing.schedule_id,
                         error=str(exc))
             return None

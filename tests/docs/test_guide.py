@@ -58,12 +58,7 @@ README = ROOT / "README.md"
 STEP_TIMEOUT = 120.0
 """Seconds one step may run (the longest waits in the guide are a few seconds)."""
 
-XFAIL: dict[str, str] = {
-    "child-workflows-and-continue-as-new-2": (
-        "engine bug: a workflow started without input gets None instead of its parameter's "
-        "default (archive_accounts(ctx, page: int = 0) fails with InputDecodeError)"
-    ),
-}
+XFAIL: dict[str, str] = {}
 """Tests of blocks that fail because of a known engine bug or gap: the guide shows what should
 work, and each xfail is strict, so the fix makes its test fail until the entry is removed."""
 

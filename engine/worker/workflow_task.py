@@ -281,9 +281,10 @@ class WorkflowTasks:
             if execution.custom_status is None
             else to_json(execution.custom_status),
         )
+        ended = history[-1].timestamp  # the time of the change, should the record lack it
         await self.projector.project(
             task.instance_id, task.first, final, scheduled_children(history), task.run.last_seq,
-            task.now, [], task.run,
+            ended, [], task.run, repair=True,
         )
 
     def _pin_version(

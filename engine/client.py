@@ -235,13 +235,15 @@ class WorkflowClient:
                 f"instance {iid!r} was started by someone else just now"
             )
         # One message on the instance's outbox subject, sourced into the work stream like
-        # every other dispatch. Its id is the same for everyone who read the history at this
-        # sequence: a second copy (a retry) is dropped by the stream.
+        # every other dispatch. Its id names this run, so a retry of the publish is dropped by
+        # the stream, and a start of the same id after a purge (same history sequence, within
+        # the duplicate window) is not. Of concurrent starts, the record claim picked one.
         item = WorkItem(iid, [stored], stored.execution_id, after_seq=last_seq)
         s = self._broker.subjects
         try:
-            sent = await self._broker.publish_unique(
-                s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+            await self._broker.publish(
+                s.outbox_workflow(iid), encode(item),
+                msg_id=f"{iid}:start:{stored.execution_id}",
                 headers={"Nats-TTL": self._broker.outbox_ttl},
             )
         except BaseException:
@@ -250,8 +252,6 @@ class WorkflowClient:
                 iid, None if previous is None else previous[0], claimed
             )
             raise
-        if not sent:
-            raise _still_running(iid)  # an earlier start decided at this sequence is on its way
 
     async def _append_scheduled_start(
         self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime

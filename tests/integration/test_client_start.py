@@ -106,6 +106,20 @@ class TestClientStart:
         assert ('"old"', '"new"') == (first, second)
         assert ['"new"'] == await stored_starts(broker, "again")
 
+    async def test_purged_id_starts_again(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """An id purged right after it finished is free: starting it again (within the work
+        stream's duplicate window of the first start) runs a new instance."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="first", instance_id="reused")
+            first = await run_to_end(client, "reused")
+            await client.purge_workflow("reused")
+            await client.schedule_new_workflow("echo", input="second", instance_id="reused")
+            second = await run_to_end(client, "reused")
+        assert ('"first"', '"second"') == (first, second)
+        assert ['"second"'] == await stored_starts(broker, "reused")
+
     async def test_stale_start_is_ignored(
         self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
     ) -> None:

@@ -43,15 +43,17 @@ from engine.core.events import (
 )
 from engine.core.instance_ids import check_instance_id, new_instance_id
 from engine.core.registry import check_name
+from engine.core.results import termination
 from engine.core.state import (
     InstanceRecord,
     WorkflowState,
     decode_record,
     encode_record,
     history_seq_of,
+    run_seq_of,
 )
 from engine.core.status import WorkflowStatus
-from engine.offload import offload, refs_in, resolve, resolve_all
+from engine.offload import offload, offload_all, refs_in, resolve, resolve_all
 from observability import publish_span
 
 
@@ -377,12 +379,22 @@ class WorkflowClient:
             yield WorkflowState.from_record(record, fetch_payloads=False)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        """The instance's event log (its current run), oldest first."""
+        """The instance's event log (its current run), oldest first; empty while its run has
+        no history (a start no worker has run yet).
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+        """
         await self._ensure_ready()
-        stored = await self._broker.load_history(check_instance_id(instance_id))
-        if not stored:
+        stored, record = await asyncio.gather(
+            self._broker.load_history(check_instance_id(instance_id)),
+            self._broker.get_record(instance_id),
+        )
+        if not stored and record is None:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
         events = current_run(history_events(item.data for item in stored))
+        if record is not None and _not_run_yet(decode_record(record[0]), events):
+            return []
         return await resolve_all(self._broker.payloads, events)
 
     # ---------------------------------------------------------------- steering
@@ -418,30 +430,83 @@ class WorkflowClient:
     async def terminate_workflow(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
     ) -> None:
-        """Terminate an instance (and, with ``recursive``, its running child workflows)."""
-        await self._send(
-            instance_id,
-            ExecutionTerminated(
-                timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
-            ),
+        """Terminate an instance (and, with ``recursive``, its running child workflows).
+
+        Any unfinished instance can be terminated. One whose run has not run a workflow task
+        (no worker took its start yet, or none can: its workflow is hosted nowhere) ends here
+        at once; the others end in their next workflow task, which records the termination
+        without running the workflow's code if that code cannot run.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: the instance has completed, failed or been terminated.
+        """
+        terminate = ExecutionTerminated(
+            timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
         )
+        record = await self._unfinished_record(instance_id)
+        if not await self._terminate_unstarted(instance_id, record, terminate):
+            await self._deliver(instance_id, record, terminate)
+
+    async def _terminate_unstarted(
+        self, iid: str, record: InstanceRecord, terminate: ExecutionTerminated
+    ) -> bool:
+        """End a run that has not run a workflow task: append its termination (and, if it
+        has no history yet, its start, as the record shows it) and write the record. False
+        if the run has run, or a worker took its start meanwhile (the append conflicted)."""
+        if record.status not in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
+            return False
+        last_seq, last_data = await self._broker.last_history_seq(iid)
+        last = [] if last_data is None else decode_commit(last_data).events
+        if last_seq == record.history_seq and (not last or run_is_finished(last)):
+            events: list[HistoryEvent] = [ExecutionStarted(
+                timestamp=record.created_at, name=record.name,
+                execution_id=record.execution_id, input=record.input,
+            )]  # its start is still on its way to a worker (or cannot be run by any)
+        elif (
+            len(last) == 1
+            and isinstance(last[0], ExecutionStarted)
+            and last[0].execution_id == record.execution_id
+        ):
+            events = []  # a start due later (start_at): its timer finds the run ended
+        else:
+            return False
+        ended = termination(terminate, terminate.timestamp)
+        stored = await offload_all(self._broker.payloads, iid, [*events, *ended.new_events])
+        try:
+            seq = await self._broker.commit(iid, last_seq, [encode(TaskCommit(stored))])
+        except AppendConflictError:
+            return False
+        if events and last_seq:
+            await self._broker.compact_history(iid, seq)  # the finished run it replaced
+        record.status, record.output, record.failure = ended.status, ended.output, None
+        record.history_seq, record.last_updated_at = seq, terminate.timestamp
+        record = await offload(self._broker.payloads, iid, record)
+        await self._broker.put_record(
+            iid, encode_record(record), seq, run_seq_of(record.execution_id)
+        )
+        return True
 
     async def purge_workflow(self, instance_id: str, *, recursive: bool = True) -> int:
-        """Remove a finished instance's history and state (and its children's, if recursive).
+        """Remove a finished or STALLED instance's history and state (and its children's, if
+        recursive). A STALLED instance's work still on its way finds no instance and runs
+        nothing.
 
         Returns:
             How many instances were purged.
 
         Raises:
             InstanceNotFoundError: no such instance.
-            InstanceAlreadyRunningError: the instance has not finished.
+            InstanceAlreadyRunningError: the instance is PENDING, RUNNING or SUSPENDED:
+                terminate it first.
         """
         await self._ensure_ready()
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:
             raise InstanceNotFoundError(f"no instance {instance_id!r} to purge")
         record = decode_record(stored[0])
-        if not WorkflowStatus(record.status).is_terminal:
+        status = WorkflowStatus(record.status)
+        if not (status.is_terminal or status is WorkflowStatus.STALLED):
             raise InstanceAlreadyRunningError(
                 f"instance {instance_id!r} is {record.status}; terminate it before purging"
             )
@@ -462,6 +527,16 @@ class WorkflowClient:
     async def _send(
         self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
     ) -> None:
+        record = await self._unfinished_record(instance_id)
+        await self._deliver(instance_id, record, event, msg_id=msg_id)
+
+    async def _unfinished_record(self, instance_id: str) -> InstanceRecord:
+        """The record of an instance that takes events.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: it has completed, failed or been terminated.
+        """
         await self._ensure_ready()
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:
@@ -475,12 +550,32 @@ class WorkflowClient:
                 "start a new run with schedule_new_workflow",
                 record.status,
             )
+        return record
+
+    async def _deliver(
+        self,
+        instance_id: str,
+        record: InstanceRecord,
+        event: HistoryEvent,
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        """Send ``event`` to the run ``record`` shows, through the instance's inbox."""
         item = WorkItem(instance_id, [event], record.execution_id)
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id),
             encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )
+
+
+def _not_run_yet(record: InstanceRecord, run: list[HistoryEvent]) -> bool:
+    """True if ``record`` shows a run that is not in history yet (``run``, the last run
+    stored, is empty or an earlier run of the id)."""
+    waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
+    return record.status in waiting and not any(
+        isinstance(e, ExecutionStarted) and e.execution_id == record.execution_id for e in run
+    )
 
 
 def _still_running(iid: str) -> InstanceAlreadyRunningError:

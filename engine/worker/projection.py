@@ -119,6 +119,18 @@ class RecordProjector:
         record = decode_record(stored[0])
         return (record, stored[1]) if record.status == WorkflowStatus.PENDING.value else None
 
+    async def awaited_run(self, instance_id: str) -> tuple[str, int] | None:
+        """The run the instance's record waits for (PENDING, or STALLED: a worker could not
+        run it yet), as its execution id and the record's revision; None if the record waits
+        for none (absent, running or finished)."""
+        stored = await self.broker.get_record(instance_id)
+        if stored is None:
+            return None
+        record = decode_record(stored[0])
+        if record.status in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
+            return record.execution_id, stored[1]
+        return None
+
     async def terminate_unstarted(
         self, instance_id: str, pending: tuple[InstanceRecord, int], events: list[HistoryEvent]
     ) -> None:

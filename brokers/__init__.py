@@ -19,6 +19,7 @@ from brokers._errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
+from brokers._heartbeat import WorkerHeartbeat, read_workers
 from brokers._jetstream import JetStreamBroker
 from brokers._payload_store import (
     DEFAULT_THRESHOLD,
@@ -71,13 +72,54 @@ __all__ = [
     "UnavailableError",
     "WatchClosedError",
     "WorkMessage",
+    "WorkerHeartbeat",
     "connect_nats",
     "free_port",
     "nats_server_binary",
     "nats_url",
     "payload_ref",
     "prefix_or_default",
+    "read_workers",
     "redact_url",
     "schedule_headers",
     "watch_sourcing",
+]
+
+# isort: split
+# What operator tools (the jetloom CLI) need: a connection that fails fast and says why, the
+# command line's credential options, and the state of streams and consumers.
+from brokers._admin import (
+    ConsumerStats,
+    StreamStats,
+    check_reachable,
+    connect_fail_fast,
+    consumer_stats,
+    stream_stats,
+)
+from brokers._auth import ENVIRONMENT as NATS_AUTH_ENVIRONMENT
+from brokers._auth import OPTIONS as NATS_AUTH_OPTIONS
+from brokers._auth import with_default_auth
+from brokers._errors import (
+    CONNECTION_LOST_ERRORS,
+    NO_JETSTREAM_ERRORS,
+    NatsHungUpError,
+    NatsUnreachableError,
+    RequestTimeoutError,
+)
+
+__all__ += [
+    "CONNECTION_LOST_ERRORS",
+    "NATS_AUTH_ENVIRONMENT",
+    "NATS_AUTH_OPTIONS",
+    "NO_JETSTREAM_ERRORS",
+    "ConsumerStats",
+    "NatsHungUpError",
+    "NatsUnreachableError",
+    "RequestTimeoutError",
+    "StreamStats",
+    "check_reachable",
+    "connect_fail_fast",
+    "consumer_stats",
+    "stream_stats",
+    "with_default_auth",
 ]

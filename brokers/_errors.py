@@ -123,3 +123,31 @@ async def retry_transient(
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+# What an operator tool (the jetloom CLI) tells apart when a connection or a request fails.
+
+
+class NatsUnreachableError(ConnectionError):
+    """No NATS server answered at the URL: refused, timed out, or no route to it."""
+
+
+class NatsHungUpError(NatsUnreachableError):
+    """A NATS server closed the connection before it was established; a server that requires
+    a TLS client certificate does that to a client without one."""
+
+
+NO_JETSTREAM_ERRORS: tuple[type[Exception], ...] = (
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""Nobody answered a JetStream request: the server runs without JetStream (``-js``)."""
+
+CONNECTION_LOST_ERRORS: tuple[type[Exception], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.UnexpectedEOF,
+)
+"""The connection closed under a request (the server went away)."""
+
+RequestTimeoutError = nats.errors.TimeoutError
+"""A request to NATS got no answer in time (also a builtin ``TimeoutError``)."""

@@ -16,6 +16,7 @@ from observability._logging import add_trace_context, configure_logging
 from observability._metrics import watch_consumers
 from observability._propagation import extract_context, inject_headers
 from observability._setup import Telemetry, configure, metrics_enabled
+from observability._trace_ids import derived_trace_id
 
 __all__ = [
     "ActivityTrace",
@@ -24,6 +25,7 @@ __all__ = [
     "add_trace_context",
     "configure",
     "configure_logging",
+    "derived_trace_id",
     "dispatch_trace_headers",
     "extract_context",
     "inject_headers",

@@ -1,7 +1,9 @@
 """``python -m sample_order_app demo``: the whole saga on one machine, every outcome in a table.
 
 Starts an embedded nats-server when NATS_URL is unset, runs every service as its own process,
-places a batch of orders through the storefront process and waits for their workflows.
+places a batch of orders through the storefront process and waits for their workflows. With
+``--console`` it also runs ``jetloom serve-http`` (the web console at its URL) and keeps
+everything serving after the table until Ctrl-C, so every order can be looked at.
 """
 
 from __future__ import annotations
@@ -85,21 +87,27 @@ def demo_orders(tag: str) -> list[DemoOrder]:
 class Service:
     """A service subprocess whose readiness line we wait for; stderr goes to a log file."""
 
+    ready_line = b"ready"
+    """How the line that says the service is ready starts."""
+
     def __init__(self, name: str, module: str, args: list[str], log_dir: Path) -> None:
         self.name = name
         self.module = module
         self.args = args
         self.log_path = log_dir / f"{name.replace(' ', '-')}.log"
         self.proc: asyncio.subprocess.Process | None = None
+        self.ready_text = ""
+        """The readiness line, once seen."""
         self._log: IO[bytes] | None = None
 
     async def start(self, env: dict[str, str]) -> None:
-        """Spawn ``python -m sample_order_app.<module>``."""
+        """Spawn ``python -m <module>`` (a module of this package unless dotted)."""
         self._log = self.log_path.open("wb")
+        module = self.module if "." in self.module else f"sample_order_app.{self.module}"
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            f"sample_order_app.{self.module}",
+            module,
             *self.args,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
@@ -114,7 +122,8 @@ class Service:
                 line = await self.proc.stdout.readline()
                 if not line:
                     raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
-                if line.startswith(b"ready"):
+                if line.startswith(self.ready_line):
+                    self.ready_text = line.decode().strip()
                     return
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -128,6 +137,32 @@ class Service:
                 await self.proc.wait()
         if self._log is not None:
             self._log.close()
+
+
+class ConsoleService(Service):
+    """``jetloom serve-http``: Dapr's workflow API and the web console, on 127.0.0.1:port."""
+
+    ready_line = b"jetloom serve-http: listening"
+
+    def __init__(self, prefix: str, port: int, log_dir: Path) -> None:
+        args = ["serve-http", "--prefix", prefix, "--port", str(port)]
+        super().__init__("console", "engine.cli", args, log_dir)
+
+    @property
+    def url(self) -> str:
+        """The console's address, as serve-http printed it (port 0 picks a free one)."""
+        address = self.ready_text.split("listening on ", 1)[-1].split(" ", 1)[0]
+        return address.rstrip("/") + "/"
+
+
+async def _serve_until_stopped(console: ConsoleService) -> None:
+    """Keep everything running until Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"\nThe console keeps serving at {console.url} (Ctrl-C stops the demo).", flush=True)
+    await stop.wait()
 
 
 def _services(prefix: str, orders: list[DemoOrder], log_dir: Path) -> list[Service]:
@@ -251,8 +286,12 @@ def _print_table(
         print("  ".join([*cells, row[-1]]))
 
 
-async def run_demo(prefix: str, keep_logs: bool = False) -> int:
-    """Run the demo against NATS_URL (or an embedded server); returns the exit code."""
+async def run_demo(prefix: str, keep_logs: bool = False, console_port: int | None = None) -> int:
+    """Run the demo against NATS_URL (or an embedded server); returns the exit code.
+
+    With ``console_port`` the web console serves on 127.0.0.1 at that port from the start,
+    and after the table until Ctrl-C.
+    """
     server: EmbeddedNatsServer | None = None
     nats_url = os.environ.get("NATS_URL", "")
     tag = ""
@@ -266,6 +305,9 @@ async def run_demo(prefix: str, keep_logs: bool = False) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="jetloom-demo-logs-"))
     orders = demo_orders(tag)
     services = _services(prefix, orders, log_dir)
+    console = None if console_port is None else ConsoleService(prefix, console_port, log_dir)
+    if console is not None:
+        services.append(console)
     env = _child_env(nats_url)
     began = time.monotonic()
     try:
@@ -276,6 +318,8 @@ async def run_demo(prefix: str, keep_logs: bool = False) -> int:
             f"{len(services)} services ready ({', '.join(s.name for s in services)}); "
             f"logs in {log_dir} (removed after a clean run unless --keep-logs)"
         )
+        if console is not None:
+            print(f"web console: {console.url} (open it to watch the orders)", flush=True)
         nc = await nats.connect(nats_url)
         client = await WorkflowClient.connect(nats_url, prefix=prefix)
         try:
@@ -298,8 +342,9 @@ async def run_demo(prefix: str, keep_logs: bool = False) -> int:
         if unexpected:
             print(f"unexpected outcomes: {', '.join(unexpected)}", file=sys.stderr)
             keep_logs = True
-            return 1
-        return 0
+        if console is not None:
+            await _serve_until_stopped(console)
+        return 1 if unexpected else 0
     except BaseException:
         keep_logs = True
         raise
@@ -320,6 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run every service and a batch of orders")
     demo.add_argument("--prefix", default="jetloom", help="namespace of the demo")
     demo.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
+    demo.add_argument(
+        "--console",
+        nargs="?",
+        type=int,
+        const=3500,
+        metavar="PORT",
+        help="serve the web console on 127.0.0.1:PORT (default 3500) and keep serving after "
+        "the demo until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     # The demo's own connections log only real trouble; the services log to their files.
     structlog.configure(
@@ -327,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
     )
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(args.prefix, args.keep_logs))
+        return asyncio.run(run_demo(args.prefix, args.keep_logs, args.console))
     return 130
 
 

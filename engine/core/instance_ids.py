@@ -7,12 +7,25 @@ import uuid
 
 from engine.core.errors import InvalidInstanceIdError
 
-_INSTANCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_INSTANCE_ID_LENGTH = 64
+_CHARACTERS = "A-Za-z0-9_-"
+INSTANCE_ID_PATTERN = f"^[{_CHARACTERS}]{{1,{MAX_INSTANCE_ID_LENGTH}}}$"
+"""The rule as a regular expression (the HTTP API's OpenAPI document shows it)."""
+_INSTANCE_ID_CHARACTERS = re.compile(f"^[{_CHARACTERS}]+$")
+
+
+def has_instance_id_characters(text: str) -> bool:
+    """True when ``text`` is one or more letters, digits, '-' or '_': the instance-id rule
+    apart from its length."""
+    return isinstance(text, str) and _INSTANCE_ID_CHARACTERS.match(text) is not None
 
 
 def check_instance_id(instance_id: str) -> str:
     """Return ``instance_id`` if valid: 1-64 letters, digits, '-' or '_'."""
-    if not isinstance(instance_id, str) or not _INSTANCE_ID.match(instance_id):
+    if (
+        not has_instance_id_characters(instance_id)
+        or len(instance_id) > MAX_INSTANCE_ID_LENGTH
+    ):
         raise InvalidInstanceIdError(
             f"invalid instance id {instance_id!r}: use 1-64 letters, digits, '-' or '_'"
         )

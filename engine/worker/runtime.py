@@ -17,6 +17,7 @@ from brokers import (
     MIN_THRESHOLD,
     JetStreamBroker,
     Subjects,
+    WorkerHeartbeat,
     connect_nats,
     watch_sourcing,
 )
@@ -259,6 +260,10 @@ class WorkflowRuntime:
         self._loops.append(asyncio.create_task(watch_consumers(
             lambda c: broker.js.consumer_info(s.work_stream, c), s.work_stream, watched
         )))
+        self._loops.append(asyncio.create_task(WorkerHeartbeat(  # who is alive: <p>_workers
+            broker, workflows=self.registry.workflow_names,
+            activities=self.registry.activity_names, task_queues=self.task_queues,
+        ).run()))
         self._started = True
         log.info(
             "runtime.started",

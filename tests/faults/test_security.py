@@ -20,9 +20,15 @@ import nats.errors
 import pytest
 from aiohttp import ClientSession
 
-from brokers import NatsAuth, NatsAuthorizationError, NatsTlsError
-from brokers._auth import ENVIRONMENT, OPTIONS
-from brokers._server import EmbeddedNatsServer, free_port
+from brokers import NATS_AUTH_ENVIRONMENT as ENVIRONMENT
+from brokers import NATS_AUTH_OPTIONS as OPTIONS
+from brokers import (
+    EmbeddedNatsServer,
+    NatsAuth,
+    NatsAuthorizationError,
+    NatsTlsError,
+    free_port,
+)
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
 from engine.core.events import ExecutionCompleted
 from tests.nats_keys import nkey_user, operator_setup
@@ -58,6 +64,10 @@ def worker_publish(p: str = PREFIX) -> list[str]:
         f"$JS.API.CONSUMER.CREATE.{kv}",
         f"$JS.API.CONSUMER.INFO.{kv}.>",
         f"$JS.API.CONSUMER.MSG.NEXT.{kv}.>",
+        # heartbeats (brokers._heartbeat): the bucket of workers seen recently
+        f"$KV.{p}_workers.>",
+        f"$JS.API.STREAM.CREATE.KV_{p}_workers",
+        f"$JS.API.STREAM.INFO.KV_{p}_workers",
         *object_store_publish(p),
     ]
 

@@ -9,7 +9,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime
-from engine._http import build_app
+from engine.http import build_app
 from tests.cli_workflows import build_runtime
 from tests.http.http_support import Api
 

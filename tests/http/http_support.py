@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import ClientSession
 from jsonschema import Draft202012Validator
 
-from engine._openapi import OPENAPI
+from engine.http import OPENAPI
 
 
 def _template_of(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Dapr's workflow HTTP API (engine/_http.py), served in-process against a real nats-server."""
+"""Dapr's workflow HTTP API (engine/http/dapr_api.py), served in-process against a real
+nats-server."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from openapi_spec_validator import validate
 
 from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowStatus
-from engine._http import dapr_status
-from engine._openapi import OPENAPI
 from engine.core.state import decode_record
+from engine.http import OPENAPI, dapr_status
 from tests.http.http_support import Api
 
 WF = "/v1.0/workflows/dapr"

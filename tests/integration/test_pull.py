@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from brokers import JetStreamBroker
-from brokers._pull import PullStream, settle
+from brokers import JetStreamBroker, PullStream
 
 
 async def _next(stream: PullStream, timeout: float = 10.0) -> list[str]:
@@ -63,8 +62,8 @@ class TestSettle:
                 got += [m.subject for m in batch]
             by_subject = {m.subject: m for m in msgs}
             assert [True, True] == [
-                await settle(by_subject[s.inbox("x")], confirm=confirm),
-                await settle(by_subject[s.inbox("y")], nak_delay=0.1, confirm=confirm),
+                await by_subject[s.inbox("x")].settle(confirm=confirm),
+                await by_subject[s.inbox("y")].settle(nak_delay=0.1, confirm=confirm),
             ]
             stream.release(2)
             assert [s.inbox("y")] == await _next(stream)

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import WorkflowStatus
+from engine.core.instance_ids import INSTANCE_ID_PATTERN
+
 API_VERSIONS = ("v1.0", "v1.0-beta1", "v1.0-alpha1")
 """Dapr's workflow API prefixes; all serve the same operations."""
 
-DAPR_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "TERMINATED", "PENDING", "SUSPENDED")
-"""The runtimeStatus strings a Dapr client knows."""
+DAPR_STATUSES = tuple(
+    status.value
+    for status in (
+        WorkflowStatus.RUNNING,
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.TERMINATED,
+        WorkflowStatus.PENDING,
+        WorkflowStatus.SUSPENDED,
+    )
+)
+"""The runtimeStatus strings a Dapr client knows (jetloom's, but for STALLED and
+CONTINUED_AS_NEW)."""
 
 _PREFIX = "/{apiVersion}/workflows/{workflowComponent}"
 
@@ -50,7 +64,7 @@ _INSTANCE_PARAM = {
     "name": "instanceId",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "schema": {"type": "string", "pattern": INSTANCE_ID_PATTERN},
     "description": "The workflow instance id.",
 }
 

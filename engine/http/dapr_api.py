@@ -4,15 +4,14 @@ Same paths, bodies and status codes as a Dapr sidecar (``/v1.0/workflows/dapr/..
 ``v1.0-beta1`` / ``v1.0-alpha1`` prefixes), so a Dapr HTTP client only needs its base URL
 pointed here. Errors are Dapr's body ``{"errorCode": ..., "message": ...}``. jetloom statuses
 that Dapr lacks are mapped (see ``dapr_status``) and kept in the property
-``jetloom.workflow.runtime_status``. The document is in ``engine/_openapi.py``; docs/http.md
-has examples.
+``jetloom.workflow.runtime_status``. The document is in ``engine/http/openapi.py``;
+docs/http.md has examples.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,17 +19,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine._openapi import OPENAPI
-from engine.client import WorkflowClient
-from engine.core.errors import (
+from engine import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
+    WorkflowClient,
+    WorkflowState,
+    WorkflowStatus,
 )
-from engine.core.instance_ids import check_instance_id
-from engine.core.state import WorkflowState
-from engine.core.status import WorkflowStatus
+from engine.core.instance_ids import check_instance_id, has_instance_id_characters
+from engine.http.openapi import OPENAPI
 
 _log = structlog.get_logger("jetloom.http")
 
@@ -38,8 +37,8 @@ COMPONENT = "dapr"
 """The only workflow component name served (Dapr's built-in engine has the same name)."""
 
 _STATUS_FOR_DAPR = {
-    WorkflowStatus.STALLED: "RUNNING",
-    WorkflowStatus.CONTINUED_AS_NEW: "RUNNING",
+    WorkflowStatus.STALLED: WorkflowStatus.RUNNING,
+    WorkflowStatus.CONTINUED_AS_NEW: WorkflowStatus.RUNNING,
 }
 """jetloom statuses Dapr does not have. STALLED: a workflow task keeps failing (e.g.
 non-determinism) and is retried; the instance is alive, so RUNNING (the failure is in the
@@ -47,7 +46,6 @@ failure properties). CONTINUED_AS_NEW: the instance restarts with fresh history,
 
 _VERSION = r"{version:v1\.0(?:-beta1|-alpha1)?}"
 _PREFIX = f"/{_VERSION}/workflows/{{component}}"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 _CLIENT_KEY = web.AppKey("client", WorkflowClient)
 
@@ -64,7 +62,7 @@ class DaprError(Exception):
 
 def dapr_status(status: WorkflowStatus) -> str:
     """The runtimeStatus a Dapr client sees for a jetloom status."""
-    return _STATUS_FOR_DAPR.get(status, status.value)
+    return _STATUS_FOR_DAPR.get(status, status).value
 
 
 def _timestamp(when: datetime) -> str:
@@ -117,13 +115,14 @@ def _check_component(request: web.Request) -> None:
 
 
 def _instance_id(text: str) -> str:
-    """A valid instance id, or Dapr's 400 saying which rule it breaks."""
+    """A valid instance id, or Dapr's 400 saying which rule it breaks (as Dapr, characters
+    first: an id both too long and of forbidden characters is invalid)."""
     try:
         return check_instance_id(text)
     except InvalidInstanceIdError as exc:
         code = (
             "ERR_INSTANCE_ID_TOO_LONG"
-            if len(text) > 64 and _SAFE_ID.match(text)
+            if has_instance_id_characters(text)
             else "ERR_INSTANCE_ID_INVALID"
         )
         raise DaprError(400, code, str(exc)) from None

@@ -110,26 +110,16 @@ class RecordProjector:
             revision=current[1],
         )
 
-    async def pending(self, instance_id: str) -> tuple[InstanceRecord, int] | None:
-        """The instance's record and its revision if it is PENDING: a client has started it
-        and no worker has taken the start yet."""
+    async def awaiting_start(self, instance_id: str) -> tuple[InstanceRecord, int] | None:
+        """The instance's record and its revision if it waits for its run to start: PENDING
+        (a client started it, no worker has taken the start yet) or STALLED (no worker could
+        run it yet)."""
         stored = await self.broker.get_record(instance_id)
         if stored is None:
             return None
         record = decode_record(stored[0])
-        return (record, stored[1]) if record.status == WorkflowStatus.PENDING.value else None
-
-    async def awaited_run(self, instance_id: str) -> tuple[str, int] | None:
-        """The run the instance's record waits for (PENDING, or STALLED: a worker could not
-        run it yet), as its execution id and the record's revision; None if the record waits
-        for none (absent, running or finished)."""
-        stored = await self.broker.get_record(instance_id)
-        if stored is None:
-            return None
-        record = decode_record(stored[0])
-        if record.status in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
-            return record.execution_id, stored[1]
-        return None
+        waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
+        return (record, stored[1]) if record.status in waiting else None
 
     async def terminate_unstarted(
         self, instance_id: str, pending: tuple[InstanceRecord, int], events: list[HistoryEvent]

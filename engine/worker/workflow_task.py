@@ -155,10 +155,12 @@ class WorkflowTasks:
         now = datetime.now(UTC)
         # A client's start runs only while the record it wrote first still waits for it.
         awaited = (
-            await self.projector.awaited_run(instance_id)
+            await self.projector.awaiting_start(instance_id)
             if any(w.from_client for w in work) else None
         )
-        started, start_after, received = await self._received(instance_id, work, awaited)
+        started, start_after, received = await self._received(
+            instance_id, work, None if awaited is None else awaited[0].execution_id
+        )
         if run.events and _is_stale(run, received):
             # A client started a new run since this worker cached the old one.
             self.cache.forget(instance_id)
@@ -182,7 +184,7 @@ class WorkflowTasks:
                     return None  # nothing but a start that is no longer wanted
                 return await self._no_run(instance_id, msgs, [e for e, _ in received])
             history, prefix_events = [started], [started]
-            if awaited is not None and awaited[0] == started.execution_id:
+            if awaited is not None and awaited[0].execution_id == started.execution_id:
                 run.kv_revision = awaited[1]  # its first record update replaces that record
         first = history[0]
         assert isinstance(first, ExecutionStarted)
@@ -195,23 +197,21 @@ class WorkflowTasks:
         )
 
     async def _received(
-        self, instance_id: str, work: list[Work], awaited: tuple[str, int] | None
+        self, instance_id: str, work: list[Work], awaited_run: str | None
     ) -> tuple[ExecutionStarted | None, int, list[tuple[HistoryEvent, str]]]:
         """The start among ``work`` (the first one; later ones are duplicates), the history
         sequence it was decided at, and every event with the run it is for.
 
-        A client's start counts only if it is the run ``awaited`` (the run the instance's
-        record waits for, and the record's revision): one whose instance was terminated,
-        purged or started again before any worker ran it is dropped.
+        A client's start counts only if it is the run the instance's record waits for
+        (``awaited_run``): one whose instance was terminated, purged or started again before
+        any worker ran it is dropped.
         """
         started: ExecutionStarted | None = None
         start_after = 0
         received: list[tuple[HistoryEvent, str]] = []
         for new_start, events, run_id, after_seq, from_client in work:
             events = await resolve_all(self.broker.payloads, events)
-            if from_client and new_start is not None and (
-                awaited is None or awaited[0] != new_start.execution_id
-            ):
+            if from_client and new_start is not None and awaited_run != new_start.execution_id:
                 log.info("start.dropped", instance_id=instance_id,
                          reason="terminated, purged or started again before it ran")
                 new_start = None
@@ -229,7 +229,7 @@ class WorkflowTasks:
     ) -> float | None:
         """Events for an instance without a run: wait for a start that is on its way, end a
         start that never came if they terminate it, else dead-letter them."""
-        pending = await self.projector.pending(instance_id)
+        pending = await self.projector.awaiting_start(instance_id)
         if pending is not None:
             if max(m.num_delivered for m in msgs) < START_WAIT_DELIVERIES:
                 # Events that overtook their instance's start (raised right after a client
@@ -260,12 +260,12 @@ class WorkflowTasks:
         try:
             if execution is None or execution.history_length != len(history):
                 execution = WorkflowExecution(self.registry, task.instance_id, history)
-            if execution.is_complete:
-                await self._already_complete(task, execution, history)
-                return
-            result = execution.run_task(task.incoming, task.now)
+            result = None if execution.is_complete else execution.run_task(task.incoming, task.now)
         except (NonDeterminismError, WorkflowNotRegisteredError) as exc:
             await self._without_code(task, history, exc, msgs, task_trace)
+            return
+        if result is None:
+            await self._already_complete(task, execution, history)
             return
         if task_trace is not None:  # observability
             task_trace.replayed(result, incoming=len(task.incoming))

@@ -27,7 +27,7 @@ own (JETLOOM_PREFIX), with the venv's ``bin`` first on PATH as after ``source
 .venv/bin/activate``. A step passes when it exits 0 and, if an output block follows it, prints
 that output. Outputs are compared after normalising what changes from run to run: timestamps
 become ``<time>``, durations (``+10ms``, ``took=1.2s``) ``<duration>``, runs of spaces one
-space; ``...`` in an expected output matches any text within a line. Background steps must
+space, a table's rule of dashes (as wide as the widest value) three dashes; ``...`` in an expected output matches any text within a line. Background steps must
 still be running when the test ends; they are then stopped with SIGTERM (by process group id).
 
 The guide's ``nats req`` commands run against a stand-in for the nats CLI (written below, it
@@ -225,6 +225,7 @@ _DURATION = re.compile(r"(?<![\w.])[+-]?\d+(?:\.\d+)?(?:ms|s)\b")
 def normalise(text: str) -> str:
     """Output with what changes between runs replaced (see the module docstring)."""
     text = _DURATION.sub("<duration>", _TIME.sub("<time>", text))
+    text = re.sub(r"-{3,}", "---", text)  # a table's rule is as wide as its widest value
     lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.strip("\n").splitlines()]
     return "\n".join(lines).strip("\n")
 

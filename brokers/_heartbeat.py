@@ -111,6 +111,11 @@ class WorkerHeartbeat:
                     if error != last_error:  # once per distinct failure, not every beat
                         _log.warning("heartbeat.failed", worker=self.worker_id, error=error)
                     last_error = error
+                # nats-py's request may drop a cancellation on Python 3.11 (asyncio.wait_for):
+                # stop here rather than beat forever and hold up the runtime's shutdown.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
                 await asyncio.sleep(self._interval)
         finally:
             if self._kv is not None:

@@ -96,26 +96,6 @@ class JetStreamBroker(HistoryStore, RecordStore, SignalStore):
 
         return await retry_transient(send)
 
-    async def publish_unique(
-        self, subject: str, data: bytes, *, msg_id: str, headers: dict[str, str] | None = None
-    ) -> bool:
-        """Publish a message that only the first publisher of ``msg_id`` may write.
-
-        Returns False if the stream already holds a message with that id (within its duplicate
-        window) from someone else. A publish sent again after a lost ack (a leader election)
-        that finds its own first copy counts as written.
-        """
-        hdrs = {**(headers or {}), "Nats-Msg-Id": msg_id}
-        attempts = 0
-
-        async def send() -> bool:
-            nonlocal attempts
-            attempts += 1
-            ack = await self.js.publish(subject, data, headers=hdrs, timeout=10)
-            return not ack.duplicate or attempts > 1
-
-        return await retry_transient(send)
-
     async def dead_letter(self, kind: str, work: WorkMessage | Msg, reason: str) -> None:
         """Keep an unusable message on the dead-letter subject, with why."""
         msg = work.msg if isinstance(work, WorkMessage) else work

@@ -50,6 +50,7 @@ from engine.core.events import (
 from engine.core.instance_ids import check_instance_id, new_instance_id
 from engine.core.registry import check_name
 from engine.core.rerun import rerun_history
+from engine.core.results import termination
 from engine.core.schedules import (
     ScheduleRecord,
     WorkflowSchedule,
@@ -66,6 +67,7 @@ from engine.core.state import (
     encode_record,
     history_seq_of,
     pending_record,
+    run_seq_of,
 )
 from engine.core.status import WorkflowStatus
 from engine.offload import offload, offload_all, resolve, resolve_all
@@ -249,13 +251,15 @@ class WorkflowClient:
                 f"instance {iid!r} was started by someone else just now"
             )
         # One message on the instance's outbox subject, sourced into the work stream like
-        # every other dispatch. Its id is the same for everyone who read the history at this
-        # sequence: a second copy (a retry) is dropped by the stream.
+        # every other dispatch. Its id names this run, so a retry of the publish is dropped by
+        # the stream, and a start of the same id after a purge (same history sequence, within
+        # the duplicate window) is not. Of concurrent starts, the record claim picked one.
         item = WorkItem(iid, [stored], stored.execution_id, after_seq=last_seq)
         s = self._broker.subjects
         try:
-            sent = await self._broker.publish_unique(
-                s.outbox_workflow(iid), encode(item), msg_id=f"{iid}:start:{last_seq}",
+            await self._broker.publish(
+                s.outbox_workflow(iid), encode(item),
+                msg_id=f"{iid}:start:{stored.execution_id}",
                 headers={"Nats-TTL": self._broker.outbox_ttl},
             )
         except BaseException:
@@ -264,8 +268,6 @@ class WorkflowClient:
                 iid, None if previous is None else previous[0], claimed
             )
             raise
-        if not sent:
-            raise _still_running(iid)  # an earlier start decided at this sequence is on its way
 
     async def _append_scheduled_start(
         self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime
@@ -391,12 +393,22 @@ class WorkflowClient:
             yield WorkflowState.from_record(record, fetch_payloads=False)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        """The instance's event log (its current run), oldest first."""
+        """The instance's event log (its current run), oldest first; empty while its run has
+        no history (a start no worker has run yet).
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+        """
         await self._ensure_ready()
-        stored = await self._broker.load_history(check_instance_id(instance_id))
-        if not stored:
+        stored, record = await asyncio.gather(
+            self._broker.load_history(check_instance_id(instance_id)),
+            self._broker.get_record(instance_id),
+        )
+        if not stored and record is None:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
         events = current_run(history_events(item.data for item in stored))
+        if record is not None and _not_run_yet(decode_record(record[0]), events):
+            return []
         return await resolve_all(self._broker.payloads, events)
 
     # ---------------------------------------------------------------- steering
@@ -432,23 +444,75 @@ class WorkflowClient:
     async def terminate_workflow(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
     ) -> None:
-        """Terminate an instance (and, with ``recursive``, its running child workflows)."""
-        await self._send(
-            instance_id,
-            ExecutionTerminated(
-                timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
-            ),
+        """Terminate an instance (and, with ``recursive``, its running child workflows).
+
+        Any unfinished instance can be terminated. One whose run has not run a workflow task
+        (no worker took its start yet, or none can: its workflow is hosted nowhere) ends here
+        at once; the others end in their next workflow task, which records the termination
+        without running the workflow's code if that code cannot run.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: the instance has completed, failed or been terminated.
+        """
+        terminate = ExecutionTerminated(
+            timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
         )
+        record = await self._unfinished_record(instance_id)
+        if not await self._terminate_unstarted(instance_id, record, terminate):
+            await self._deliver(instance_id, record, terminate)
+
+    async def _terminate_unstarted(
+        self, iid: str, record: InstanceRecord, terminate: ExecutionTerminated
+    ) -> bool:
+        """End a run that has not run a workflow task: append its termination (and, if it
+        has no history yet, its start, as the record shows it) and write the record. False
+        if the run has run, or a worker took its start meanwhile (the append conflicted)."""
+        if record.status not in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
+            return False
+        last_seq, last_data = await self._broker.last_history_seq(iid)
+        last = [] if last_data is None else decode_commit(last_data).events
+        if last_seq == record.history_seq and (not last or run_is_finished(last)):
+            events: list[HistoryEvent] = [ExecutionStarted(
+                timestamp=record.created_at, name=record.name,
+                execution_id=record.execution_id, input=record.input,
+            )]  # its start is still on its way to a worker (or cannot be run by any)
+        elif (
+            len(last) == 1
+            and isinstance(last[0], ExecutionStarted)
+            and last[0].execution_id == record.execution_id
+        ):
+            events = []  # a start due later (start_at): its timer finds the run ended
+        else:
+            return False
+        ended = termination(terminate, terminate.timestamp)
+        stored = await offload_all(self._broker.payloads, iid, [*events, *ended.new_events])
+        try:
+            seq = await self._broker.commit(iid, last_seq, [encode(TaskCommit(stored))])
+        except AppendConflictError:
+            return False
+        if events and last_seq:
+            await self._broker.compact_history(iid, seq)  # the finished run it replaced
+        record.status, record.output, record.failure = ended.status, ended.output, None
+        record.history_seq, record.last_updated_at = seq, terminate.timestamp
+        record = await offload(self._broker.payloads, iid, record)
+        await self._broker.put_record(
+            iid, encode_record(record), seq, run_seq_of(record.execution_id)
+        )
+        return True
 
     async def purge_workflow(self, instance_id: str, *, recursive: bool = True) -> int:
-        """Remove a finished instance's history and state (and its children's, if recursive).
+        """Remove a finished or STALLED instance's history and state (and its children's, if
+        recursive). A STALLED instance's work still on its way finds no instance and runs
+        nothing.
 
         Returns:
             How many instances were purged.
 
         Raises:
             InstanceNotFoundError: no such instance.
-            InstanceAlreadyRunningError: the instance has not finished.
+            InstanceAlreadyRunningError: the instance is PENDING, RUNNING or SUSPENDED:
+                terminate it first.
         """
         await self._ensure_ready()
         return await purge_finished(self._broker, check_instance_id(instance_id),
@@ -493,7 +557,8 @@ class WorkflowClient:
                 f"no instance {source!r} to rerun; check the id (jetloom list shows instances)"
             )
         record = decode_record(stored[0])
-        if not WorkflowStatus(record.status).is_terminal:
+        status = WorkflowStatus(record.status)
+        if not (status.is_terminal or status is WorkflowStatus.STALLED):
             raise InstanceAlreadyRunningError(
                 f"instance {source!r} is {record.status}: a rerun starts from a finished "
                 "instance; wait for it, or terminate it first"
@@ -687,6 +752,16 @@ class WorkflowClient:
     async def _send(
         self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
     ) -> None:
+        record = await self._unfinished_record(instance_id)
+        await self._deliver(instance_id, record, event, msg_id=msg_id)
+
+    async def _unfinished_record(self, instance_id: str) -> InstanceRecord:
+        """The record of an instance that takes events.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: it has completed, failed or been terminated.
+        """
         await self._ensure_ready()
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:
@@ -700,12 +775,32 @@ class WorkflowClient:
                 "start a new run with schedule_new_workflow",
                 record.status,
             )
+        return record
+
+    async def _deliver(
+        self,
+        instance_id: str,
+        record: InstanceRecord,
+        event: HistoryEvent,
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        """Send ``event`` to the run ``record`` shows, through the instance's inbox."""
         item = WorkItem(instance_id, [event], record.execution_id)
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id),
             encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )
+
+
+def _not_run_yet(record: InstanceRecord, run: list[HistoryEvent]) -> bool:
+    """True if ``record`` shows a run that is not in history yet (``run``, the last run
+    stored, is empty or an earlier run of the id)."""
+    waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
+    return record.status in waiting and not any(
+        isinstance(e, ExecutionStarted) and e.execution_id == record.execution_id for e in run
+    )
 
 
 def _still_running(iid: str) -> InstanceAlreadyRunningError:

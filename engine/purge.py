@@ -18,9 +18,9 @@ async def purge_finished(
     recursive: bool = True,
     running_children: str = "refuse",
 ) -> int:
-    """Remove a finished instance: its history, timers, record and the payloads it stored,
-    and, if ``recursive``, its child workflows (only children it started itself: a rerun's
-    history names its source's children, which stay).
+    """Remove a finished (or STALLED) instance: its history, timers, record and the payloads
+    it stored, and, if ``recursive``, its child workflows (only children it started itself: a
+    rerun's history names its source's children, which stay).
 
     ``running_children`` says what to do with a child that has not finished: ``"refuse"``
     (raise, as the client does) or ``"keep"`` (leave it; retention purges it when it
@@ -31,14 +31,15 @@ async def purge_finished(
 
     Raises:
         InstanceNotFoundError: no such instance.
-        InstanceAlreadyRunningError: the instance (or, when refusing, a child) has not
-            finished.
+        InstanceAlreadyRunningError: the instance (or, when refusing, a child) is PENDING,
+            RUNNING or SUSPENDED.
     """
     stored = await broker.get_record(instance_id)
     if stored is None:
         raise InstanceNotFoundError(f"no instance {instance_id!r} to purge")
     record = decode_record(stored[0])
-    if not WorkflowStatus(record.status).is_terminal:
+    status = WorkflowStatus(record.status)
+    if not (status.is_terminal or status is WorkflowStatus.STALLED):
         raise InstanceAlreadyRunningError(
             f"instance {instance_id!r} is {record.status}; terminate it before purging"
         )

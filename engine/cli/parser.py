@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from brokers import DEFAULT_NATS_URL, NATS_AUTH_ENVIRONMENT, NATS_AUTH_OPTIONS, prefix_or_default
-from engine.cli.dev import DEV_DEFAULT_PORT, cmd_dev
+from engine.cli.dev import DEV_DEFAULT_PORT, DEV_DEFAULT_STORE, cmd_dev
 from engine.cli.instances import (
     LIST_DEFAULT_PAGE_SIZE,
     cmd_history,
@@ -131,7 +131,16 @@ def _add_hosting_commands(command: _Command) -> None:
         type=int,
         help=f"embedded server port (default {DEV_DEFAULT_PORT}; 0 picks a free one)",
     )
-    p.add_argument("--store", help="embedded server's JetStream folder (default: a temporary one)")
+    p.add_argument(
+        "--store",
+        help=f"embedded server's JetStream folder (default ./{DEV_DEFAULT_STORE}: instances and "
+        "timers survive a restart)",
+    )
+    p.add_argument(
+        "--temporary",
+        action="store_true",
+        help="run the embedded server on a throwaway store, removed on exit",
+    )
     p.add_argument(
         "--http-port",
         type=count_option(0),
@@ -166,7 +175,8 @@ def _add_instance_commands(command: _Command) -> None:
     p.add_argument(
         "--wait",
         action="store_true",
-        help="wait for the end; print status and output (exit 1 unless COMPLETED)",
+        help="wait for the end, or a STALLED instance; print status and output or failure "
+        "(exit 1 unless COMPLETED)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
     _json_flag(p, "print {instance_id} (with --wait: the final state) as JSON")

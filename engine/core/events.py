@@ -228,8 +228,12 @@ class WorkItem(msgspec.Struct, frozen=True, omit_defaults=True):
     finished (sent by the message schedule its last workflow task set)."""
 
 
-class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The public start event: the body published to ``<prefix>.start.<workflow_name>``."""
+class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The public start event: the body published to ``<prefix>.start.<workflow_name>``.
+
+    Unknown fields are refused (unlike other messages): a start is written by hand in other
+    languages, and ``{"id": ...}`` for ``{"instance_id": ...}`` must not run under a random id.
+    """
 
     instance_id: str | None = None
     input: Raw = NULL

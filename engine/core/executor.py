@@ -331,10 +331,8 @@ class WorkflowExecution:
         definition = self.definition
         try:
             value = (
-                from_json(
-                    self.started.input,
-                    definition.signature.input_type,
-                    what=f"input of workflow '{self.workflow_name}'",
+                definition.signature.input_of(
+                    self.started.input, what=f"input of workflow '{self.workflow_name}'"
                 )
                 if definition.signature.takes_input
                 else None

@@ -13,7 +13,7 @@ import msgspec
 import structlog
 
 from brokers import TRANSIENT_ERRORS, JetStreamBroker, PullStream, WorkMessage
-from engine.core.codec import from_json, to_json
+from engine.core.codec import to_json
 from engine.core.errors import ActivityNotRegisteredError, InputDecodeError
 from engine.core.events import (
     ActivityTask,
@@ -345,7 +345,7 @@ async def _call(definition: ActivityDefinition, ctx: ActivityContext, task: Acti
     if sig.takes_input:
         args = (
             ctx,
-            from_json(task.input, sig.input_type, what=f"input of activity '{task.name}'"),
+            sig.input_of(task.input, what=f"input of activity '{task.name}'"),
         )
     timeout = task.start_to_close_timeout
     call = (

@@ -38,6 +38,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("jetloom.runtime")
 
+LOOP_STOP_TIMEOUT = 5.0
+"""Seconds ``shutdown`` waits for the runtime's loops to stop once cancelled."""
+
 
 class WorkflowRuntime:
     """Hosts workflows and/or activities and runs them from JetStream.
@@ -313,7 +316,8 @@ class WorkflowRuntime:
                 pipeline.stopping = True
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._loops:  # a loop that swallows its cancellation must not hold up the exit
+            await asyncio.wait(self._loops, timeout=LOOP_STOP_TIMEOUT)
         self._loops.clear()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)

@@ -39,6 +39,7 @@ from engine.core.events import (
     TimerFired,
     WorkflowTaskStarted,
 )
+from engine.core.executor import ReplayRules
 from engine.core.retry import RetryPolicy
 from engine.core.state import WorkflowState
 from engine.core.status import WorkflowStatus
@@ -69,6 +70,7 @@ __all__ = [
     "JetloomError",
     "NonDeterminismError",
     "ParentInfo",
+    "ReplayRules",
     "RetryPolicy",
     "Task",
     "TaskCompleted",

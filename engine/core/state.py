@@ -32,6 +32,9 @@ class InstanceRecord(msgspec.Struct, omit_defaults=True):
     failure: FailureDetails | None = None
     parent_instance_id: str = ""
     children: list[str] = []
+    app_id: str = ""
+    """The application whose runtimes run the instance ('': the default one): events for it go
+    to that application's inbox subject."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import engine
 from engine.dapr._errors import FailureDetails
 from engine.dapr._history import naive_utc
 from engine.dapr._payload import encode, to_json
-from engine.dapr._propagation import HistoryLog, PropagatedHistory, PropagationScope, wrap_input
+from engine.dapr._propagation import HistoryLog, PropagatedHistory, PropagationScope
 from engine.dapr._task import (
     DaprTask,
     RetryPolicy,
@@ -201,12 +201,12 @@ class DaprWorkflowContext:
             "taskScheduled", name, self.current_utc_datetime,
             None if raw_input is None else raw_input.decode(),
         )
-        sent = wrap_input(raw_input, self._envelope(propagation))
         inner = self.__obj.call_activity(
             name,
-            input=None if sent is None else msgspec.Raw(sent),
+            input=None if raw_input is None else msgspec.Raw(raw_input),
             retry_policy=None if retry_policy is None else retry_policy.obj,
             task_queue=task_queue_of(app_id if app_id is not None else self._app_id),
+            propagated_history=self._envelope(propagation),
         )
         return DaprTask(
             inner,
@@ -232,7 +232,7 @@ class DaprWorkflowContext:
             input: the JSON-serializable input.
             instance_id: the child's instance id (default: derived from this instance's).
             retry_policy: how to retry a failed child (a retry is a new child instance).
-            app_id: the application whose workers run the child (see docs/dapr.md).
+            app_id: the application whose workers run the child (default: this one).
             propagation: send this workflow's history along (``OWN_HISTORY``, ``LINEAGE``).
         """
         name = name_of(workflow)
@@ -241,12 +241,13 @@ class DaprWorkflowContext:
             "childWorkflowInstanceCreated", name, self.current_utc_datetime,
             None if raw_input is None else raw_input.decode(),
         )
-        sent = wrap_input(raw_input, self._envelope(propagation))
         inner = self.__obj.call_child_workflow(
             name,
-            input=None if sent is None else msgspec.Raw(sent),
+            input=None if raw_input is None else msgspec.Raw(raw_input),
             instance_id=instance_id,
             retry_policy=None if retry_policy is None else retry_policy.obj,
+            app_id=app_id,
+            propagated_history=self._envelope(propagation),
         )
         return DaprTask(
             inner,

@@ -85,6 +85,12 @@ class ActivityContext:
         """1 for the first attempt, 2 for the first retry, ..."""
         return self._task.attempt
 
+    @property
+    def propagated_history(self) -> Any:
+        """What the calling workflow passed as ``propagated_history`` to ``call_activity``
+        (the decoded JSON value), or None."""
+        return from_json(self._task.propagated)
+
     async def heartbeat(self) -> None:
         """Extend this activity's lease so it is not redelivered to another worker."""
         if self._msg is not None:
@@ -171,7 +177,7 @@ class ActivityPipeline:
                 WorkItem(task.instance_id, [event], task.execution_id),
             )
             crash_point("activity_before_result")
-            inbox = self.broker.subjects.inbox(task.instance_id)
+            inbox = self.broker.subjects.inbox(task.instance_id, task.workflow_app_id)
             with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
                 await self._publish_result(
                     msg, inbox, encode(item), f"{task.execution_id}:{task.task_id}:result",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+
+import pytest
 
 from brokers import Subjects, connect_nats
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
@@ -77,3 +80,106 @@ class TestWorkRouting:
             await client.close()
         assert (WorkflowStatus.COMPLETED, "3") == (state.runtime_status, state.serialized_output)
         assert [s.workflow_work_unrouted] == [await _consumer_filters(nats_url, prefix)]
+
+
+def _app_runtime(nats_url: str, prefix: str, app: str) -> WorkflowRuntime:
+    """A runtime of application ``app`` hosting workflows that say which app ran them."""
+    wfr = WorkflowRuntime(nats_url, prefix=prefix, app_id=app, task_queues=[app])
+
+    @wfr.activity(name="where")
+    async def where(ctx) -> str:
+        return app
+
+    @wfr.workflow(name="flow")
+    async def flow(ctx, x: int) -> list:
+        await ctx.create_timer(timedelta(milliseconds=100))
+        here = await ctx.call_activity("where", task_queue=app)
+        other = "a" if app == "b" else "b"
+        child = await ctx.call_child_workflow("leaf", input=x, app_id=other)
+        event = await ctx.wait_for_external_event("go")
+        return [ctx.app_id, here, child, event]
+
+    @wfr.workflow(name="leaf")
+    async def leaf(ctx, x: int) -> str:
+        return f"leaf {x} in {ctx.app_id}"
+
+    return wfr
+
+
+class TestApplications:
+    async def test_work_reaches_only_its_application(self, nats_url, prefix):
+        """Two applications host workflows of the same names: each instance, its timers,
+        activity results, events and the children it calls in the other application are
+        handled by the runtimes of the application they are addressed to."""
+        client = await WorkflowClient.connect(nats_url, prefix=prefix, app_id="")
+        try:
+            async with _app_runtime(nats_url, prefix, "a"), _app_runtime(nats_url, prefix, "b"):
+                first = await client.schedule_new_workflow("flow", input=1, app_id="a")
+                second = await client.schedule_new_workflow("flow", input=2, app_id="b")
+                states = []
+                for iid in (first, second):
+                    await client.wait_for_workflow_status(iid, {WorkflowStatus.RUNNING})
+                    await client.raise_workflow_event(iid, "go", data="went")
+                    states.append(await client.wait_for_workflow_completion(iid, timeout=20))
+        finally:
+            await client.close()
+        assert [
+            '["a","a","leaf 1 in b","went"]', '["b","b","leaf 2 in a","went"]'
+        ] == [s.serialized_output for s in states]
+
+    async def test_default_runtime_leaves_application_work_alone(self, nats_url, prefix,
+                                                                  client):
+        """A runtime without an application id does not take an application's start, and
+        an application's runtime takes its start events from <p>.app.<app>.start.<name>."""
+        async with _runtime(nats_url, prefix):
+            iid = await client.schedule_new_workflow("flow", input=1, app_id="elsewhere")
+            with pytest.raises(TimeoutError):
+                await client.wait_for_workflow_start(iid, timeout=1)
+        nc = await connect_nats(nats_url)
+        try:
+            await nc.request(Subjects(prefix).start("leaf", "b"),
+                             b'{"instance_id": "by-subject", "input": 5}')
+        finally:
+            await nc.close()
+        async with _app_runtime(nats_url, prefix, "b"):
+            state = await client.wait_for_workflow_completion("by-subject", timeout=20)
+        assert '"leaf 5 in b"' == state.serialized_output
+
+    async def test_an_existing_work_stream_gains_the_application_source(self, nats_url,
+                                                                         prefix):
+        """A work stream created before applications keeps its source (and its position:
+        nothing is sourced twice) and gains a second one for applications' work."""
+        s = Subjects(prefix)
+        nc = await connect_nats(nats_url)
+        try:
+            for config in (
+                {"name": s.history_stream, "storage": "file", "allow_atomic": True,
+                 "allow_msg_ttl": True, "allow_msg_schedules": True, "allow_direct": True,
+                 "duplicate_window": 120_000_000_000,
+                 "subjects": [f"{prefix}.history.*", f"{prefix}.outbox.>", f"{prefix}.timer.>"]},
+                {"name": s.work_stream, "storage": "file", "retention": "workqueue",
+                 "duplicate_window": 120_000_000_000,
+                 "subjects": [f"{prefix}.start.*", f"{prefix}.inbox.*"],
+                 "sources": [{"name": s.history_stream, "subject_transforms": s.work_routing}]},
+            ):
+                reply = await nc.request(
+                    f"$JS.API.STREAM.CREATE.{config['name']}", json.dumps(config).encode()
+                )
+                assert "error" not in json.loads(reply.data)
+            js = nc.jetstream()
+            await js.publish(s.outbox_workflow("old"), b"{}")
+            work = await js.pull_subscribe(s.inbox("old"), durable="drain", stream=s.work_stream)
+            (msg,) = await work.fetch(1, timeout=5)
+            await msg.ack_sync()
+            await js.delete_consumer(s.work_stream, "drain")
+            async with _app_runtime(nats_url, prefix, "a"):
+                await asyncio.sleep(0.5)
+            info = json.loads((await nc.request(
+                f"$JS.API.STREAM.INFO.{s.work_stream}", b""
+            )).data)
+        finally:
+            await nc.close()
+        assert (0, [s.work_routing, s.app_work_routing]) == (
+            info["state"]["messages"],
+            [source["subject_transforms"] for source in info["config"]["sources"]],
+        )

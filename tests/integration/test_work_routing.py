@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from brokers import Subjects, connect_nats
-from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
+from engine import TaskFailedError, WorkflowClient, WorkflowRuntime, WorkflowStatus
+from engine.worker import activities
 
 
 def _runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
@@ -183,3 +184,38 @@ class TestApplications:
             info["state"]["messages"],
             [source["subject_transforms"] for source in info["config"]["sources"]],
         )
+
+
+class TestUnhostedActivities:
+    async def test_a_task_nobody_hosts_is_dead_lettered_and_fails(
+        self, nats_url, prefix, client, monkeypatch
+    ):
+        """A task for an activity no runtime of its queue hosts is handed back until it is
+        older than the limit; then it lands on <p>.deadletter.activity with the reason and
+        the attempt fails in the workflow with ActivityNotRegisteredError."""
+        monkeypatch.setattr(activities, "UNHOSTED_LIMIT", timedelta(seconds=1))
+        wfr = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @wfr.activity
+        async def present(ctx) -> str:
+            return "here"
+
+        @wfr.workflow
+        async def calls_absent(ctx) -> str:
+            try:
+                return await ctx.call_activity("absent")
+            except TaskFailedError as exc:
+                return exc.failure_details.type
+
+        async with wfr:
+            iid = await client.schedule_new_workflow(calls_absent)
+            state = await client.wait_for_workflow_completion(iid, timeout=20)
+        nc = await connect_nats(nats_url)
+        try:
+            s = Subjects(prefix)
+            dead = await nc.jetstream().get_last_msg(s.deadletter_stream, s.deadletter("activity"))
+        finally:
+            await nc.close()
+        assert '"ActivityNotRegisteredError"' == state.serialized_output
+        assert "hosts activity 'absent'" in dead.headers["Jetloom-Reason"]
+        assert f"{prefix}.outbox.activity.default" == dead.headers["Jetloom-Original-Subject"]

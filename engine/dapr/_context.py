@@ -21,9 +21,8 @@ from engine.dapr._history import naive_utc
 from engine.dapr._payload import encode, to_json
 from engine.dapr._propagation import HistoryLog, PropagatedHistory, PropagationScope
 from engine.dapr._task import (
-    DaprTask,
     RetryPolicy,
-    failed_task,
+    dapr_task,
     task_failure,
 )
 
@@ -174,7 +173,7 @@ class DaprWorkflowContext:
         """A durable timer firing at ``fire_at`` (naive datetimes are UTC) or after that long."""
         if isinstance(fire_at, datetime) and fire_at.utcoffset() is None:
             fire_at = fire_at.replace(tzinfo=UTC)
-        return DaprTask(self.__obj.create_timer(fire_at))
+        return dapr_task(self.__obj.create_timer(fire_at))
 
     def call_activity(
         self,
@@ -208,7 +207,7 @@ class DaprWorkflowContext:
             task_queue=task_queue_of(app_id if app_id is not None else self._app_id),
             propagated_history=self._envelope(propagation),
         )
-        return DaprTask(
+        return dapr_task(
             inner,
             describe_failure=task_failure("Activity", name),
             on_done=self._logger_of("taskCompleted", "taskFailed", scheduled),
@@ -249,7 +248,7 @@ class DaprWorkflowContext:
             app_id=app_id,
             propagated_history=self._envelope(propagation),
         )
-        return DaprTask(
+        return dapr_task(
             inner,
             describe_failure=task_failure("Child workflow", name),
             on_done=self._logger_of(
@@ -267,7 +266,7 @@ class DaprWorkflowContext:
         ``TimeoutError`` when it passes first.
         """
         if isinstance(timeout, timedelta) and timeout == timedelta(0):
-            return failed_task(TimeoutError(
+            return engine.Task.failed(TimeoutError(
                 f"Wait for external event {name!r} canceled immediately due to zero timeout"
             ))
         wait: timedelta | None
@@ -285,7 +284,7 @@ class DaprWorkflowContext:
                                     f"{name!r}")
             return error
 
-        return DaprTask(
+        return dapr_task(
             self.__obj.wait_for_external_event(name, timeout=wait), describe_failure=timed_out
         )
 
@@ -314,12 +313,10 @@ class DaprWorkflowContext:
 
     def _logger_of(
         self, completed: str, failed: str, scheduled: int
-    ) -> Callable[[DaprTask], None]:
-        def log_result(task: DaprTask) -> None:
-            error = task.get_exception()
+    ) -> Callable[[Any, BaseException | None], None]:
+        def log_result(result: Any, error: BaseException | None) -> None:
             when = self.current_utc_datetime
             if error is None:
-                result = task.get_result()
                 self._log.closed(
                     completed, scheduled, when,
                     output=None if result is None else to_json(result),

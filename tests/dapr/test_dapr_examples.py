@@ -124,10 +124,12 @@ class TestReadmeSamples:
         assert 0 == example.proc.returncode, example.report()
 
     def test_child_workflow(self, run_example) -> None:
-        """A workflow calls a child with an instance id of its own making."""
+        """A workflow calls a child with an instance id of its own making. As under Dapr,
+        the workflow replays on every task, so its unguarded print may come more than once,
+        always naming the same child."""
         example = run_example("child_workflow.py").wait(60)
         calling = [line for line in example.lines if line.startswith("*** Calling child")]
-        assert 1 == len(calling), example.report()
+        assert 1 == len(set(calling)), example.report()
         child_id = calling[0].rsplit(" ", 1)[1]
         assert child_id.endswith("-child")
         assert_printed(example, [f"*** Child workflow {child_id} called"])

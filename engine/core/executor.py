@@ -42,7 +42,7 @@ from engine.core.events import (
     WorkflowTaskStarted,
 )
 from engine.core.instance_ids import app_token, check_instance_id
-from engine.core.registry import Registry, WorkflowDefinition
+from engine.core.registry import Registry, WorkflowDefinition, check_name
 from engine.core.results import TaskResult, failure_from
 from engine.core.retry import RetryPolicy
 from engine.core.status import WorkflowStatus
@@ -540,7 +540,7 @@ class WorkflowExecution:
             task=CompletableTask(),
             name=name,
             input=to_json(input),
-            task_queue=task_queue or "default",
+            task_queue=check_name("task queue", task_queue or "default"),
             retry_policy=retry_policy,
             timeout=None if timeout is None else timeout.total_seconds(),
             decode=decode,

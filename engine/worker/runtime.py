@@ -25,7 +25,7 @@ from brokers import (
 )
 from engine.core.executor import ReplayRules
 from engine.core.instance_ids import app_token
-from engine.core.registry import Registry
+from engine.core.registry import Registry, check_name
 from engine.signals import stop_signal
 from engine.worker.activities import ActivityContext, ActivityPipeline
 from engine.worker.history_cache import HistoryCache
@@ -107,7 +107,7 @@ class WorkflowRuntime:
         self.nats_url = nats_url
         self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
         self.max_concurrent_activities = max_concurrent_activities
-        self.task_queues = list(task_queues or ["default"])
+        self.task_queues = [check_name("task queue", q) for q in task_queues or ["default"]]
         self.subjects = Subjects.of(prefix)
         self.activity_lease = activity_lease
         self.workflow_task_lease = workflow_task_lease

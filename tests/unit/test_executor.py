@@ -488,6 +488,18 @@ class TestActivityFailure:
 
         assert [("COMPLETED", "charged")] == commands(sim.step(sim.completed(1)))
 
+    def test_task_queue_must_be_a_subject_token(self) -> None:
+        """A task queue other than letters, digits, '-' and '_' fails the workflow, naming
+        the rule, rather than publishing to a subject of the wrong shape."""
+
+        async def dotted(ctx: WorkflowContext) -> Any:
+            return await ctx.call_activity("step", task_queue="eu.west")
+
+        result = Simulation(registry_of(dotted)).step()
+
+        assert "FAILED" == result.status
+        assert "invalid task queue name 'eu.west'" in result.failure.message
+
 
 class TestRetryPolicy:
     @pytest.mark.parametrize("workflow", both(retry_async, retry_gen))

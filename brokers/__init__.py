@@ -33,6 +33,7 @@ from brokers._pull import PullStream, WorkMessage
 from brokers._record_watch import RecordChanges, RecordWatch, WatchClosedError
 from brokers._records import RecordEntry
 from brokers._server import EmbeddedNatsServer, free_port, nats_server_binary
+from brokers._signals import CancelListener
 from brokers._sourcing import watch_sourcing
 from brokers._subjects import (
     DEFAULT_NATS_URL,
@@ -42,6 +43,7 @@ from brokers._subjects import (
     app_id_or_default,
     nats_url,
     prefix_or_default,
+    recurring_schedule_headers,
     schedule_headers,
 )
 from brokers._topology import WorkStreamLayout
@@ -54,6 +56,7 @@ __all__ = [
     "MIN_THRESHOLD",
     "TRANSIENT_ERRORS",
     "AppendConflictError",
+    "CancelListener",
     "Connection",
     "DispatchMessage",
     "EmbeddedNatsServer",
@@ -84,6 +87,7 @@ __all__ = [
     "payload_ref",
     "prefix_or_default",
     "read_workers",
+    "recurring_schedule_headers",
     "redact_url",
     "schedule_headers",
     "watch_sourcing",
@@ -98,6 +102,7 @@ from brokers._admin import (
     check_reachable,
     connect_fail_fast,
     consumer_stats,
+    storage_stats,
     stream_stats,
 )
 from brokers._auth import ENVIRONMENT as NATS_AUTH_ENVIRONMENT
@@ -124,6 +129,7 @@ __all__ += [
     "check_reachable",
     "connect_fail_fast",
     "consumer_stats",
+    "storage_stats",
     "stream_stats",
     "with_default_auth",
 ]

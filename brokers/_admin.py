@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.js.api import ConsumerInfo
 
 from brokers._connect import (
@@ -111,6 +112,8 @@ class StreamStats:
 
     name: str
     messages: int
+    bytes: int = 0
+    """Bytes stored (messages with their subjects and headers)."""
 
 
 def _consumer_stats(info: ConsumerInfo) -> ConsumerStats:
@@ -130,6 +133,26 @@ async def consumer_stats(broker: JetStreamBroker, stream: str) -> list[ConsumerS
 
 
 async def stream_stats(broker: JetStreamBroker, stream: str) -> StreamStats:
-    """How many messages ``stream`` holds."""
+    """How many messages (and bytes) ``stream`` holds."""
     info = await broker.js.stream_info(stream)
-    return StreamStats(name=stream, messages=info.state.messages or 0)
+    return StreamStats(
+        name=stream, messages=info.state.messages or 0, bytes=info.state.bytes or 0
+    )
+
+
+async def storage_stats(broker: JetStreamBroker) -> list[StreamStats]:
+    """What each stream of the prefix stores, buckets included: history, work, dead letters,
+    the instances and schedules KV buckets and the payloads Object Store (a bucket never
+    created, such as the schedules' before the first schedule, is left out)."""
+    s = broker.subjects
+    names = [
+        s.history_stream, s.work_stream, s.deadletter_stream, f"KV_{s.instances_bucket}",
+        f"KV_{s.schedules_bucket}", f"OBJ_{s.payloads_bucket}",
+    ]
+    found = []
+    for name in names:
+        try:
+            found.append(await stream_stats(broker, name))
+        except nats.js.errors.NotFoundError:
+            continue
+    return found

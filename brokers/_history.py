@@ -265,11 +265,18 @@ class HistoryStore(BrokerBase):
         )
 
     async def purge_instance(self, instance_id: str) -> None:
-        """Remove an instance's history, pending timers and record."""
+        """Remove an instance's history, pending timers (its retention schedule among them),
+        the copies of work sent to it and of requests to stop its activities, and its record.
+
+        The record's purge leaves a marker (so that watchers see the instance go), which
+        expires after ``PURGE_MARKER_TTL`` (``purge_key``).
+        """
         s = self.subjects
-        await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": s.history(instance_id)})
-        await self._api(
-            f"STREAM.PURGE.{s.history_stream}", {"filter": f"{s.prefix}.timer.{instance_id}.>"}
-        )
-        kv = await self.instances()
-        await kv.purge(instance_id)
+        for subject in (
+            s.history(instance_id),
+            f"{s.prefix}.timer.{instance_id}.>",
+            s.outbox_workflow(instance_id),
+            s.cancel(instance_id),
+        ):
+            await self._api(f"STREAM.PURGE.{s.history_stream}", {"filter": subject})
+        await self.purge_key(await self.instances(), instance_id)

@@ -14,7 +14,10 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
   written with history: ``<p>.outbox.app.<app>.<instance>``, sourced by a second source).
   Durable pull consumers on it are shared by all workers.
 - ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
+- ``<P>_HISTORY`` also holds ``<p>.cancel.<instance>`` requests to stop activities and
+  ``<p>.schedule.<schedule>`` recurring schedules (targeting ``<p>.outbox.workflow.<schedule>``).
 - KV bucket ``<p>_instances``: the status projection of each instance.
+- KV bucket ``<p>_schedules``: what each recurring schedule starts (created on first use).
 - Object Store bucket ``<p>_payloads``: payloads over the inline size threshold
   (``brokers._payload_store``).
 """
@@ -33,10 +36,13 @@ from brokers._history import HistoryStore, _DirectGetReply
 from brokers._payload_store import DEFAULT_THRESHOLD, PayloadStore
 from brokers._pull import WorkMessage
 from brokers._records import RecordStore
+from brokers._signals import SignalStore
 from brokers._subjects import Subjects
 
+DEFAULT_OUTBOX_TTL = "24h"
 
-class JetStreamBroker(HistoryStore, RecordStore):
+
+class JetStreamBroker(HistoryStore, RecordStore, SignalStore):
     """Everything jetloom does on JetStream, over one connection."""
 
     def __init__(
@@ -46,6 +52,7 @@ class JetStreamBroker(HistoryStore, RecordStore):
         *,
         replicas: int = 1,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
+        outbox_ttl: str = DEFAULT_OUTBOX_TTL,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -56,7 +63,10 @@ class JetStreamBroker(HistoryStore, RecordStore):
             replicas=replicas,
         )
         self._kv: KeyValue | None = None
-        self.outbox_ttl = "24h"
+        self._schedules_kv: KeyValue | None = None
+        self.outbox_ttl = outbox_ttl
+        """Per-message TTL (``Nats-TTL``) of the copies of dispatches in the history stream:
+        they are in transit to the work stream, the history is the record."""
         self._direct_inbox = nc.new_inbox()
         self._direct_sub: Subscription | None = None
         self._direct_token = 0
@@ -86,26 +96,6 @@ class JetStreamBroker(HistoryStore, RecordStore):
 
         async def send() -> int:
             return (await self.js.publish(subject, data, headers=hdrs, timeout=10)).seq
-
-        return await retry_transient(send)
-
-    async def publish_unique(
-        self, subject: str, data: bytes, *, msg_id: str, headers: dict[str, str] | None = None
-    ) -> bool:
-        """Publish a message that only the first publisher of ``msg_id`` may write.
-
-        Returns False if the stream already holds a message with that id (within its duplicate
-        window) from someone else. A publish sent again after a lost ack (a leader election)
-        that finds its own first copy counts as written.
-        """
-        hdrs = {**(headers or {}), "Nats-Msg-Id": msg_id}
-        attempts = 0
-
-        async def send() -> bool:
-            nonlocal attempts
-            attempts += 1
-            ack = await self.js.publish(subject, data, headers=hdrs, timeout=10)
-            return not ack.duplicate or attempts > 1
 
         return await retry_transient(send)
 

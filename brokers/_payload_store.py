@@ -14,6 +14,7 @@ storing the same value twice (a retried task, a redelivered activity) writes one
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -191,7 +192,11 @@ class PayloadStore:
         return value
 
     async def delete(self, names: Iterable[str]) -> int:
-        """Delete the named objects of this bucket; returns how many were deleted."""
+        """Delete the named objects of this bucket; returns how many were deleted.
+
+        Nothing of them is left: an Object Store delete keeps a marker (the object's
+        metadata, flagged deleted) for watchers, and jetloom has none, so it is purged too.
+        """
         deleted = 0
         names = sorted(set(names))
         if not names:
@@ -201,6 +206,10 @@ class PayloadStore:
             with contextlib.suppress(ObjectNotFoundError):
                 await store.delete(name)
                 deleted += 1
+                encoded = base64.urlsafe_b64encode(name.encode()).decode()
+                await self.js.purge_stream(
+                    f"OBJ_{self.bucket}", subject=f"$O.{self.bucket}.M.{encoded}"
+                )
             self._stored.pop(name, None)
             dropped = self._cache.pop(name, None)
             if dropped is not None:

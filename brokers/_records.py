@@ -105,8 +105,10 @@ class RecordStore(BrokerBase):
         *,
         revision: int | None = None,
         new: bool = False,
+        keep_equal: bool = False,
     ) -> int | None:
-        """Write a record unless the stored one reflects more history (``seq_of(bytes)``).
+        """Write a record unless the stored one reflects more history (``seq_of(bytes)``), or,
+        with ``keep_equal``, as much.
 
         ``revision`` (the revision the caller wrote last) or ``new`` (no record expected) try
         a single compare-and-set first. Returns the new revision (None: not written).
@@ -124,7 +126,8 @@ class RecordStore(BrokerBase):
             try:
                 if current is None:
                     return int(await kv.create(instance_id, value))
-                if seq_of(current[0]) > history_seq:
+                stored_seq = seq_of(current[0])
+                if stored_seq > history_seq or (keep_equal and stored_seq == history_seq):
                     return None
                 return await self._update_record(instance_id, value, current[1])
             except (KeyWrongLastSequenceError, nats.js.errors.BadRequestError):

@@ -73,6 +73,11 @@ class Subjects:
         """Object Store bucket of payloads over the inline size threshold."""
         return f"{self.prefix}_payloads"
 
+    @property
+    def schedules_bucket(self) -> str:
+        """KV bucket of recurring schedules."""
+        return f"{self.prefix}_schedules"
+
     def history(self, instance_id: str) -> str:
         """Subject of one instance's history."""
         return f"{self.prefix}.history.{instance_id}"
@@ -80,6 +85,27 @@ class Subjects:
     def timer(self, instance_id: str, timer_id: int | str) -> str:
         """Subject holding one timer's schedule."""
         return f"{self.prefix}.timer.{instance_id}.{timer_id}"
+
+    def retention_timer(self, instance_id: str) -> str:
+        """Subject of the message schedule that purges a finished instance (its retention)."""
+        return self.timer(instance_id, "retention")
+
+    def cancel(self, instance_id: str) -> str:
+        """Subject of the requests to stop activities of an instance."""
+        return f"{self.prefix}.cancel.{instance_id}"
+
+    @property
+    def cancels(self) -> str:
+        """Wildcard of every instance's cancel requests (what activity workers listen to)."""
+        return f"{self.prefix}.cancel.*"
+
+    def schedule(self, schedule_id: str) -> str:
+        """Subject holding a recurring schedule (a message schedule, ADR-51)."""
+        return f"{self.prefix}.schedule.{schedule_id}"
+
+    def is_schedule(self, subject: str) -> bool:
+        """True for a recurring schedule's subject (``<p>.schedule.<id>``)."""
+        return subject.startswith(f"{self.prefix}.schedule.")
 
     def start(self, workflow_name: str, app: str = "") -> str:
         """Public subject to start a workflow (of application ``app``, if given)."""
@@ -203,3 +229,15 @@ def schedule_headers(fire_at: datetime, target: str, ttl: str | None = None) -> 
     if ttl is not None:
         headers["Nats-Schedule-TTL"] = ttl
     return headers
+
+
+def recurring_schedule_headers(schedule: str, target: str, ttl: str) -> dict[str, str]:
+    """Headers of a recurring message schedule (ADR-51): the server publishes the message's
+    body to ``target`` on every tick of ``schedule`` (six-field cron or ``@every <d>``), each
+    copy with the per-message TTL ``ttl``. Every copy carries ``Nats-Scheduler`` (this
+    schedule's subject) and ``Nats-Schedule-Next`` (the following tick)."""
+    return {
+        "Nats-Schedule": schedule,
+        "Nats-Schedule-Target": target,
+        "Nats-Schedule-TTL": ttl,
+    }

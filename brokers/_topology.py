@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -21,6 +22,9 @@ from brokers._errors import api_error, retry_transient
 from brokers._payload_store import PayloadStore
 from brokers._subjects import Subjects
 
+PURGE_MARKER_TTL = 60.0
+"""Seconds the marker of a purged key stays in a KV bucket: long enough for every watch to see
+the key go, short enough that purged instances leave nothing behind."""
 READ_TIMEOUT = 3.0
 """Seconds a read (direct get, message get) waits for its answer before it is asked again
 (``retry_transient``): a healthy server answers in a millisecond; during a leader election
@@ -104,6 +108,8 @@ class BrokerBase:
                     f"{s.prefix}.history.*",
                     f"{s.prefix}.outbox.>",
                     f"{s.prefix}.timer.>",
+                    f"{s.prefix}.cancel.*",
+                    f"{s.prefix}.schedule.*",
                 ],
                 "retention": "limits",
                 "storage": "file",
@@ -225,20 +231,45 @@ class BrokerBase:
     async def instances(self) -> KeyValue:
         """The instances KV bucket, created on first use."""
         if self._kv is None:
-            try:
-                kv = await self.js.key_value(self.subjects.instances_bucket)
-                await self._raise_replicas(f"KV_{self.subjects.instances_bucket}")
-                self._kv = kv
-            except BucketNotFoundError:
-                self._kv = await self.js.create_key_value(
-                    KeyValueConfig(
-                        bucket=self.subjects.instances_bucket,
-                        history=1,
-                        storage=StorageType.FILE,
-                        replicas=self.replicas,
-                    )
-                )
+            self._kv = await self._bucket(self.subjects.instances_bucket)
         return self._kv
+
+    async def _bucket(self, bucket: str) -> KeyValue:
+        """A KV bucket (history 1, file storage), created if missing; replicas raised to the
+        broker's (never lowered).
+
+        Its stream allows per-message TTLs, so that the marker a purge leaves expires
+        (``purge_key``); a bucket created by an older client is updated to allow them, if the
+        user may (else its purge markers stay, as before).
+        """
+        try:
+            kv = await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(  # allows per-message TTLs
+                KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=self.replicas,
+                )
+            )
+        info = await self._api(f"STREAM.INFO.KV_{bucket}", None)
+        current = info["config"]
+        wanted = {
+            "allow_msg_ttl": True,
+            "num_replicas": kept_replicas(current.get("num_replicas"), self.replicas),
+        }
+        if any(current.get(k) != v for k, v in wanted.items()):
+            try:
+                await self._api(f"STREAM.UPDATE.KV_{bucket}", {**current, **wanted})
+            except Exception as exc:  # e.g. no permission to update: keep working as before
+                _log.warning("bucket.update_failed", bucket=bucket, error=repr(exc))
+        return kv
+
+    async def purge_key(self, kv: KeyValue, key: str) -> None:
+        """Purge a key, leaving a marker (watchers see the key go) that expires after
+        ``PURGE_MARKER_TTL``; a bucket without per-message TTLs keeps the marker."""
+        try:
+            await kv.purge(key, msg_ttl=PURGE_MARKER_TTL)
+        except nats.js.errors.BadRequestError:
+            await kv.purge(key)
 
     async def ensure_consumer(
         self, name: str, filter_subjects: list[str], *, ack_wait: float, max_ack_pending: int

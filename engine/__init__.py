@@ -1,7 +1,8 @@
 """jetloom: durable workflows for Python on NATS JetStream.
 
 The public API: everything a user (or another package) needs is exported here; the modules
-below ``engine`` (``core``, ``worker``, ``client``, ``offload``, ``cli``, ``http``) are private.
+below ``engine`` (``core``, ``worker``, ``client``, ``offload``, ``purge``, ``cli``, ``http``) are
+private.
 ``engine.dapr`` mirrors Dapr's workflow SDK for programs ported from Dapr.
 """
 
@@ -16,6 +17,9 @@ from engine.core.errors import (
     InvalidInstanceIdError,
     JetloomError,
     NonDeterminismError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+    TaskCancelledError,
     TaskFailedError,
     WorkflowNotRegisteredError,
 )
@@ -32,6 +36,7 @@ from engine.core.events import (
     FailureDetails,
     HistoryEvent,
     ParentInfo,
+    TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
@@ -40,7 +45,9 @@ from engine.core.events import (
     WorkflowTaskStarted,
 )
 from engine.core.executor import ReplayRules
+from engine.core.retention import RetentionPolicy
 from engine.core.retry import RetryPolicy
+from engine.core.schedules import WorkflowSchedule
 from engine.core.state import WorkflowState
 from engine.core.status import WorkflowStatus
 from engine.core.tasks import Task, when_all, when_any
@@ -71,8 +78,13 @@ __all__ = [
     "NonDeterminismError",
     "ParentInfo",
     "ReplayRules",
+    "RetentionPolicy",
     "RetryPolicy",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "Task",
+    "TaskCancelRequested",
+    "TaskCancelledError",
     "TaskCompleted",
     "TaskFailed",
     "TaskFailedError",
@@ -83,6 +95,7 @@ __all__ = [
     "WorkflowContext",
     "WorkflowNotRegisteredError",
     "WorkflowRuntime",
+    "WorkflowSchedule",
     "WorkflowState",
     "WorkflowStatus",
     "WorkflowTaskStarted",

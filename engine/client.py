@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from brokers import (
     DEFAULT_THRESHOLD,
@@ -26,6 +27,8 @@ from engine.core.errors import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
     InstanceNotFoundError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
 )
 from engine.core.events import (
     EventRaised,
@@ -34,6 +37,8 @@ from engine.core.events import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+    ScheduledStart,
+    TaskCancelRequested,
     TaskCommit,
     WorkItem,
     current_run,
@@ -41,19 +46,35 @@ from engine.core.events import (
     encode,
     history_events,
     run_is_finished,
+    task_commits,
 )
 from engine.core.instance_ids import app_token, check_instance_id, new_instance_id
 from engine.core.registry import check_name
+from engine.core.rerun import rerun_history
+from engine.core.results import termination
+from engine.core.schedules import (
+    ScheduleRecord,
+    WorkflowSchedule,
+    check_overlap,
+    check_schedule_id,
+    decode_schedule,
+    encode_schedule,
+    schedule_spec,
+)
 from engine.core.state import (
     InstanceRecord,
     WorkflowState,
     decode_record,
     encode_record,
     history_seq_of,
+    pending_record,
+    run_seq_of,
 )
 from engine.core.status import WorkflowStatus
-from engine.offload import offload, refs_in, resolve, resolve_all
-from observability import publish_span
+from engine.offload import offload, offload_all, resolve, resolve_all
+from engine.purge import purge_finished
+from engine.worker.dispatch import Dispatcher, still_open
+from observability import dispatch_trace_headers, publish_span
 
 STEERING_TIMEOUT = 60.0
 """Seconds ``pause_workflow``/``resume_workflow`` wait by default for the instance to take the
@@ -170,12 +191,7 @@ class WorkflowClient:
             InvalidInstanceIdError: the id is not 1-64 letters, digits, '-' or '_'.
         """
         await self._ensure_ready()
-        name = check_name(
-            "workflow",
-            workflow
-            if isinstance(workflow, str)
-            else getattr(workflow, "__jetloom_name__", workflow.__name__),
-        )
+        name = _workflow_name(workflow)
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be timezone-aware (use UTC)")
         if instance_id is None:  # a fresh id has no history to read
@@ -208,7 +224,7 @@ class WorkflowClient:
             if start_at is not None and start_at > now:
                 seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
                 await self._broker.put_record(
-                    iid, _pending_record(iid, stored, seq), seq, history_seq_of,
+                    iid, pending_record(iid, stored, seq), seq, history_seq_of,
                     new=not last_seq,
                 )
             else:
@@ -247,7 +263,7 @@ class WorkflowClient:
         wins and a worker that takes the start always finds the record.
         """
         claimed = await self._broker.claim_record(
-            iid, _pending_record(iid, stored, last_seq),
+            iid, pending_record(iid, stored, last_seq),
             None if previous is None else previous[1],
         )
         if claimed is None:
@@ -255,14 +271,15 @@ class WorkflowClient:
                 f"instance {iid!r} was started by someone else just now"
             )
         # One message on the instance's outbox subject, sourced into the work stream like
-        # every other dispatch. Its id is the same for everyone who read the history at this
-        # sequence: a second copy (a retry) is dropped by the stream.
+        # every other dispatch. Its id names this run, so a retry of the publish is dropped by
+        # the stream, and a start of the same id after a purge (same history sequence, within
+        # the duplicate window) is not. Of concurrent starts, the record claim picked one.
         item = WorkItem(iid, [stored], stored.execution_id, after_seq=last_seq)
         s = self._broker.subjects
         try:
-            sent = await self._broker.publish_unique(
+            await self._broker.publish(
                 s.outbox_workflow(iid, stored.app_id), encode(item),
-                msg_id=f"{iid}:start:{last_seq}",
+                msg_id=f"{iid}:start:{stored.execution_id}",
                 headers={"Nats-TTL": self._broker.outbox_ttl},
             )
         except BaseException:
@@ -271,8 +288,6 @@ class WorkflowClient:
                 iid, None if previous is None else previous[0], claimed
             )
             raise
-        if not sent:
-            raise _still_running(iid)  # an earlier start decided at this sequence is on its way
 
     async def _append_scheduled_start(
         self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime
@@ -424,12 +439,22 @@ class WorkflowClient:
             yield WorkflowState.from_record(record, fetch_payloads=False)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        """The instance's event log (its current run), oldest first."""
+        """The instance's event log (its current run), oldest first; empty while its run has
+        no history (a start no worker has run yet).
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+        """
         await self._ensure_ready()
-        stored = await self._broker.load_history(check_instance_id(instance_id))
-        if not stored:
+        stored, record = await asyncio.gather(
+            self._broker.load_history(check_instance_id(instance_id)),
+            self._broker.get_record(instance_id),
+        )
+        if not stored and record is None:
             raise InstanceNotFoundError(f"no instance {instance_id!r}")
         events = current_run(history_events(item.data for item in stored))
+        if record is not None and _not_run_yet(decode_record(record[0]), events):
+            return []
         return await resolve_all(self._broker.payloads, events)
 
     # ---------------------------------------------------------------- steering
@@ -507,50 +532,326 @@ class WorkflowClient:
     async def terminate_workflow(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
     ) -> None:
-        """Terminate an instance (and, with ``recursive``, its running child workflows)."""
-        await self._send(
-            instance_id,
-            ExecutionTerminated(
-                timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
-            ),
+        """Terminate an instance (and, with ``recursive``, its running child workflows).
+
+        Any unfinished instance can be terminated. One whose run has not run a workflow task
+        (no worker took its start yet, or none can: its workflow is hosted nowhere) ends here
+        at once; the others end in their next workflow task, which records the termination
+        without running the workflow's code if that code cannot run.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: the instance has completed, failed or been terminated.
+        """
+        terminate = ExecutionTerminated(
+            timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
         )
+        record = await self._unfinished_record(instance_id)
+        if not await self._terminate_unstarted(instance_id, record, terminate):
+            await self._deliver(instance_id, record, terminate)
+
+    async def _terminate_unstarted(
+        self, iid: str, record: InstanceRecord, terminate: ExecutionTerminated
+    ) -> bool:
+        """End a run that has not run a workflow task: append its termination (and, if it
+        has no history yet, its start, as the record shows it) and write the record. False
+        if the run has run, or a worker took its start meanwhile (the append conflicted)."""
+        if record.status not in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
+            return False
+        last_seq, last_data = await self._broker.last_history_seq(iid)
+        last = [] if last_data is None else decode_commit(last_data).events
+        if last_seq == record.history_seq and (not last or run_is_finished(last)):
+            events: list[HistoryEvent] = [ExecutionStarted(
+                timestamp=record.created_at, name=record.name,
+                execution_id=record.execution_id, input=record.input, app_id=record.app_id,
+            )]  # its start is still on its way to a worker (or cannot be run by any)
+        elif (
+            len(last) == 1
+            and isinstance(last[0], ExecutionStarted)
+            and last[0].execution_id == record.execution_id
+        ):
+            events = []  # a start due later (start_at): its timer finds the run ended
+        else:
+            return False
+        ended = termination(terminate, terminate.timestamp)
+        stored = await offload_all(self._broker.payloads, iid, [*events, *ended.new_events])
+        try:
+            seq = await self._broker.commit(iid, last_seq, [encode(TaskCommit(stored))])
+        except AppendConflictError:
+            return False
+        if events and last_seq:
+            await self._broker.compact_history(iid, seq)  # the finished run it replaced
+        record.status, record.output, record.failure = ended.status, ended.output, None
+        record.history_seq, record.last_updated_at = seq, terminate.timestamp
+        record = await offload(self._broker.payloads, iid, record)
+        await self._broker.put_record(
+            iid, encode_record(record), seq, run_seq_of(record.execution_id)
+        )
+        return True
 
     async def purge_workflow(self, instance_id: str, *, recursive: bool = True) -> int:
-        """Remove a finished instance's history and state (and its children's, if recursive).
+        """Remove a finished or STALLED instance's history and state (and its children's, if
+        recursive). A STALLED instance's work still on its way finds no instance and runs
+        nothing.
 
         Returns:
             How many instances were purged.
 
         Raises:
             InstanceNotFoundError: no such instance.
-            InstanceAlreadyRunningError: the instance has not finished.
+            InstanceAlreadyRunningError: the instance is PENDING, RUNNING or SUSPENDED:
+                terminate it first.
         """
         await self._ensure_ready()
-        stored = await self._broker.get_record(check_instance_id(instance_id))
+        return await purge_finished(self._broker, check_instance_id(instance_id),
+                                    recursive=recursive)
+
+    # ---------------------------------------------------------------- rerunning
+
+    async def rerun_workflow_from_event(
+        self,
+        source_instance_id: str,
+        event_id: int,
+        *,
+        new_instance_id: str | None = None,
+        input: Any = None,
+        overwrite_input: bool = False,
+    ) -> str:
+        """Run a finished instance again from one of its activities, as a new instance.
+
+        The new instance's history is the source's up to the activity scheduled at
+        ``event_id`` (its position in ``get_history``: the ``#`` column of ``jetloom
+        history``), with the workflow task that scheduled it. That activity runs again (with
+        ``input`` when ``overwrite_input``), and the workflow code as deployed now carries on
+        from there. The source is not changed. Activities scheduled together with it run
+        again too (a fan-out); one of its children still running at that point cannot be
+        rerun from.
+
+        Returns:
+            The new instance's id (``new_instance_id``, or a generated one).
+
+        Raises:
+            InstanceNotFoundError: no such source instance.
+            InstanceAlreadyRunningError: the source has not finished, or an instance with the
+                new id is running.
+            ValueError: ``event_id`` is not an activity's ``task_scheduled`` of the source, or
+                the new id is the source's.
+        """
+        await self._ensure_ready()
+        source = check_instance_id(source_instance_id)
+        stored = await self._broker.get_record(source)
         if stored is None:
-            raise InstanceNotFoundError(f"no instance {instance_id!r} to purge")
-        record = decode_record(stored[0])
-        if not WorkflowStatus(record.status).is_terminal:
-            raise InstanceAlreadyRunningError(
-                f"instance {instance_id!r} is {record.status}; terminate it before purging"
+            raise InstanceNotFoundError(
+                f"no instance {source!r} to rerun; check the id (jetloom list shows instances)"
             )
-        purged = 0
-        if recursive:
-            for child in record.children:
-                with contextlib.suppress(InstanceNotFoundError):
-                    purged += await self.purge_workflow(child, recursive=True)
-        # Payloads this instance stored in the Object Store go with it.
-        history = history_events(
-            item.data for item in await self._broker.load_history(instance_id)
+        record = decode_record(stored[0])
+        status = WorkflowStatus(record.status)
+        if not (status.is_terminal or status is WorkflowStatus.STALLED):
+            raise InstanceAlreadyRunningError(
+                f"instance {source!r} is {record.status}: a rerun starts from a finished "
+                "instance; wait for it, or terminate it first"
+            )
+        events = await self.get_history(source)
+        if new_instance_id is None:
+            iid, last_seq, previous = uuid.uuid4().hex, 0, None  # a fresh id has no history
+        else:
+            iid = check_instance_id(new_instance_id)
+            if iid == source:
+                raise ValueError(
+                    f"a rerun of {source!r} is a new instance: give it another id (the source "
+                    "stays as it is)"
+                )
+            last_seq, previous = await self._startable(iid)
+        s = self._broker.subjects
+        with publish_span(
+            s.outbox_workflow(iid, record.app_id),
+            s.outbox_workflow("*", record.app_id),
+            name=f"rerun_workflow {record.name}",
+            attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": record.name,
+                        "jetloom.rerun.source": source, "jetloom.rerun.event_id": event_id},
+        ) as trace_headers:
+            history = rerun_history(
+                source, events, event_id,
+                execution_id=uuid.uuid4().hex,
+                now=datetime.now(UTC),
+                new_input=to_json(input) if overwrite_input else None,
+                traceparent=trace_headers.get("traceparent", ""),
+                tracestate=trace_headers.get("tracestate", ""),
+            )
+            await self._append_rerun(iid, last_seq, previous, history)
+        return iid
+
+    async def _append_rerun(
+        self,
+        iid: str,
+        last_seq: int,
+        previous: tuple[bytes, int] | None,
+        history: list[HistoryEvent],
+    ) -> None:
+        """Write a rerun's history with the dispatches of its open activities and timers (one
+        atomic batch, so a rerun exists whole or not at all), then its RUNNING record."""
+        payloads = self._broker.payloads
+        stored = await offload_all(payloads, iid, history)
+        started = stored[0]
+        assert isinstance(started, ExecutionStarted)
+        open_commands = [
+            e for e in still_open(stored, stored) if not isinstance(e, TaskCancelRequested)
+        ]
+        dispatches = Dispatcher(self._broker.subjects, self._broker.outbox_ttl).for_task(
+            iid, [], open_commands, dispatch_trace_headers(started)
         )
-        names = {ref.name for ref in refs_in([*history, record], scope=instance_id)}
-        await self._broker.purge_instance(instance_id)
-        await self._broker.payloads.delete(names)
-        return purged + 1
+        messages = task_commits(stored, [], self._broker.nc.max_payload)
+        try:
+            seq = await self._broker.append(iid, last_seq, messages, dispatches)
+        except AppendConflictError:
+            raise InstanceAlreadyRunningError(
+                f"instance {iid!r} was started by someone else just now"
+            ) from None
+        running = InstanceRecord(
+            instance_id=iid,
+            name=started.name,
+            status=WorkflowStatus.RUNNING.value,
+            created_at=started.timestamp,
+            last_updated_at=started.timestamp,
+            execution_id=started.execution_id,
+            history_seq=seq,
+            input=started.input,
+            app_id=started.app_id,
+        )
+        await self._broker.put_record(
+            iid, encode_record(running), seq, history_seq_of, new=previous is None
+        )
+        if last_seq:
+            await self._broker.compact_history(iid, seq - len(messages) + 1)
+
+    # ---------------------------------------------------------------- schedules
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        workflow: Callable[..., Any] | str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        input: Any = None,
+        overlap: str = "skip",
+    ) -> None:
+        """Start ``workflow`` on a recurring schedule, kept and fired by nats-server itself.
+
+        Give ``cron`` (five fields, or six with seconds first, or an alias such as
+        ``@daily``; UTC) or ``every`` (whole seconds). Each firing starts one instance, with
+        ``input``, named ``<schedule_id>-<tick>`` (e.g. ``nightly-20261207T090000Z``), when a
+        worker takes it: firings made while no worker runs wait for one. With
+        ``overlap="skip"`` a firing starts nothing while the instance the previous one started
+        has not finished; ``"allow"`` starts one on every tick.
+
+        Raises:
+            ScheduleAlreadyExistsError: a schedule with that id exists (delete it first).
+            ValueError: an invalid id (1-40 letters, digits, '-', '_'), cron expression,
+                interval or overlap, or an input over the large payload threshold.
+        """
+        await self._ensure_ready()
+        check_schedule_id(schedule_id)
+        spec = schedule_spec(cron=cron, every=every)
+        raw = to_json(input)
+        if len(raw) > self._broker.payloads.threshold:
+            raise ValueError(
+                f"the input of schedule {schedule_id!r} is {len(raw)} bytes of JSON; a "
+                f"schedule's input is kept inline (at most {self._broker.payloads.threshold})"
+            )
+        record = ScheduleRecord(
+            schedule_id=schedule_id,
+            workflow=_workflow_name(workflow),
+            schedule=spec,
+            created_at=datetime.now(UTC),
+            input=raw,
+            overlap=check_overlap(overlap),
+            app_id=self.app_id,
+        )
+        if not await self._broker.put_schedule(schedule_id, encode_schedule(record), None):
+            raise ScheduleAlreadyExistsError(
+                f"schedule {schedule_id!r} exists; delete it first, or choose another id"
+            )
+        try:
+            await self._put_schedule_message(record)
+        except BaseException:
+            await self._broker.delete_schedule(schedule_id)
+            raise
+
+    async def list_schedules(self) -> list[WorkflowSchedule]:
+        """Every recurring schedule, by id."""
+        await self._ensure_ready()
+        records = [decode_schedule(value) for value in await self._broker.list_schedules()]
+        return [
+            WorkflowSchedule.from_record(r) for r in sorted(records, key=lambda r: r.schedule_id)
+        ]
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        """Stop a schedule's firings until it is resumed (firings already made start
+        nothing).
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        await self._change_schedule(schedule_id, paused=True)
+        await self._broker.remove_schedule_message(schedule_id)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        """Let a paused schedule fire again, from its next tick.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        record = await self._change_schedule(schedule_id, paused=False)
+        await self._put_schedule_message(record)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Remove a schedule; the instances it started are not touched.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        await self._ensure_ready()
+        if await self._broker.get_schedule(check_schedule_id(schedule_id)) is None:
+            raise _no_schedule(schedule_id)
+        await self._broker.remove_schedule_message(schedule_id)
+        await self._broker.delete_schedule(schedule_id)
+
+    async def _change_schedule(self, schedule_id: str, *, paused: bool) -> ScheduleRecord:
+        await self._ensure_ready()
+        check_schedule_id(schedule_id)
+        while True:
+            stored = await self._broker.get_schedule(schedule_id)
+            if stored is None:
+                raise _no_schedule(schedule_id)
+            record = msgspec.structs.replace(decode_schedule(stored[0]), paused=paused)
+            if await self._broker.put_schedule(schedule_id, encode_schedule(record), stored[1]):
+                return record
+
+    async def _put_schedule_message(self, record: ScheduleRecord) -> None:
+        """The message schedule that nats-server fires: its body names the schedule and its
+        spec, its target is the schedule's work subject."""
+        s = self._broker.subjects
+        await self._broker.put_schedule_message(
+            record.schedule_id,
+            encode(ScheduledStart(record.schedule_id, record.schedule)),
+            record.schedule,
+            s.outbox_workflow(record.schedule_id, record.app_id),
+        )
 
     async def _send(
         self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
     ) -> None:
+        record = await self._unfinished_record(instance_id)
+        await self._deliver(instance_id, record, event, msg_id=msg_id)
+
+    async def _unfinished_record(self, instance_id: str) -> InstanceRecord:
+        """The record of an instance that takes events.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            InstanceFinishedError: it has completed, failed or been terminated.
+        """
         await self._ensure_ready()
         stored = await self._broker.get_record(check_instance_id(instance_id))
         if stored is None:
@@ -564,12 +865,32 @@ class WorkflowClient:
                 "start a new run with schedule_new_workflow",
                 record.status,
             )
+        return record
+
+    async def _deliver(
+        self,
+        instance_id: str,
+        record: InstanceRecord,
+        event: HistoryEvent,
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        """Send ``event`` to the run ``record`` shows, through the instance's inbox."""
         item = WorkItem(instance_id, [event], record.execution_id)
         await self._broker.publish(
             self._broker.subjects.inbox(instance_id, record.app_id),
             encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )
+
+
+def _not_run_yet(record: InstanceRecord, run: list[HistoryEvent]) -> bool:
+    """True if ``record`` shows a run that is not in history yet (``run``, the last run
+    stored, is empty or an earlier run of the id)."""
+    waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
+    return record.status in waiting and not any(
+        isinstance(e, ExecutionStarted) and e.execution_id == record.execution_id for e in run
+    )
 
 
 def _still_running(iid: str) -> InstanceAlreadyRunningError:
@@ -579,16 +900,17 @@ def _still_running(iid: str) -> InstanceAlreadyRunningError:
     )
 
 
-def _pending_record(iid: str, started: ExecutionStarted, history_seq: int) -> bytes:
-    """The record of a run that is started and not yet picked up by a worker."""
-    return encode_record(InstanceRecord(
-        instance_id=iid,
-        name=started.name,
-        status=WorkflowStatus.PENDING.value,
-        created_at=started.timestamp,
-        last_updated_at=started.timestamp,
-        execution_id=started.execution_id,
-        history_seq=history_seq,
-        input=started.input,
-        app_id=started.app_id,
-    ))
+def _no_schedule(schedule_id: str) -> ScheduleNotFoundError:
+    return ScheduleNotFoundError(
+        f"no schedule {schedule_id!r}; check the id (jetloom schedule list shows schedules)"
+    )
+
+
+def _workflow_name(workflow: Callable[..., Any] | str) -> str:
+    """The registered name of a workflow given as a function or a name."""
+    return check_name(
+        "workflow",
+        workflow
+        if isinstance(workflow, str)
+        else getattr(workflow, "__jetloom_name__", workflow.__name__),
+    )

@@ -260,22 +260,38 @@ async def _wait_all(client: WorkflowClient, orders: list[DemoOrder]) -> dict[str
     return states
 
 
+STAGED_NOTE = (
+    "Orders marked (staged) are part of the show: the demo asks for more than the stock, makes "
+    "shipping fail and providers fail or time out, to show rejection, retries and compensation."
+)
+
+
 def _print_table(
     orders: list[DemoOrder], states: dict[str, WorkflowState], after: dict[str, int | None]
 ) -> None:
-    header = ("order", "outcome", "provider", "price", "stock", "duration", "what happened")
+    header = (
+        "order", "sku", "qty", "stock", "outcome", "provider", "price", "duration",
+        "what happened",
+    )
     rows = []
     for demo in orders:
         state = states[demo.order_id]
         result = _result_of(state)
         price = "" if result is None or result.price is None else f"{result.price:.2f}"
+        outcome = _outcome(state)
+        if outcome != demo.expected:
+            outcome += f" (expected {demo.expected})"
+        elif outcome != "shipped":
+            outcome += " (staged)"
         rows.append(
             (
                 demo.order_id,
-                _outcome(state),
+                demo.order.sku,
+                str(demo.order.quantity),
+                f"{demo.stock} -> {after[demo.order.sku]}",
+                outcome,
                 result.provider if result else "",
                 price,
-                f"{demo.stock} -> {after[demo.order.sku]}",
                 f"{_duration(state):.1f}s",
                 _note(demo, state),
             )
@@ -284,6 +300,8 @@ def _print_table(
     for row in [header, *rows]:
         cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]))
+    print()
+    print(STAGED_NOTE)
 
 
 async def run_demo(prefix: str, keep_logs: bool = False, console_port: int | None = None) -> int:

@@ -33,6 +33,9 @@ from engine.cli.serve_http import HTTP_DEFAULT_PORT, serve_api_and_console
 
 DEV_DEFAULT_PORT = 4222
 """``jetloom dev`` serves on NATS's usual port, so the other commands reach it by default."""
+DEV_DEFAULT_STORE = ".jetloom"
+"""Where ``jetloom dev`` keeps the embedded server's state: in the project, so a restart finds
+every instance and timer again."""
 
 
 # ------------------------------------------------------------------ the modules
@@ -54,6 +57,22 @@ def _import_target(target: str) -> ModuleType:
         spec.loader.exec_module(module)
         return module
     return importlib.import_module(target)
+
+
+def _check_targets(targets: Sequence[str]) -> None:
+    """Fail on a module that cannot be there, before anything else is looked at (a port, a
+    server): a missing ``.py`` file, or a dotted name whose top-level package is nowhere."""
+    for target in targets:
+        if target.endswith(".py") or os.sep in target:
+            if not Path(target).is_file():
+                raise CliError(
+                    f"no such file {target!r}; give a .py file or a dotted module name"
+                )
+        elif importlib.util.find_spec(target.partition(".")[0]) is None:
+            raise CliError(
+                f"cannot import {target!r}: no module named {target.partition('.')[0]!r}; "
+                "run from the project folder or give a file path"
+            )
 
 
 def _load_module(target: str) -> ModuleType:
@@ -110,17 +129,55 @@ def _find_runtimes(
     return hosted
 
 
-def _describe_runtime(target: str, name: str, runtime: WorkflowRuntime, prefix: str) -> None:
+def _one_runtime_each(
+    hosted: dict[tuple[str, str], WorkflowRuntime],
+) -> list[tuple[list[str], WorkflowRuntime]]:
+    """One runtime per namespace (prefix and server) hosting everything the modules' runtimes
+    register there, each named by the runtimes it stands for (``a.py:wfr and b.py:wfr``).
+
+    Runtimes of one namespace would compete for the same work, each taking starts and
+    activities it does not host; so the first hosts all of them (its settings, and the task
+    queues of all). A name two of them register for different functions is refused.
+    """
+    groups: dict[tuple[str, str | None], list[tuple[str, WorkflowRuntime]]] = {}
+    for (target, name), runtime in hosted.items():
+        key = (runtime.subjects.prefix, runtime.nats_url)
+        groups.setdefault(key, []).append((f"{target}:{name}", runtime))
+    clashes = [
+        f"{label} and {other_label} both register {', '.join(found)}"
+        for members in groups.values()
+        for i, (other_label, other) in enumerate(members)
+        for label, runtime in members[:i]
+        if (found := runtime.registry.clashes(other.registry))
+    ]
+    if clashes:
+        raise CliError(
+            f"cannot host these modules in one runtime: {'; '.join(clashes)}; a name is hosted "
+            "once, so rename one (name=...) or leave a module out"
+        )
+    hosts = []
+    for members in groups.values():
+        host = members[0][1]
+        for _, other in members[1:]:
+            host.registry.include(other.registry)
+            host.task_queues += [q for q in other.task_queues if q not in host.task_queues]
+        hosts.append(([label for label, _ in members], host))
+    return hosts
+
+
+def _describe_runtime(labels: list[str], runtime: WorkflowRuntime, prefix: str) -> None:
     workflows = ", ".join(runtime.registry.workflow_names) or "-"
     activities = ", ".join(runtime.registry.activity_names) or "-"
+    label = " and ".join([", ".join(labels[:-1]), labels[-1]]) if labels[1:] else labels[0]
+    shared = " in one runtime" if labels[1:] else ""
     print(
-        f"jetloom dev: hosting {target}:{name} (prefix {runtime.subjects.prefix!r}; "
+        f"jetloom dev: hosting {label}{shared} (prefix {runtime.subjects.prefix!r}; "
         f"workflows: {workflows}; activities: {activities})",
         flush=True,
     )
     if runtime.subjects.prefix != prefix:
         print(
-            f"jetloom dev: note: {target}:{name} uses prefix {runtime.subjects.prefix!r}, "
+            f"jetloom dev: note: {label} uses prefix {runtime.subjects.prefix!r}, "
             f"not {prefix!r}; run the other commands with --prefix {runtime.subjects.prefix}",
             flush=True,
         )
@@ -130,7 +187,10 @@ def _describe_runtime(target: str, name: str, runtime: WorkflowRuntime, prefix: 
 
 
 def _port_in_use(port: int) -> bool:
+    """True if something listens on ``port`` (connections of a server that just stopped, in
+    TIME_WAIT, do not count: a new server may listen there, as nats-server does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -149,7 +209,8 @@ def _embedded_server(args: argparse.Namespace) -> EmbeddedNatsServer:
             f"pass --nats-url nats://127.0.0.1:{port}); or choose another with --port "
             "(0 picks a free one)"
         )
-    return EmbeddedNatsServer(store_dir=args.store, port=port)
+    store = None if args.temporary else Path(args.store or DEV_DEFAULT_STORE).resolve()
+    return EmbeddedNatsServer(store_dir=store, port=port)
 
 
 def _start_nats(args: argparse.Namespace, url: str, server: EmbeddedNatsServer | None) -> None:
@@ -162,10 +223,12 @@ def _start_nats(args: argparse.Namespace, url: str, server: EmbeddedNatsServer |
         server.start()
     except (RuntimeError, FileNotFoundError) as exc:
         raise CliError(f"cannot start the embedded nats-server: {exc}") from None
-    print(
-        f"jetloom dev: NATS at {url} (embedded nats-server, store {server.store_dir})",
-        flush=True,
+    where = (
+        f"temporary store {server.store_dir}, removed on exit"
+        if args.temporary
+        else f"state kept in {server.store_dir}; --temporary for a throwaway store"
     )
+    print(f"jetloom dev: NATS at {url} (embedded nats-server, {where})", flush=True)
 
 
 # ------------------------------------------------------------------- hosting
@@ -240,11 +303,16 @@ def _ready_line(args: argparse.Namespace, url: str) -> str:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     external_url = args.nats_url or os.environ.get("NATS_URL")
-    if external_url and (args.port is not None or args.store is not None):
+    if external_url and (args.port is not None or args.store is not None or args.temporary):
         raise CliError(
-            f"--port and --store configure the embedded nats-server, but NATS_URL/--nats-url "
-            f"({redact_url(str(external_url))}) says to use an existing one; drop one or the other"
+            "--port, --store and --temporary configure the embedded nats-server, but "
+            f"NATS_URL/--nats-url ({redact_url(str(external_url))}) says to use an existing "
+            "one; drop one or the other"
         )
+    if args.store is not None and args.temporary:
+        raise CliError("--store keeps the state in a folder, --temporary throws it away; "
+                       "give one of them")
+    _check_targets(args.modules)
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # like 'python -m': modules of this project import
     # Logs, and traces/metrics when OTEL_EXPORTER_OTLP_ENDPOINT is set.
@@ -255,13 +323,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         # Modules read these at import time (e.g. WorkflowRuntime(prefix=os.environ[...])).
         os.environ["NATS_URL"] = url
         os.environ["JETLOOM_PREFIX"] = args.prefix
-        hosted = _find_runtimes(args.modules, url, nats_auth(args))
+        hosts = _one_runtime_each(_find_runtimes(args.modules, url, nats_auth(args)))
         _start_nats(args, url, server)
-        for (target, name), runtime in hosted.items():
-            _describe_runtime(target, name, runtime, args.prefix)
+        for labels, runtime in hosts:
+            _describe_runtime(labels, runtime, args.prefix)
         ready = _ready_line(args, url)
         run_service(_serve(
-            list(hosted.values()), lambda: print(ready, flush=True), _console_server(args, url)
+            [runtime for _, runtime in hosts], lambda: print(ready, flush=True),
+            _console_server(args, url),
         ))
         print("jetloom dev: stopped", flush=True)
         return 0

@@ -12,7 +12,13 @@ import sys
 from collections.abc import Sequence
 
 import observability
-from engine import InstanceAlreadyRunningError, InstanceNotFoundError, InvalidInstanceIdError
+from engine import (
+    InstanceAlreadyRunningError,
+    InstanceNotFoundError,
+    InvalidInstanceIdError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+)
 from engine.cli.errors import CliError
 from engine.cli.parser import build_parser
 
@@ -57,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         InstanceNotFoundError,
         InstanceAlreadyRunningError,
         InvalidInstanceIdError,
+        ScheduleAlreadyExistsError,
+        ScheduleNotFoundError,
     ) as exc:
         if os.environ.get("JETLOOM_DEBUG"):
             raise

@@ -100,9 +100,10 @@ class HistoryRow:
     """One event as the history table shows it."""
 
     index: int
+    """The event's id: its position in the run's history (the ``#`` column)."""
     event: HistoryEvent
     delta: float | None
-    """Seconds since the previous event (None for the first)."""
+    """Seconds since the latest event before it, never negative (None for the first)."""
     took: float | None
     """Seconds since the event that opened what this one closes (task, timer, child, run)."""
 
@@ -118,7 +119,7 @@ def history_rows(events: Sequence[HistoryEvent]) -> list[HistoryRow]:
     """The rows of ``events``, timing what each closing event closes."""
     opened: dict[str, datetime] = {}
     rows = []
-    previous: datetime | None = None
+    latest: datetime | None = None
     for index, event in enumerate(events):
         key = task_of(event)
         took: float | None = None
@@ -131,8 +132,11 @@ def history_rows(events: Sequence[HistoryEvent]) -> list[HistoryRow]:
             took = None if start is None else (event.timestamp - start).total_seconds()
         elif isinstance(event, ExecutionCompleted) and "run" in opened:
             took = (event.timestamp - opened["run"]).total_seconds()
-        delta = None if previous is None else (event.timestamp - previous).total_seconds()
-        previous = event.timestamp
+        # An event another process stamped (an activity's result, a raised event) may carry
+        # a time just before the task that recorded it: its delta is 0, and the next delta
+        # counts from the latest time seen, so the deltas add up to the time elapsed.
+        delta = None if latest is None else max(0.0, (event.timestamp - latest).total_seconds())
+        latest = event.timestamp if latest is None else max(latest, event.timestamp)
         rows.append(HistoryRow(index, event, delta, took))
     return rows
 
@@ -148,11 +152,13 @@ def _event_style(event: HistoryEvent) -> str:
 
 
 def history_as_json(rows: Sequence[HistoryRow]) -> list[dict[str, Any]]:
-    """The events as tagged JSON objects, each with ``delta_s`` / ``took_s`` added."""
+    """The events as tagged JSON objects, each with its ``event_id`` (its position, what
+    ``jetloom rerun --from-event`` takes) and ``delta_s`` / ``took_s`` added."""
     events: list[dict[str, Any]] = msgspec.json.decode(
         msgspec.json.encode([row.event for row in rows])
     )
     for event, row in zip(events, rows, strict=True):
+        event["event_id"] = row.index
         event["delta_s"] = row.delta
         event["took_s"] = row.took
     return events

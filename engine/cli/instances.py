@@ -1,14 +1,16 @@
 """The commands on instances: ``start``, ``status``, ``history``, ``raise``, ``terminate``,
-``pause``, ``resume``, ``purge`` and ``list``."""
+``pause``, ``resume``, ``purge``, ``rerun`` and ``list``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rich.text import Text
 
+from brokers import JetStreamBroker, RecordWatch
 from engine import (
     InstanceFinishedError,
     InstanceNotFoundError,
@@ -16,7 +18,7 @@ from engine import (
     WorkflowState,
     WorkflowStatus,
 )
-from engine.cli.connecting import connected
+from engine.cli.connecting import Session, connected, session
 from engine.cli.errors import CliError
 from engine.cli.history import (
     HEADERS,
@@ -38,37 +40,87 @@ from engine.cli.output import (
     state_panel,
     state_row,
 )
+from engine.core.state import decode_record
 
 LIST_DEFAULT_PAGE_SIZE = 20
 """Instances per page of ``list --page`` without ``--limit``."""
 
 
 async def cmd_start(args: argparse.Namespace) -> int:
-    out = Output(args)
     workflow_input = parse_json_option("--input", args.input)
-    async with connected(args) as client:
-        instance_id = await client.schedule_new_workflow(
+    async with session(args) as opened:
+        instance_id = await opened.client.schedule_new_workflow(
             args.workflow, input=workflow_input, instance_id=args.id
         )
-        if not args.json:
-            out.plain(instance_id)
-        if not args.wait:
-            if args.json:
-                out.json({"instance_id": instance_id})
-            return 0
+        return await _started(args, opened, instance_id, args.workflow)
+
+
+async def cmd_rerun(args: argparse.Namespace) -> int:
+    overwrite = args.input is not None
+    activity_input = parse_json_option("--input", args.input)
+    async with session(args) as opened:
         try:
-            state = await client.wait_for_workflow_completion(instance_id, timeout=args.timeout)
-        except TimeoutError:
-            raise CliError(
-                f"instance {instance_id!r} did not finish within {args.timeout:g}s; it keeps "
-                f"running (jetloom status {instance_id}); is a worker hosting "
-                f"{args.workflow!r} on prefix {args.prefix!r}?"
-            ) from None
+            instance_id = await opened.client.rerun_workflow_from_event(
+                args.instance_id, args.from_event, new_instance_id=args.id,
+                input=activity_input, overwrite_input=overwrite,
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        state = await opened.client.get_workflow_state(instance_id, fetch_payloads=False)
+        return await _started(args, opened, instance_id, state.name if state else "")
+
+
+async def _started(args: argparse.Namespace, opened: Session, instance_id: str, workflow: str
+                   ) -> int:
+    """Print a new instance's id and, with ``--wait``, how it ended (the exit code: 0 only if
+    it completed)."""
+    out = Output(args)
+    if not args.json:
+        out.plain(instance_id)
+    if not args.wait:
+        if args.json:
+            out.json({"instance_id": instance_id})
+        return 0
+    try:
+        async with asyncio.timeout(args.timeout):
+            await _wait_for_outcome(opened.broker, instance_id)
+    except TimeoutError:
+        raise CliError(
+            f"instance {instance_id!r} did not finish within {args.timeout:g}s; it keeps "
+            f"running (jetloom status {instance_id}); is a worker hosting "
+            f"{workflow!r} on prefix {args.prefix!r}?"
+        ) from None
+    state = await _existing_state(opened.client, instance_id)
     if args.json:
         out.json(state_as_json(state))
     else:
         print_final(out, state)
+        if state.runtime_status is WorkflowStatus.STALLED:
+            out.plain(
+                f"it is retried in the background; fix the cause, or end it with "
+                f"jetloom terminate {instance_id}"
+            )
     return 0 if state.runtime_status is WorkflowStatus.COMPLETED else 1
+
+
+def _finished_or_stalled(value: bytes) -> bool:
+    status = WorkflowStatus(decode_record(value).status)
+    return status.is_terminal or status is WorkflowStatus.STALLED
+
+
+async def _wait_for_outcome(broker: JetStreamBroker, instance_id: str) -> None:
+    """Wait (by watching its record) until the instance has finished, or is STALLED: a start
+    no worker can run (a typo in the workflow's name, say) stalls, and stays so."""
+    watch = RecordWatch(broker)
+    try:
+        async with watch.subscribe(instance_id, accept=_finished_or_stalled) as changes:
+            entry = changes.current
+            while entry is None or entry.value is None or not _finished_or_stalled(entry.value):
+                entry = await changes.next()
+                if entry.value is None:
+                    raise CliError(f"instance {instance_id!r} was purged while waiting for it")
+    finally:
+        await watch.close()
 
 
 async def _existing_state(client: WorkflowClient, instance_id: str) -> WorkflowState:
@@ -96,8 +148,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_history(args: argparse.Namespace) -> int:
     out = Output(args)
     async with connected(args) as client:
-        await _existing_state(client, args.instance_id)
+        state = await _existing_state(client, args.instance_id)
         events = await client.get_history(args.instance_id)
+    if not events and not args.json:
+        out.plain(
+            f"{args.instance_id} has no history yet ({state.runtime_status.value}); "
+            f"jetloom status {args.instance_id} shows why"
+        )
+        return 0
     rows = history_rows(events)
     if args.json:
         out.json(history_as_json(rows))

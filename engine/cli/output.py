@@ -75,8 +75,8 @@ def duration_text(seconds: float) -> str:
 
 
 def delta_text(seconds: float) -> str:
-    """A signed duration; negative when events come from workers with different clocks."""
-    return ("+" if seconds >= 0 else "-") + duration_text(abs(seconds))
+    """The time since an earlier event: ``+15ms``."""
+    return "+" + duration_text(seconds)
 
 
 def shorten(text: str, width: int = DETAIL_WIDTH) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from brokers import DEFAULT_NATS_URL, NATS_AUTH_ENVIRONMENT, NATS_AUTH_OPTIONS, prefix_or_default
-from engine.cli.dev import DEV_DEFAULT_PORT, cmd_dev
+from engine.cli.dev import DEV_DEFAULT_PORT, DEV_DEFAULT_STORE, cmd_dev
 from engine.cli.instances import (
     LIST_DEFAULT_PAGE_SIZE,
     cmd_history,
@@ -17,12 +17,20 @@ from engine.cli.instances import (
     cmd_pause,
     cmd_purge,
     cmd_raise,
+    cmd_rerun,
     cmd_resume,
     cmd_start,
     cmd_status,
     cmd_terminate,
 )
 from engine.cli.options import count_option, seconds_option, status_option
+from engine.cli.schedules import (
+    cmd_schedule_create,
+    cmd_schedule_delete,
+    cmd_schedule_list,
+    cmd_schedule_pause,
+    cmd_schedule_resume,
+)
 from engine.cli.serve_http import HTTP_DEFAULT_PORT, cmd_serve_http
 from engine.cli.stats import cmd_stats
 from engine.cli.watch import cmd_watch
@@ -123,7 +131,16 @@ def _add_hosting_commands(command: _Command) -> None:
         type=int,
         help=f"embedded server port (default {DEV_DEFAULT_PORT}; 0 picks a free one)",
     )
-    p.add_argument("--store", help="embedded server's JetStream folder (default: a temporary one)")
+    p.add_argument(
+        "--store",
+        help=f"embedded server's JetStream folder (default ./{DEV_DEFAULT_STORE}: instances and "
+        "timers survive a restart)",
+    )
+    p.add_argument(
+        "--temporary",
+        action="store_true",
+        help="run the embedded server on a throwaway store, removed on exit",
+    )
     p.add_argument(
         "--http-port",
         type=count_option(0),
@@ -158,7 +175,8 @@ def _add_instance_commands(command: _Command) -> None:
     p.add_argument(
         "--wait",
         action="store_true",
-        help="wait for the end; print status and output (exit 1 unless COMPLETED)",
+        help="wait for the end, or a STALLED instance; print status and output or failure "
+        "(exit 1 unless COMPLETED)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
     _json_flag(p, "print {instance_id} (with --wait: the final state) as JSON")
@@ -169,9 +187,13 @@ def _add_instance_commands(command: _Command) -> None:
     )
     p.set_defaults(handler=cmd_status)
 
-    p = command("history", "show an instance's events with times, durations and task ids")
+    p = command(
+        "history",
+        "show an instance's events with times, durations and task ids; the # column is the "
+        "event id that rerun --from-event takes",
+    )
     p.add_argument("instance_id", metavar="ID")
-    _json_flag(p, "print the events as JSON (with delta_s and took_s)")
+    _json_flag(p, "print the events as JSON (with event_id, delta_s and took_s)")
     p.set_defaults(handler=cmd_history)
 
     p = command(
@@ -219,6 +241,82 @@ def _add_steering_commands(command: _Command) -> None:
     )
     p.set_defaults(handler=cmd_purge)
 
+    p = command(
+        "rerun",
+        "start a new instance from a finished one's history up to an activity, which runs "
+        "again, then the code as deployed now; print the new id",
+    )
+    p.add_argument("instance_id", metavar="ID", help="the finished instance to rerun")
+    p.add_argument(
+        "--from-event",
+        type=count_option(0),
+        required=True,
+        metavar="N",
+        help="event id of an activity's task_scheduled (the # column of jetloom history)",
+    )
+    p.add_argument("--id", help="the new instance's id (default: generated)")
+    p.add_argument(
+        "--input",
+        help="a new input for that activity as JSON (@file.json: from a file, @-: stdin; "
+        "default: the input it had)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the end; print status and output (exit 1 unless COMPLETED)",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    _json_flag(p, "print {instance_id} (with --wait: the final state) as JSON")
+    p.set_defaults(handler=cmd_rerun)
+
+
+def _add_schedule_commands(group: _Command, common: _Parser) -> None:
+    """``schedule create|list|pause|resume|delete``: recurring starts kept by nats-server."""
+    p = group("schedule", "recurring schedules: start a workflow on a cron or interval")
+    actions = p.add_subparsers(
+        dest="schedule_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = action(
+        "create",
+        "create a schedule: each tick starts one instance named <schedule>-<tick>, even while "
+        "no worker runs (it starts when one does)",
+    )
+    p.add_argument("schedule_id", metavar="SCHEDULE", help="1-40 letters, digits, '-', '_'")
+    p.add_argument("workflow", help="registered workflow name")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--cron",
+        help="cron expression in UTC: 5 fields ('0 9 * * MON-FRI'), 6 with seconds first, "
+        "or @hourly, @daily, @weekly, @monthly",
+    )
+    when.add_argument("--every", help="interval, e.g. 30s, 5m, 1h30m")
+    p.add_argument("--input", help="the input of each instance as JSON (@file.json, @-)")
+    p.add_argument(
+        "--overlap",
+        choices=["skip", "allow"],
+        default="skip",
+        help="skip a tick while the previous instance runs (default), or allow overlaps",
+    )
+    _json_flag(p)
+    p.set_defaults(handler=cmd_schedule_create)
+
+    p = action("list", "list schedules")
+    _json_flag(p)
+    p.set_defaults(handler=cmd_schedule_list)
+    for name, help_text, handler in (
+        ("pause", "stop a schedule's firings until resumed", cmd_schedule_pause),
+        ("resume", "let a paused schedule fire again", cmd_schedule_resume),
+        ("delete", "delete a schedule (its instances stay)", cmd_schedule_delete),
+    ):
+        p = action(name, help_text)
+        p.add_argument("schedule_id", metavar="SCHEDULE")
+        _json_flag(p)
+        p.set_defaults(handler=handler)
+
 
 def _add_overview_commands(command: _Command) -> None:
     """``list`` instances and ``stats`` of instances and work consumers."""
@@ -242,7 +340,11 @@ def _add_overview_commands(command: _Command) -> None:
     _json_flag(p)
     p.set_defaults(handler=cmd_list)
 
-    p = command("stats", "instance counts by status and the backlog of each work consumer")
+    p = command(
+        "stats",
+        "instance counts by status, the backlog of each work consumer and the storage each "
+        "stream uses",
+    )
     _json_flag(p)
     p.set_defaults(handler=cmd_stats)
 
@@ -265,8 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
+    def group(name: str, help_text: str) -> argparse.ArgumentParser:
+        """A command whose actions are subcommands (they take the common options)."""
+        return sub.add_parser(name, help=help_text, description=help_text)
+
     _add_hosting_commands(command)
     _add_instance_commands(command)
     _add_steering_commands(command)
+    _add_schedule_commands(group, common)
     _add_overview_commands(command)
     return parser

@@ -34,7 +34,7 @@ async def serve_api_and_console(
     try:
         broker = JetStreamBroker(nc, Subjects.of(args.prefix))
         await broker.ensure_topology()
-        app = build_app(client)
+        app = build_app(client, broker)
         add_console(app, client, broker, jaeger_url=args.jaeger_url, api_token=args.api_token)
         await serve_app(app, host=host, port=port, stop=stop, ready=ready)
     finally:

@@ -1,5 +1,5 @@
-"""``jetloom stats``: instance counts by status and workflow, the backlog of each work consumer
-and the size of the work and dead-letter streams."""
+"""``jetloom stats``: instance counts by status and workflow, the backlog of each work consumer,
+and the storage each stream of the prefix uses."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 
 from rich.text import Text
 
-from brokers import ConsumerStats, StreamStats, consumer_stats, stream_stats
+from brokers import ConsumerStats, StreamStats, consumer_stats, storage_stats, stream_stats
 from engine import WorkflowStatus
 from engine.cli.connecting import Session, session
 from engine.cli.output import Output, plain_table, rich_table, status_text
 
 _CONSUMER_HEADERS = ["consumer", "task queue", "pending", "in flight", "redelivered", "waiting"]
+_STORAGE_HEADERS = ["stream", "messages", "size"]
 _NO_CONSUMERS = "no consumers yet (no runtime has started on this prefix)"
 
 
@@ -38,6 +39,16 @@ def _stream_as_json(stats: StreamStats) -> dict[str, Any]:
     return {"stream": stats.name, "messages": stats.messages}
 
 
+def size_text(size: int) -> str:
+    """Bytes for people: ``512 B``, ``1.5 KiB``, ``12.0 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class _Stats:
     """What ``stats`` reports."""
@@ -48,6 +59,8 @@ class _Stats:
     """Workflow consumers first, then activity consumers, by name (``_consumer_as_json``)."""
     work: StreamStats
     deadletter: StreamStats
+    storage: list[StreamStats]
+    """Every stream of the prefix (buckets included) with what it stores."""
 
     @property
     def total(self) -> int:
@@ -68,6 +81,10 @@ class _Stats:
                 "work": _stream_as_json(self.work),
                 "deadletter": _stream_as_json(self.deadletter),
             },
+            "storage": [
+                {"stream": s.name, "messages": s.messages, "bytes": s.bytes}
+                for s in self.storage
+            ],
         }
 
     def consumer_rows(self) -> list[list[str]]:
@@ -82,6 +99,11 @@ class _Stats:
             ]
             for c in self.consumers
         ]
+
+    def storage_rows(self) -> list[list[str]]:
+        rows = [[s.name, str(s.messages), size_text(s.bytes)] for s in self.storage]
+        total = sum(s.bytes for s in self.storage)
+        return [*rows, ["total", str(sum(s.messages for s in self.storage)), size_text(total)]]
 
     def streams_line(self) -> str:
         return (
@@ -100,6 +122,7 @@ async def _collect(opened: Session) -> _Stats:
     consumers = await consumer_stats(opened.broker, subjects.work_stream)
     work = await stream_stats(opened.broker, subjects.work_stream)
     deadletter = await stream_stats(opened.broker, subjects.deadletter_stream)
+    storage = await storage_stats(opened.broker)
     activities_prefix = subjects.activities_consumer("")
     return _Stats(
         by_status,
@@ -110,6 +133,7 @@ async def _collect(opened: Session) -> _Stats:
         ),
         work,
         deadletter,
+        storage,
     )
 
 
@@ -125,6 +149,7 @@ def _show_rich(out: Output, stats: _Stats) -> None:
         out.show(rich_table(_CONSUMER_HEADERS, stats.consumer_rows(), title="consumers"))
     else:
         out.show(Text(_NO_CONSUMERS, "dim"))
+    out.show(rich_table(_STORAGE_HEADERS, stats.storage_rows(), title="storage"))
     out.show(Text(stats.streams_line(), style="dim"))
 
 
@@ -137,6 +162,8 @@ def _show_plain(out: Output, stats: _Stats) -> None:
         out.plain(plain_table(_CONSUMER_HEADERS, stats.consumer_rows()))
     else:
         out.plain(_NO_CONSUMERS)
+    out.plain()
+    out.plain(plain_table(_STORAGE_HEADERS, stats.storage_rows()))
     out.plain()
     out.plain(stats.streams_line())
 

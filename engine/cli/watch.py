@@ -176,6 +176,9 @@ async def _watch_all(out: Output, opened: Session, args: argparse.Namespace) -> 
                     initial = False
                     if live is not None:
                         live.update(_running_table(running, finished), refresh=True)
+                    elif not running and not args.json and not args.once:
+                        # Lines appear only as instances change: say that it is watching.
+                        out.plain("no instance is running; watching for changes (Ctrl-C stops)")
                     if args.once:
                         break
                     continue

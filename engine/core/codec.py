@@ -52,12 +52,30 @@ def _type_name(type_: Any) -> str:
     return getattr(type_, "__name__", None) or repr(type_)
 
 
+NO_DEFAULT: Any = inspect.Parameter.empty
+"""``Signature.input_default`` of an input parameter without a default."""
+
+
 class Signature(msgspec.Struct, frozen=True):
     """What the engine needs to know of a workflow or activity function's signature."""
 
     takes_input: bool
     input_type: Any
     output_type: Any
+    input_default: Any = NO_DEFAULT
+    """The input parameter's default, used when a call carries no input (JSON null)."""
+
+    def input_of(self, raw: msgspec.Raw, *, what: str) -> Any:
+        """The input argument of a call carrying ``raw``: decoded to the input type, or the
+        parameter's default when there is no input (absent and ``null`` are the same on the
+        wire).
+
+        Raises:
+            InputDecodeError: the JSON does not fit the input type.
+        """
+        if self.input_default is not NO_DEFAULT and bytes(raw) in (b"", b"null"):
+            return self.input_default
+        return from_json(raw, self.input_type, what=what)
 
 
 def inspect_signature(fn: Callable[..., Any]) -> Signature:
@@ -73,12 +91,18 @@ def inspect_signature(fn: Callable[..., Any]) -> Signature:
         hints = {}
     takes_input = len(params) >= 2
     input_type = hints.get(params[1].name, Any) if takes_input else Any
+    input_default = params[1].default if takes_input else NO_DEFAULT
     output_type = hints.get("return", Any)
     if output_type is None or output_type is type(None):
         output_type = Any
     if inspect.isgeneratorfunction(fn) or _is_generator_type(output_type):
         output_type = Any
-    return Signature(takes_input=takes_input, input_type=input_type, output_type=output_type)
+    return Signature(
+        takes_input=takes_input,
+        input_type=input_type,
+        output_type=output_type,
+        input_default=input_default,
+    )
 
 
 def _is_generator_type(t: Any) -> bool:

@@ -84,3 +84,15 @@ class InstanceNotFoundError(JetloomError, LookupError):
 
 class InputDecodeError(JetloomError, ValueError):
     """A payload does not decode to the parameter's type hint."""
+
+
+class TaskCancelledError(JetloomError):
+    """A task the workflow cancelled (``Task.cancel()``); raised where it is awaited."""
+
+
+class ScheduleNotFoundError(JetloomError, LookupError):
+    """No recurring schedule with that id exists."""
+
+
+class ScheduleAlreadyExistsError(JetloomError, RuntimeError):
+    """A recurring schedule with that id exists already."""

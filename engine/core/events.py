@@ -109,6 +109,14 @@ class TaskFailed(Event, tag="task_failed", frozen=True):
     failure: FailureDetails
 
 
+class TaskCancelRequested(Event, tag="task_cancel_requested", frozen=True):
+    """The workflow cancelled an activity it had called (``Task.cancel()``, or a
+    ``when_any(..., cancel_losers=True)`` that it lost): its worker is told to stop it, and a
+    result that still comes is dropped."""
+
+    task_id: int
+
+
 class TimerCreated(Event, tag="timer_created", frozen=True):
     """The workflow set a durable timer (also used for retry back-off and event timeouts)."""
 
@@ -190,6 +198,7 @@ HistoryEvent = (
     | TaskScheduled
     | TaskCompleted
     | TaskFailed
+    | TaskCancelRequested
     | TimerCreated
     | TimerFired
     | ChildWorkflowScheduled
@@ -232,10 +241,17 @@ class WorkItem(msgspec.Struct, frozen=True, omit_defaults=True):
     message when the start was decided (0: none). If the instance has history, the start begins
     a new run only when that history is a finished run ending at exactly this sequence;
     otherwise it is a duplicate."""
+    purge: bool = False
+    """A retention purge, due now: remove the instance if its run ``execution_id`` has
+    finished (sent by the message schedule its last workflow task set)."""
 
 
-class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The public start event: the body published to ``<prefix>.start.<workflow_name>``."""
+class StartRequest(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The public start event: the body published to ``<prefix>.start.<workflow_name>``.
+
+    Unknown fields are refused (unlike other messages): a start is written by hand in other
+    languages, and ``{"id": ...}`` for ``{"instance_id": ...}`` must not run under a random id.
+    """
 
     instance_id: str | None = None
     input: Raw = NULL
@@ -260,12 +276,38 @@ class ActivityTask(msgspec.Struct, frozen=True, omit_defaults=True):
     """History the calling workflow propagated to the activity (null: none)."""
 
 
+class CancelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Stop activities of a run (``<prefix>.cancel.<instance_id>``): those of ``task_ids``, or
+    every activity of the run when it is empty (the run was terminated)."""
+
+    instance_id: str
+    execution_id: str
+    task_ids: list[int] = []
+
+    def covers(self, execution_id: str, task_id: int) -> bool:
+        """True if the activity ``task_id`` of run ``execution_id`` is to stop."""
+        if execution_id != self.execution_id:
+            return False
+        return not self.task_ids or task_id in self.task_ids
+
+
+class ScheduledStart(msgspec.Struct, frozen=True):
+    """The body of a recurring schedule (``<prefix>.schedule.<schedule_id>``), which the server
+    publishes on every tick; ``schedule`` is its ``Nats-Schedule`` value, from which a worker
+    derives the tick (and so the instance id) of each firing."""
+
+    schedule_id: str
+    schedule: str
+
+
 _event_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(HistoryEvent)
 _commit_decoder = msgspec.json.Decoder(TaskCommit)
 _work_item_decoder = msgspec.json.Decoder(WorkItem)
 _start_decoder = msgspec.json.Decoder(StartRequest)
 _activity_decoder = msgspec.json.Decoder(ActivityTask)
+_cancel_decoder = msgspec.json.Decoder(CancelRequest)
+_scheduled_start_decoder = msgspec.json.Decoder(ScheduledStart)
 
 
 def encode(value: msgspec.Struct) -> bytes:
@@ -294,6 +336,34 @@ def run_is_finished(events: list[HistoryEvent]) -> bool:
     )
 
 
+COMMIT_HEADROOM = 8 * 1024
+"""Bytes of a history message kept free under the server's max payload for its headers."""
+
+
+def task_commits(
+    events: list[HistoryEvent], consumed: list[int], max_payload: int
+) -> list[bytes]:
+    """The history messages of one workflow task: one ``TaskCommit`` holding all its events,
+    or, if that would not fit the server's ``max_payload``, several (to be written as one
+    atomic batch), the last of them naming the work items the task consumed."""
+    limit = max_payload - COMMIT_HEADROOM
+    whole = encode(TaskCommit(events, consumed))
+    if len(whole) <= limit or len(events) == 1:
+        return [whole]
+    messages: list[bytes] = []
+    chunk: list[HistoryEvent] = []
+    size = 0
+    for event in events:
+        event_size = len(encode(event)) + 1
+        if chunk and size + event_size > limit:
+            messages.append(encode(TaskCommit(chunk)))
+            chunk, size = [], 0
+        chunk.append(event)
+        size += event_size
+    messages.append(encode(TaskCommit(chunk, consumed)))
+    return messages
+
+
 def decode_commit(data: bytes) -> TaskCommit:
     """Decode one history message (a ``TaskCommit``)."""
     return _commit_decoder.decode(data)
@@ -317,3 +387,13 @@ def decode_start_request(data: bytes) -> StartRequest:
 def decode_activity_task(data: bytes) -> ActivityTask:
     """Decode an activity task message."""
     return _activity_decoder.decode(data)
+
+
+def decode_cancel_request(data: bytes) -> CancelRequest:
+    """Decode a cancel request (``<prefix>.cancel.<instance_id>`` messages)."""
+    return _cancel_decoder.decode(data)
+
+
+def decode_scheduled_start(data: bytes) -> ScheduledStart:
+    """Decode the body of a recurring schedule's firing."""
+    return _scheduled_start_decoder.decode(data)

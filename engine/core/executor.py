@@ -20,7 +20,7 @@ import msgspec
 
 from engine.core.codec import from_json, inspect_signature, to_json
 from engine.core.context import WorkflowContext
-from engine.core.errors import NonDeterminismError
+from engine.core.errors import NonDeterminismError, TaskCancelledError
 from engine.core.events import (
     NULL,
     ChildWorkflowCompleted,
@@ -34,6 +34,7 @@ from engine.core.events import (
     ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
+    TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
@@ -55,7 +56,7 @@ TERMINATED = WorkflowStatus.TERMINATED.value
 SUSPENDED = WorkflowStatus.SUSPENDED.value
 CONTINUED_AS_NEW = WorkflowStatus.CONTINUED_AS_NEW.value
 
-Command = TaskScheduled | TimerCreated | ChildWorkflowScheduled
+Command = TaskScheduled | TimerCreated | ChildWorkflowScheduled | TaskCancelRequested
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class _ActivityCall:
     task_execution_id: str = ""
     attempt: int = 1
     first_attempt_at: datetime | None = None
+    task_id: int = 0
+    """The id of the current attempt's task_scheduled."""
+    retry_timer_id: int | None = None
+    """The back-off timer before the next attempt, while one is set."""
 
 
 @dataclass
@@ -126,6 +131,8 @@ class _ChildCall:
     propagated: msgspec.Raw = field(default_factory=lambda: NULL)
     attempt: int = 1
     first_attempt_at: datetime | None = None
+    task_id: int = 0
+    retry_timer_id: int | None = None
 
 
 class WorkflowExecution:
@@ -184,6 +191,8 @@ class WorkflowExecution:
         self._patches_new: list[str] = []
         self._patch_answers: dict[str, bool] = {}
         self._continue_as_new: tuple[msgspec.Raw, bool] | None = None
+        self._activity_calls: dict[int, _ActivityCall] = {}
+        """Activity calls by the task id of their current attempt."""
 
         for event in history:
             self._apply(event)
@@ -242,7 +251,9 @@ class WorkflowExecution:
             return not self._suspended
         if isinstance(event, ExecutionResumed):
             return self._suspended
-        return not isinstance(event, ExecutionStarted | WorkflowTaskStarted | ExecutionCompleted)
+        return not isinstance(
+            event, ExecutionStarted | WorkflowTaskStarted | ExecutionCompleted | TaskCancelRequested
+        )
 
     def _event_seen(self, event: EventRaised) -> bool:
         """True if this run (or the run it continued, with save_events) has taken the event."""
@@ -326,7 +337,9 @@ class WorkflowExecution:
                     self._patches_due = set(event.patches)
                 if not self._code_started:
                     self._start_code()
-            case TaskScheduled() | TimerCreated() | ChildWorkflowScheduled():
+            case (
+                TaskScheduled() | TimerCreated() | ChildWorkflowScheduled() | TaskCancelRequested()
+            ):
                 self._match_command(event)
             case ExecutionSuspended():
                 self._suspended = True
@@ -360,6 +373,12 @@ class WorkflowExecution:
         same = type(issued) is type(event) and _command_key(issued) == _command_key(event)
         if not same:
             raise NonDeterminismError(self.history_length - 1, describe(event), describe(issued))
+        if isinstance(event, TaskScheduled):
+            # History is what was sent: an input given to this attempt from outside (a rerun
+            # with a new input) stays the call's input, for its retries too.
+            call = self._activity_calls.pop(event.task_id, None)
+            if call is not None and bytes(call.input) != bytes(event.input):
+                call.input = event.input
 
     def _check_no_pending(self, next_event: HistoryEvent | None) -> None:
         """At a task boundary every command issued during replay must be in history (unless
@@ -408,10 +427,8 @@ class WorkflowExecution:
         definition = self.definition
         try:
             value = (
-                from_json(
-                    self.started.input,
-                    definition.signature.input_type,
-                    what=f"input of workflow '{self.workflow_name}'",
+                definition.signature.input_of(
+                    self.started.input, what=f"input of workflow '{self.workflow_name}'"
                 )
                 if definition.signature.takes_input
                 else None
@@ -506,6 +523,7 @@ class WorkflowExecution:
             parent=self.started.parent,
             traceparent=self.started.traceparent,
             tracestate=self.started.tracestate,
+            app_id=self.started.app_id,
         )
         carried: list[EventRaised] = []
         if save_events:
@@ -546,6 +564,7 @@ class WorkflowExecution:
             decode=decode,
             propagated=to_json(propagated),
         )
+        call.task.canceller = lambda: self._cancel_activity(call)
         self._schedule_attempt(call)
         return call.task
 
@@ -557,6 +576,8 @@ class WorkflowExecution:
 
     def _schedule_attempt(self, call: _ActivityCall) -> None:
         task_id = self._next_id_value()
+        call.task_id, call.retry_timer_id = task_id, None
+        self._activity_calls[task_id] = call
         if not call.task_execution_id:
             call.task_execution_id = f"{self.execution_id}:{task_id}"
             call.first_attempt_at = self.current_time
@@ -577,6 +598,15 @@ class WorkflowExecution:
         self._handlers[task_id] = self._result_handler(
             call, "activity", lambda: self._schedule_attempt(call)
         )
+
+    def _cancel_activity(self, call: _ActivityCall) -> None:
+        """Cancel an activity call: a running attempt is told to stop (a command, so the
+        worker hears of it), a back-off before the next attempt just ends."""
+        if self._handlers.pop(call.task_id, None) is not None:
+            self._issue(TaskCancelRequested(timestamp=self.current_time, task_id=call.task_id))
+        elif call.retry_timer_id is not None:
+            self._handlers.pop(call.retry_timer_id, None)
+        call.task._set_exception(TaskCancelledError(f"activity '{call.name}' was cancelled"))
 
     def schedule_child(
         self,
@@ -600,11 +630,22 @@ class WorkflowExecution:
             app_id=self.app_id if app_id is None else app_token(app_id),
             propagated=to_json(propagated),
         )
+
+        def stop_waiting() -> None:
+            self._handlers.pop(call.task_id, None)
+            if call.retry_timer_id is not None:
+                self._handlers.pop(call.retry_timer_id, None)
+            call.task._set_exception(
+                TaskCancelledError(f"child workflow '{call.name}' is no longer waited for")
+            )
+
+        call.task.canceller = stop_waiting
         self._schedule_child_attempt(call)
         return call.task
 
     def _schedule_child_attempt(self, call: _ChildCall) -> None:
         task_id = self._next_id_value()
+        call.task_id, call.retry_timer_id = task_id, None
         if call.first_attempt_at is None:
             call.first_attempt_at = self.current_time
         child_id = call.instance_id or f"{self.instance_id}-{task_id}"
@@ -633,6 +674,7 @@ class WorkflowExecution:
         after a durable back-off timer when its policy allows."""
 
         def on_result(event: HistoryEvent) -> None:
+            self._activity_calls.pop(call.task_id, None)
             if isinstance(event, TaskCompleted | ChildWorkflowCompleted):
                 self._settle(call.task, lambda: call.decode(event.result))
             elif isinstance(event, TaskFailed | ChildWorkflowFailed):
@@ -642,7 +684,7 @@ class WorkflowExecution:
                 ):
                     delay = policy.delay_after(call.attempt)
                     call.attempt += 1
-                    self._after_timer(delay, next_attempt)
+                    call.retry_timer_id = self._after_timer(delay, next_attempt)
                 else:
                     call.task._set_exception(failed_error(kind, call.name, event.failure))
 
@@ -650,7 +692,13 @@ class WorkflowExecution:
 
     def schedule_timer(self, fire_at: datetime | timedelta) -> Task[None]:
         task: CompletableTask[None] = CompletableTask()
-        self._after_timer(fire_at, lambda: task._set_result(None))
+        timer_id = self._after_timer(fire_at, lambda: task._set_result(None))
+
+        def stop_waiting() -> None:
+            self._handlers.pop(timer_id, None)
+            task._set_exception(TaskCancelledError("the timer was cancelled"))
+
+        task.canceller = stop_waiting
         return task
 
     def _after_timer(self, fire_at: datetime | timedelta, then: Callable[[], None]) -> int:
@@ -672,6 +720,7 @@ class WorkflowExecution:
             return task
         waiters = self._event_waiters.setdefault(key, deque())
         waiters.append(task)
+        timer_id: int | None = None
         if timeout is not None:
 
             def on_timeout() -> None:
@@ -681,7 +730,17 @@ class WorkflowExecution:
                         TimeoutError(f"external event {name!r} did not arrive within {timeout}")
                     )
 
-            self._after_timer(timeout, on_timeout)
+            timer_id = self._after_timer(timeout, on_timeout)
+
+        def stop_waiting() -> None:
+            # A later event of that name is kept for the next wait instead.
+            if task in waiters:
+                waiters.remove(task)
+            if timer_id is not None:
+                self._handlers.pop(timer_id, None)
+            task._set_exception(TaskCancelledError(f"the wait for {name!r} was cancelled"))
+
+        task.canceller = stop_waiting
         return task
 
     def _deliver_event(self, event: EventRaised) -> None:
@@ -759,5 +818,7 @@ def _completion_id(event: HistoryEvent) -> int:
 def _command_key(event: Command) -> tuple[Any, ...]:
     if isinstance(event, TaskScheduled | ChildWorkflowScheduled):
         return (event.task_id, event.name)
+    if isinstance(event, TaskCancelRequested):
+        return (event.task_id,)
     return (event.timer_id,)
 

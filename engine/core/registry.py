@@ -129,6 +129,32 @@ class Registry:
             )
         return definition
 
+    def clashes(self, other: Registry) -> list[str]:
+        """What ``other`` registers under a name this registry holds something else under,
+        e.g. ``["workflow 'order'", "activity 'charge'"]`` (the same functions are no clash)."""
+
+        def versions(v: _Versions) -> tuple[str, dict[str, Callable[..., Any]]]:
+            return v.latest, {key: d.fn for key, d in v.by_version.items()}
+
+        found = [
+            f"workflow {name!r}"
+            for name, theirs in other._workflows.items()
+            if name in self._workflows and versions(self._workflows[name]) != versions(theirs)
+        ]
+        found += [
+            f"activity {name!r}"
+            for name, theirs in other._activities.items()
+            if name in self._activities and self._activities[name] != theirs
+        ]
+        return found
+
+    def include(self, other: Registry) -> None:
+        """Host everything ``other`` registers too (names it shares must not ``clash``)."""
+        for name, theirs in other._workflows.items():
+            self._workflows.setdefault(name, theirs)
+        for name, activity in other._activities.items():
+            self._activities.setdefault(name, activity)
+
     def has_workflow(self, name: str) -> bool:
         """True if a workflow of that name is registered."""
         return name in self._workflows

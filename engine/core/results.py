@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 
-from engine.core.events import NULL, EventRaised, ExecutionStarted, FailureDetails, HistoryEvent
+from engine.core.events import (
+    NULL,
+    EventRaised,
+    ExecutionCompleted,
+    ExecutionStarted,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+)
+from engine.core.status import WorkflowStatus
 
 
 def failure_from(exc: BaseException) -> FailureDetails:
@@ -31,3 +41,15 @@ class TaskResult:
     """The first event of the next run, when the workflow continued as new."""
     carried_events: list[EventRaised] = field(default_factory=list)
     """Unconsumed external events carried into the next run (``save_events``)."""
+
+
+def termination(terminate: ExecutionTerminated, now: datetime) -> TaskResult:
+    """A task that ends a run with ``terminate`` at ``now`` without running its code: for a
+    run that never ran, or whose code cannot run (its workflow is hosted nowhere, or no longer
+    replays its history). It records no ``workflow_task_started``, so a replay of the run never
+    starts the code either."""
+    terminated = WorkflowStatus.TERMINATED.value
+    completed = ExecutionCompleted(timestamp=now, status=terminated, result=terminate.output)
+    return TaskResult(
+        new_events=[terminate, completed], status=terminated, output=terminate.output
+    )

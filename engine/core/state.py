@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from engine.core.events import NULL, FailureDetails
+from engine.core.events import NULL, ExecutionStarted, FailureDetails
 from engine.core.status import WorkflowStatus
 
 
@@ -96,6 +96,21 @@ def history_seq_of(data: bytes) -> int:
         return decode_record(data).history_seq
     except msgspec.DecodeError:
         return 0
+
+
+def pending_record(instance_id: str, started: ExecutionStarted, history_seq: int) -> bytes:
+    """The record of a run that is started and not yet picked up by a worker."""
+    return encode_record(InstanceRecord(
+        instance_id=instance_id,
+        name=started.name,
+        status=WorkflowStatus.PENDING.value,
+        created_at=started.timestamp,
+        last_updated_at=started.timestamp,
+        execution_id=started.execution_id,
+        history_seq=history_seq,
+        input=started.input,
+        app_id=started.app_id,
+    ))
 
 
 def run_seq_of(execution_id: str) -> Callable[[bytes], int]:

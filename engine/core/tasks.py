@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
-from engine.core.errors import TaskFailedError
+from engine.core.errors import TaskCancelledError, TaskFailedError
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -71,6 +71,23 @@ class Task(Generic[T]):
         that give workflow code their own values and errors."""
         return _DerivedTask(self, result, failure)
 
+    def cancel(self) -> None:
+        """Cancel the task unless it has finished; awaiting it then raises
+        ``TaskCancelledError``.
+
+        An activity's worker is told to stop it (an ``async def`` activity gets
+        ``asyncio.CancelledError`` at its next ``await``, a plain ``def`` sees
+        ``ctx.is_cancelled``), and a result that still comes is dropped. A timer, an
+        external-event wait or a child workflow is no longer waited for (the child keeps
+        running: terminate it with the client). ``when_all``/``when_any`` cancel their
+        unfinished tasks. Deterministic: a replay cancels at the same point.
+        """
+        if not self._complete:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        self._set_exception(TaskCancelledError("the task was cancelled"))
+
     def __await__(self) -> Generator[Task[T], Any, T]:
         # The executor drives the coroutine: it sends the result back or throws the exception.
         result = yield self
@@ -96,7 +113,21 @@ class Task(Generic[T]):
 
 
 class CompletableTask(Task[T]):
-    """A task completed by a history event (activity, timer, child workflow, external event)."""
+    """A task completed by a history event (activity, timer, child workflow, external event).
+
+    ``canceller`` (set by the executor) stops what the task waits for and fails it with
+    ``TaskCancelledError``.
+    """
+
+    def __init__(self, canceller: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.canceller = canceller
+
+    def _cancel(self) -> None:
+        if self.canceller is None:
+            super()._cancel()
+        else:
+            self.canceller()
 
 
 class CompositeTask(Task[T]):
@@ -115,6 +146,10 @@ class CompositeTask(Task[T]):
 
     def _on_child_completed(self, task: Task[Any]) -> None:
         raise NotImplementedError
+
+    def _cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
 
 class _DerivedTask(CompositeTask[U]):
@@ -165,16 +200,23 @@ class WhenAllTask(CompositeTask[list[Any]]):
 
 
 class WhenAnyTask(CompositeTask[Task[Any]]):
-    """Completes with the first of its tasks to finish (successfully or not)."""
+    """Completes with the first of its tasks to finish (successfully or not); with
+    ``cancel_losers``, the others are cancelled then."""
 
-    def __init__(self, tasks: Sequence[Task[Any]]) -> None:
+    def __init__(self, tasks: Sequence[Task[Any]], *, cancel_losers: bool = False) -> None:
         if not tasks:
             raise ValueError("when_any needs at least one task")
+        self._cancel_losers = cancel_losers
         super().__init__(tasks)
 
     def _on_child_completed(self, task: Task[Any]) -> None:
-        if not self._complete:
-            self._set_result(task)
+        if self._complete:
+            return
+        self._set_result(task)
+        if self._cancel_losers:
+            for loser in self._tasks:
+                if loser is not task:
+                    loser.cancel()
 
 
 def when_all(tasks: Sequence[Task[T]]) -> Task[list[T]]:
@@ -185,9 +227,13 @@ def when_all(tasks: Sequence[Task[T]]) -> Task[list[T]]:
     return WhenAllTask(tasks)
 
 
-def when_any(tasks: Sequence[Task[Any]]) -> Task[Task[Any]]:
-    """A task whose result is the first of ``tasks`` to finish."""
-    return WhenAnyTask(tasks)
+def when_any(tasks: Sequence[Task[Any]], *, cancel_losers: bool = False) -> Task[Task[Any]]:
+    """A task whose result is the first of ``tasks`` to finish.
+
+    The others go on unless ``cancel_losers``: then each is cancelled (``Task.cancel()``) as
+    soon as the first has finished, so activities that lost the race are stopped.
+    """
+    return WhenAnyTask(tasks, cancel_losers=cancel_losers)
 
 
 def failed_error(kind: str, name: str, failure: Any) -> TaskFailedError:

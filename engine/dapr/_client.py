@@ -179,7 +179,8 @@ class DaprWorkflowClient:
         new_child_workflow_instance_id: str | None = None,
         app_id: str | None = None,
     ) -> str:
-        """Not available yet in jetloom (raises ``NotImplementedError``)."""
+        """Rerun a finished instance from one of its activities, as a new instance (see
+        ``engine.dapr.aio.DaprWorkflowClient.rerun_workflow_from_event``)."""
         rerun: str = self._run(self._async.rerun_workflow_from_event(
             instance_id, event_id, new_instance_id=new_instance_id, input=input,
             new_child_workflow_instance_id=new_child_workflow_instance_id, app_id=app_id,

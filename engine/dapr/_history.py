@@ -77,11 +77,8 @@ class WorkflowHistoryEventType(enum.Enum):
         return cls.UNKNOWN
 
 
-_RERUNNABLE = frozenset({
-    WorkflowHistoryEventType.TASK_SCHEDULED,
-    WorkflowHistoryEventType.TIMER_CREATED,
-    WorkflowHistoryEventType.CHILD_WORKFLOW_INSTANCE_CREATED,
-})
+_RERUNNABLE = frozenset({WorkflowHistoryEventType.TASK_SCHEDULED})
+"""jetloom reruns from activities (Dapr also from timers and child workflows)."""
 
 
 @dataclass(frozen=True)

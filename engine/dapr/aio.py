@@ -300,14 +300,36 @@ class DaprWorkflowClient:
         new_child_workflow_instance_id: str | None = None,
         app_id: str | None = None,
     ) -> str:
-        """Not available yet in jetloom.
+        """Rerun a finished instance from one of its activities, as a new instance.
+
+        ``event_id`` is the ``event_id`` of a ``TASK_SCHEDULED`` event of
+        ``get_workflow_history`` (the activity's task id); with ``input`` that activity runs
+        again with it, else with its recorded input. jetloom reruns from activities only.
+        ``new_child_workflow_instance_id`` and ``app_id`` are accepted and have no effect.
+
+        Returns:
+            The new instance's id.
 
         Raises:
-            NotImplementedError: always (what Dapr raises where the runtime lacks it).
+            InstanceNotFoundError: no such instance.
+            InstanceAlreadyRunningError: it has not finished.
+            ValueError: ``event_id`` names no activity of the instance.
         """
-        raise NotImplementedError(
-            "rerun_workflow_from_event is not available in jetloom yet; start a new instance "
-            "with schedule_new_workflow"
+        client = await self._native()
+        history = await client.get_history(instance_id)
+        position = next(
+            (i for i, e in enumerate(history)
+             if isinstance(e, engine.TaskScheduled) and e.task_id == event_id),
+            None,
+        )
+        if position is None:
+            raise ValueError(
+                f"no activity with event id {event_id} in the history of {instance_id!r}; "
+                "jetloom reruns from TASK_SCHEDULED events"
+            )
+        return await client.rerun_workflow_from_event(
+            instance_id, position, new_instance_id=new_instance_id,
+            input=None if input is UNSET else encode(input), overwrite_input=input is not UNSET,
         )
 
 

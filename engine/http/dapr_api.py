@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from brokers import JetStreamBroker
 from engine import (
     InstanceAlreadyRunningError,
     InstanceFinishedError,
@@ -30,6 +31,7 @@ from engine import (
     WorkflowStatus,
 )
 from engine.core.instance_ids import check_instance_id, has_instance_id_characters
+from engine.http.jetloom_api import add_jetloom_routes
 from engine.http.openapi import OPENAPI
 
 _log = structlog.get_logger("jetloom.http")
@@ -280,6 +282,7 @@ _OPERATION_CODES = {
     "pause": "ERR_PAUSE_WORKFLOW",
     "resume": "ERR_RESUME_WORKFLOW",
     "purge": "ERR_PURGE_WORKFLOW",
+    "rerun": "ERR_RERUN_WORKFLOW",
 }
 
 
@@ -316,10 +319,12 @@ async def _dapr_errors(
     )
 
 
-def build_app(client: WorkflowClient) -> web.Application:
-    """The aiohttp application serving Dapr's workflow API through ``client``."""
+def build_app(client: WorkflowClient, broker: JetStreamBroker | None = None) -> web.Application:
+    """The aiohttp application serving Dapr's workflow API through ``client``, and jetloom's
+    own operations (``engine/http/jetloom_api.py``; the storage report needs ``broker``)."""
     app = web.Application(middlewares=[_dapr_errors])
     app[_CLIENT_KEY] = client
+    add_jetloom_routes(app, client, broker)
     app.router.add_post(f"{_PREFIX}/{{name}}/start", _start, name="start")
     app.router.add_get(f"{_PREFIX}/{{instance_id}}", _get, name="get")
     app.router.add_post(

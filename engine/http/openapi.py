@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of ``jetloom serve-http`` (Dapr's workflow HTTP API), served as JSON.
 
 The paths, bodies and status codes are Dapr's (docs.dapr.io/reference/api/workflow_api), so the
-document also describes what a Dapr client expects; tests validate every response against it.
+document also describes what a Dapr client expects; jetloom's own operations (rerun, schedules,
+storage) are marked so. Tests validate every response against it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,27 @@ def _steer(summary: str, code: str, *, body: bool = False) -> dict[str, Any]:
     return {"parameters": _PATH_PARAMS, "post": operation}
 
 
+_JETLOOM = "/{apiVersion}/workflows/jetloom"
+
+_SCHEDULE_PARAM = {
+    "name": "scheduleId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+    "description": "The schedule id.",
+}
+
+_NO_SCHEDULE = _error("No schedule with that id (ERR_SCHEDULE_NOT_FOUND).")
+
+
+def _schedule_change(summary: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [_SCHEDULE_PARAM],
+        "responses": {"204": {"description": "Done; no content."}, "404": _NO_SCHEDULE},
+    }
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -177,6 +199,84 @@ OPENAPI: dict[str, Any] = {
             "Delete a finished instance's history and state (and its children's).",
             "ERR_PURGE_WORKFLOW",
         ),
+        f"{_PREFIX}/{{instanceId}}/rerun": {
+            "parameters": _PATH_PARAMS,
+            "post": {
+                "summary": (
+                    "Rerun a finished instance from one of its activities, as a new instance "
+                    "(Dapr's RerunWorkflowFromEvent; jetloom's event ids are history positions, "
+                    "the # column of `jetloom history`)."
+                ),
+                "parameters": [_INSTANCE_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("RerunRequest")}},
+                },
+                "responses": {
+                    "202": _json(_ref("StartResponse"), "The new instance was started."),
+                    "400": _error(
+                        "The event is not an activity's task_scheduled, the new id is invalid or "
+                        "the source's, or the body is wrong (ERR_RERUN_WORKFLOW, "
+                        "ERR_MALFORMED_REQUEST)."
+                    ),
+                    "404": _error("No instance with that id (ERR_INSTANCE_ID_NOT_FOUND)."),
+                    "500": _error(
+                        "The source has not finished, the new id's instance is running, or NATS "
+                        "failed (ERR_RERUN_WORKFLOW)."
+                    ),
+                },
+            },
+        },
+        f"{_JETLOOM}/schedules": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": "List recurring schedules (jetloom).",
+                "responses": {"200": _json(_ref("ScheduleList"), "Every schedule, by id.")},
+            },
+        },
+        f"{_JETLOOM}/schedules/{{scheduleId}}": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": "One recurring schedule (jetloom).",
+                "parameters": [_SCHEDULE_PARAM],
+                "responses": {"200": _json(_ref("Schedule"), "The schedule."), "404": _NO_SCHEDULE},
+            },
+            "post": {
+                "summary": (
+                    "Create a recurring schedule, fired by nats-server itself: each tick starts "
+                    "one instance named <scheduleId>-<tick> (jetloom)."
+                ),
+                "parameters": [_SCHEDULE_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CreateSchedule")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Schedule"), "Created."),
+                    "400": _error(
+                        "Invalid id, cron expression, interval, overlap or body "
+                        "(ERR_CREATE_SCHEDULE, ERR_MALFORMED_REQUEST)."
+                    ),
+                    "409": _error("A schedule with that id exists (ERR_SCHEDULE_EXISTS)."),
+                },
+            },
+            "delete": _schedule_change("Delete a schedule; its instances stay (jetloom)."),
+        },
+        f"{_JETLOOM}/schedules/{{scheduleId}}/pause": {
+            "parameters": [_PATH_PARAMS[0]],
+            "post": _schedule_change("Stop a schedule's firings until resumed (jetloom)."),
+        },
+        f"{_JETLOOM}/schedules/{{scheduleId}}/resume": {
+            "parameters": [_PATH_PARAMS[0]],
+            "post": _schedule_change("Let a paused schedule fire again (jetloom)."),
+        },
+        f"{_JETLOOM}/storage": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": "The messages and bytes each stream of the prefix stores (jetloom).",
+                "responses": {"200": _json(_ref("Storage"), "Storage per stream.")},
+            },
+        },
         "/{apiVersion}/healthz": {
             "parameters": [_PATH_PARAMS[0]],
             "get": {
@@ -279,6 +379,81 @@ OPENAPI: dict[str, Any] = {
                     "extended": {"type": "object", "additionalProperties": {"type": "string"}},
                     "subscriptions": {"type": "array"},
                     "httpEndpoints": {"type": "array"},
+                },
+            },
+            "RerunRequest": {
+                "type": "object",
+                "required": ["eventID"],
+                "properties": {
+                    "eventID": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "History position of an activity's task_scheduled.",
+                    },
+                    "newInstanceID": {"type": "string", "pattern": INSTANCE_ID_PATTERN},
+                    "input": {**_ANY_JSON, "description": "The activity's new input."},
+                    "overwriteInput": {
+                        "type": "boolean",
+                        "description": "Run the activity with `input` (else its recorded one).",
+                    },
+                },
+            },
+            "CreateSchedule": {
+                "type": "object",
+                "required": ["workflowName"],
+                "properties": {
+                    "workflowName": {"type": "string"},
+                    "cron": {
+                        "type": "string",
+                        "description": "5 fields, 6 with seconds first, or @daily etc. (UTC).",
+                    },
+                    "every": {"type": "string", "description": "Interval, e.g. 30s, 5m, 1h30m."},
+                    "input": _ANY_JSON,
+                    "overlap": {"type": "string", "enum": ["skip", "allow"]},
+                },
+            },
+            "Schedule": {
+                "type": "object",
+                "required": ["scheduleID", "workflowName", "overlap", "paused", "createdAt"],
+                "additionalProperties": False,
+                "properties": {
+                    "scheduleID": {"type": "string"},
+                    "workflowName": {"type": "string"},
+                    "cron": {"type": ["string", "null"]},
+                    "every": {"type": ["string", "null"]},
+                    "input": {
+                        "type": ["string", "null"],
+                        "description": "The input each instance gets, as JSON text.",
+                    },
+                    "overlap": {"type": "string", "enum": ["skip", "allow"]},
+                    "paused": {"type": "boolean"},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                    "lastInstanceID": {"type": ["string", "null"]},
+                    "lastFiredAt": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "ScheduleList": {
+                "type": "object",
+                "required": ["schedules"],
+                "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+            },
+            "Storage": {
+                "type": "object",
+                "required": ["streams", "totalBytes"],
+                "properties": {
+                    "streams": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["stream", "messages", "bytes"],
+                            "properties": {
+                                "stream": {"type": "string"},
+                                "messages": {"type": "integer"},
+                                "bytes": {"type": "integer"},
+                            },
+                        },
+                    },
+                    "totalBytes": {"type": "integer"},
                 },
             },
             "Error": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from engine.core.events import (
 from engine.core.registry import ActivityDefinition, Registry
 from engine.core.results import failure_from
 from engine.offload import offload, resolve
+from engine.worker.cancels import ActivityCancels
 from engine.worker.faults import crash_point
 from observability import ActivityTrace, publish_span
 
@@ -51,6 +52,12 @@ class ActivityContext:
         self._task = task
         self._msg = msg
         self._logger: Any = None
+        self._cancelled = [False]
+        """Set (from the event loop) when the activity is to stop."""
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     @property
     def logger(self) -> Any:
@@ -98,10 +105,49 @@ class ActivityContext:
         (the decoded JSON value), or None."""
         return from_json(self._task.propagated)
 
-    async def heartbeat(self) -> None:
-        """Extend this activity's lease so it is not redelivered to another worker."""
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the workflow cancelled this activity or was terminated: stop, and
+        return (whatever is returned is dropped). Meant for plain ``def`` activities; an
+        ``async def`` one gets ``asyncio.CancelledError`` at its next ``await``."""
+        return self._cancelled[0]
+
+    def heartbeat(self) -> Awaitable[None]:
+        """Extend this activity's lease so it is not redelivered to another worker.
+
+        ``await ctx.heartbeat()`` in an ``async def`` activity; ``ctx.heartbeat()`` in a plain
+        ``def`` one (its thread does not wait for the server).
+
+        Raises:
+            asyncio.CancelledError: the activity was cancelled (see ``is_cancelled``).
+        """
+        if self._cancelled[0]:
+            raise asyncio.CancelledError(
+                f"activity '{self._task.name}' of {self._task.instance_id!r} was cancelled"
+            )
+        if self._msg is None or self._loop is None:
+            return _Done()
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            return self._msg.in_progress()
+        asyncio.run_coroutine_threadsafe(self._extend_quietly(), self._loop)
+        return _Done()
+
+    async def _extend_quietly(self) -> None:
         if self._msg is not None:
-            await self._msg.in_progress()
+            with contextlib.suppress(Exception):
+                await self._msg.in_progress()
+
+
+class _Done:
+    """An awaitable that is already done (what ``heartbeat`` returns off the event loop)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
 
 
 class ActivityPipeline:
@@ -130,7 +176,16 @@ class ActivityPipeline:
         self._server_lease = lease.total_seconds()
         self.unhosted_limit = UNHOSTED_LIMIT
         """How long a task waits for a runtime hosting its activity (see ``_not_hosted``)."""
+        self.cancels = ActivityCancels(broker)
         self.stopping = False
+
+    async def start(self) -> None:
+        """Listen for cancel requests (before the first task is taken)."""
+        await self.cancels.start()
+
+    async def stop(self) -> None:
+        """Stop listening for cancel requests."""
+        await self.cancels.stop()
 
     async def serve(self, queue: str, queues: int) -> None:
         """Take the activity tasks of ``queue`` (one of ``queues``) until ``stopping``."""
@@ -177,10 +232,18 @@ class ActivityPipeline:
         except ActivityNotRegisteredError as exc:
             await self._not_hosted(msg, task, queue, exc)
             return
+        if await self.cancels.cancelled_before_start(task, msg.stream_seq):
+            log.info("activity.cancelled_before_start", instance_id=task.instance_id,
+                     activity=task.name, task_id=task.task_id)
+            await msg.settle(confirm=self.confirm_acks)
+            return
         consumer = self.broker.subjects.activities_consumer(queue)
         # observability: the attempt's span, metrics and log context
         with ActivityTrace(task, msg, consumer) as activity_trace:
             event = await self._attempt(definition, task, msg, activity_trace)
+            if event is None:  # cancelled: the attempt ends without a result
+                await msg.settle(confirm=self.confirm_acks)
+                return
             crash_point("activity_before_result")
             await self._send_result(msg, task, event)
             crash_point("activity_before_ack")
@@ -232,13 +295,23 @@ class ActivityPipeline:
         task: ActivityTask,
         msg: WorkMessage,
         activity_trace: ActivityTrace,
-    ) -> HistoryEvent:
-        """Call the activity, keeping its lease; its result or failure as a history event."""
+    ) -> HistoryEvent | None:
+        """Call the activity, keeping its lease; its result or failure as a history event
+        (None: it was cancelled while it ran)."""
         started = time.monotonic()
         keeper = _LeaseKeeper(msg, self._lease_interval)
+        ctx: ActivityContext | None = None
         try:
             task = await resolve(self.broker.payloads, task)
-            result = await _call(definition, ActivityContext(task, msg), task)
+            ctx = ActivityContext(task, msg)
+            result = await self._call_cancellable(definition, ctx, task)
+            if ctx.is_cancelled:
+                _activity_log.info(
+                    "activity.cancelled", instance_id=task.instance_id, activity=task.name,
+                    attempt=task.attempt,
+                    duration_ms=round((time.monotonic() - started) * 1000, 2),
+                )
+                return None
             _activity_log.debug(
                 "activity.completed", instance_id=task.instance_id, activity=task.name,
                 attempt=task.attempt,
@@ -248,6 +321,10 @@ class ActivityPipeline:
                 timestamp=datetime.now(UTC), task_id=task.task_id, result=to_json(result)
             )
         except Exception as exc:
+            if ctx is not None and ctx.is_cancelled:
+                _activity_log.info("activity.cancelled", instance_id=task.instance_id,
+                                   activity=task.name, attempt=task.attempt, error=repr(exc))
+                return None
             activity_trace.failed(exc)
             failure = failure_from(exc)
             if isinstance(exc, InputDecodeError):
@@ -259,6 +336,27 @@ class ActivityPipeline:
             return TaskFailed(timestamp=datetime.now(UTC), task_id=task.task_id, failure=failure)
         finally:
             keeper.cancel()
+
+    async def _call_cancellable(
+        self, definition: ActivityDefinition, ctx: ActivityContext, task: ActivityTask
+    ) -> Any:
+        """``_call``, stopped if a cancel request for the activity comes meanwhile: an
+        ``async def`` activity's task is cancelled (and, once it stopped, un-cancelled: the
+        worker's own task goes on to acknowledge the message); a thread sees the flag."""
+        current = asyncio.current_task() if definition.is_async else None
+        running = self.cancels.register(task, ctx._cancelled, current)
+        try:
+            if ctx.is_cancelled:
+                return None
+            return await _call(definition, ctx, task)
+        except asyncio.CancelledError:
+            if not ctx.is_cancelled:
+                raise  # the worker is shutting down
+            return None
+        finally:
+            self.cancels.unregister(task.instance_id, running)
+            if running.cancel_sent and current is not None:
+                current.uncancel()
 
     def _lease_interval(self) -> float:
         """Extend a running activity's lease every third of it (the shorter of ours and the
@@ -293,7 +391,7 @@ async def _call(definition: ActivityDefinition, ctx: ActivityContext, task: Acti
     if sig.takes_input:
         args = (
             ctx,
-            from_json(task.input, sig.input_type, what=f"input of activity '{task.name}'"),
+            sig.input_of(task.input, what=f"input of activity '{task.name}'"),
         )
     timeout = task.start_to_close_timeout
     call = (

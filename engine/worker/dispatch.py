@@ -2,10 +2,11 @@
 
 A workflow task appends its events to history first; then these messages go out: activity
 tasks, timer schedules, child starts, reports to a parent, terminations of children, the
-trigger of a run that continued as new. Each is derived from the task's events alone and has a
-deterministic message id, so a worker that finds a task already in history (a work item
-delivered again after a crash) derives and sends the very same messages again, and the stream
-drops the copies.
+trigger of a run that continued as new, requests to stop activities (cancelled ones, or all
+those of a terminated run), and the schedule that purges a finished run when its retention
+has passed. Each is derived from the task's events alone and has a deterministic message id,
+so a worker that finds a task already in history (a work item delivered again after a crash)
+derives and sends the very same messages again, and the stream drops the copies.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from brokers import DispatchMessage, Subjects, schedule_headers
 from engine.core.events import (
     ActivityTask,
+    CancelRequest,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
@@ -24,6 +26,7 @@ from engine.core.events import (
     FailureDetails,
     HistoryEvent,
     ParentInfo,
+    TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
     TaskScheduled,
@@ -32,6 +35,7 @@ from engine.core.events import (
     WorkItem,
     encode,
 )
+from engine.core.retention import RetentionPolicy
 
 CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
 
@@ -42,11 +46,15 @@ class Dispatcher:
     Args:
         subjects: the prefix's subjects.
         ttl: the per-message TTL of dispatch copies in the history stream (``Nats-TTL``).
+        retention: how long finished runs are kept (None: until purged by hand).
     """
 
-    def __init__(self, subjects: Subjects, ttl: str) -> None:
+    def __init__(
+        self, subjects: Subjects, ttl: str, retention: RetentionPolicy | None = None
+    ) -> None:
         self.subjects = subjects
         self.ttl = ttl
+        self.retention = retention
 
     def for_task(
         self,
@@ -62,7 +70,13 @@ class Dispatcher:
         the trace headers the activity tasks and child starts carry.
         """
         history = list(before)
+        new_events = list(new_events)
         started = _last_start(history)
+        # An activity cancelled by the task that scheduled it is never sent out.
+        cancelled_at_once = {
+            e.task_id for e in new_events if isinstance(e, TaskCancelRequested)
+        } & {e.task_id for e in new_events if isinstance(e, TaskScheduled)}
+        cancels = False
         out: list[DispatchMessage] = []
         for event in new_events:
             if isinstance(event, ExecutionStarted):
@@ -72,14 +86,22 @@ class Dispatcher:
             elif started is None:
                 pass  # not a run's event (cannot happen in a well-formed history)
             elif isinstance(event, TaskScheduled):
-                out.append(self._activity(instance_id, started, event, trace))
+                if event.task_id not in cancelled_at_once:
+                    out.append(self._activity(instance_id, started, event, trace))
+            elif isinstance(event, TaskCancelRequested):
+                cancels = cancels or event.task_id not in cancelled_at_once
             elif isinstance(event, TimerCreated):
                 out.append(self._timer(instance_id, started, event))
             elif isinstance(event, ChildWorkflowScheduled):
                 out.append(self._child(instance_id, started, event, trace))
             elif isinstance(event, ExecutionCompleted):
+                if cancels:
+                    out.append(self._cancel(instance_id, started, history))
+                    cancels = False
                 out.extend(self._completion(instance_id, started, event, history))
             history.append(event)
+        if cancels and started is not None:
+            out.append(self._cancel(instance_id, started, history))
         return out
 
     def _headers(self, msg_id: str) -> dict[str, str]:
@@ -140,6 +162,43 @@ class Dispatcher:
             ),
         )
 
+    def _cancel(
+        self, instance_id: str, started: ExecutionStarted, history: list[HistoryEvent],
+        *, every_activity: bool = False,
+    ) -> DispatchMessage:
+        """Asks the workers running activities of the run to stop them: those the run
+        cancelled so far (the request names them all, so the last one stored is enough for a
+        worker to look up), or every activity of the run."""
+        ids: list[int] = []
+        if not every_activity:
+            run = _current_run(history)
+            ids = sorted({e.task_id for e in run if isinstance(e, TaskCancelRequested)})
+        request = CancelRequest(instance_id, started.execution_id, ids)
+        key = "all" if every_activity else str(len(ids))
+        return DispatchMessage(
+            self.subjects.cancel(instance_id),
+            encode(request),
+            self._headers(f"{started.execution_id}:cancel:{key}"),
+        )
+
+    def _retention(
+        self, instance_id: str, started: ExecutionStarted, completed: ExecutionCompleted
+    ) -> DispatchMessage | None:
+        """The schedule that purges a finished run once its retention has passed."""
+        keep_for = None if self.retention is None else self.retention.keep_for(completed.status)
+        if keep_for is None:
+            return None
+        purge = WorkItem(instance_id, [], started.execution_id, purge=True)
+        return DispatchMessage(
+            self.subjects.retention_timer(instance_id),
+            encode(purge),
+            schedule_headers(
+                completed.timestamp + keep_for,
+                self.subjects.outbox_workflow(instance_id, started.app_id),
+                self.ttl,
+            ),
+        )
+
     def _child(
         self, instance_id: str, started: ExecutionStarted, event: ChildWorkflowScheduled,
         trace: dict[str, str],
@@ -168,8 +227,12 @@ class Dispatcher:
         completed: ExecutionCompleted,
         history: list[HistoryEvent],
     ) -> list[DispatchMessage]:
-        """A finished child reports to its parent; a recursive terminate stops the children."""
+        """A finished child reports to its parent; a terminate stops the run's activities
+        (and, if recursive, its children); retention schedules the purge."""
         out: list[DispatchMessage] = []
+        retention = self._retention(instance_id, started, completed)
+        if retention is not None:
+            out.append(retention)
         parent = started.parent
         if parent is not None and completed.status != CONTINUED_AS_NEW:
             report: HistoryEvent
@@ -191,6 +254,8 @@ class Dispatcher:
                 self._headers(f"{started.execution_id}:report"),
             ))
         if completed.status == "TERMINATED":
+            if open_activities(_current_run(history)):
+                out.append(self._cancel(instance_id, started, history, every_activity=True))
             terminated = next(
                 (e for e in reversed(history) if isinstance(e, ExecutionTerminated)), None
             )
@@ -212,7 +277,8 @@ def still_open(events: Iterable[HistoryEvent], history: list[HistoryEvent]) -> l
     """``events`` without the commands that ``history`` shows answered already (an activity
     with a result, a timer that fired, a child that finished): sending those again would only
     run them twice."""
-    answered_tasks = {e.task_id for e in history if isinstance(e, TaskCompleted | TaskFailed)}
+    closing = TaskCompleted | TaskFailed | TaskCancelRequested
+    answered_tasks = {e.task_id for e in history if isinstance(e, closing)}
     fired = {e.timer_id for e in history if isinstance(e, TimerFired)}
     finished_children = {
         e.task_id for e in history if isinstance(e, ChildWorkflowCompleted | ChildWorkflowFailed)
@@ -241,6 +307,22 @@ def running_children(events: list[HistoryEvent]) -> list[str]:
 def _child_apps(events: list[HistoryEvent]) -> dict[str, str]:
     """The application of each child workflow scheduled in ``events``."""
     return {e.instance_id: e.app_id for e in events if isinstance(e, ChildWorkflowScheduled)}
+
+
+def open_activities(run: list[HistoryEvent]) -> list[int]:
+    """Task ids of the activities of ``run`` with neither a result nor a cancellation."""
+    scheduled = [e.task_id for e in run if isinstance(e, TaskScheduled)]
+    closed = {
+        e.task_id for e in run if isinstance(e, TaskCompleted | TaskFailed | TaskCancelRequested)
+    }
+    return [task_id for task_id in scheduled if task_id not in closed]
+
+
+def _current_run(history: list[HistoryEvent]) -> list[HistoryEvent]:
+    start = max(
+        (i for i, e in enumerate(history) if isinstance(e, ExecutionStarted)), default=0
+    )
+    return history[start:]
 
 
 def _last_start(history: list[HistoryEvent]) -> ExecutionStarted | None:

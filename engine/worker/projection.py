@@ -45,11 +45,15 @@ class RecordProjector:
         now: datetime,
         next_run: list[HistoryEvent],
         cached: CachedRun | None = None,
+        *,
+        repair: bool = False,
     ) -> None:
         """Write the record of the run ``started`` began, as ``result`` leaves it.
 
         With ``cached``, a record whose visible fields did not change is not written again,
-        and the write uses the KV revision this worker wrote last (one round trip).
+        and the write uses the KV revision this worker wrote last (one round trip). With
+        ``repair`` (a task that appended nothing), a record that already reflects ``last_seq``
+        is left as it is, so its ``last_updated_at`` keeps the time of the last change.
         """
         status = result.status
         input_raw = started.input
@@ -85,7 +89,8 @@ class RecordProjector:
         record = await offload(self.broker.payloads, instance_id, record)
         revision = await self.broker.put_record(
             instance_id, encode_record(record), last_seq, run_seq_of(execution_id),
-            revision=None if cached is None else cached.kv_revision,
+            revision=None if cached is None or repair else cached.kv_revision,
+            keep_equal=repair,
         )
         if cached is not None:
             cached.projected, cached.kv_revision = visible, revision
@@ -106,14 +111,16 @@ class RecordProjector:
             revision=current[1],
         )
 
-    async def pending(self, instance_id: str) -> tuple[InstanceRecord, int] | None:
-        """The instance's record and its revision if it is PENDING: a client has started it
-        and no worker has taken the start yet."""
+    async def awaiting_start(self, instance_id: str) -> tuple[InstanceRecord, int] | None:
+        """The instance's record and its revision if it waits for its run to start: PENDING
+        (a client started it, no worker has taken the start yet) or STALLED (no worker could
+        run it yet)."""
         stored = await self.broker.get_record(instance_id)
         if stored is None:
             return None
         record = decode_record(stored[0])
-        return (record, stored[1]) if record.status == WorkflowStatus.PENDING.value else None
+        waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
+        return (record, stored[1]) if record.status in waiting else None
 
     async def terminate_unstarted(
         self, instance_id: str, pending: tuple[InstanceRecord, int], events: list[HistoryEvent]

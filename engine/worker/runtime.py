@@ -26,6 +26,7 @@ from brokers import (
 from engine.core.executor import ReplayRules
 from engine.core.instance_ids import app_token
 from engine.core.registry import Registry, check_name
+from engine.core.retention import RetentionPolicy
 from engine.signals import stop_signal
 from engine.worker.activities import ActivityContext, ActivityPipeline
 from engine.worker.history_cache import HistoryCache
@@ -40,6 +41,9 @@ __all__ = ["ActivityContext", "WorkflowRuntime"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("jetloom.runtime")
+
+LOOP_STOP_TIMEOUT = 5.0
+"""Seconds ``shutdown`` waits for the runtime's loops to stop once cancelled."""
 
 
 class WorkflowRuntime:
@@ -67,6 +71,8 @@ class WorkflowRuntime:
         large_payload_threshold: int = DEFAULT_THRESHOLD,
         app_id: str | None = None,
         replay_rules: ReplayRules | None = None,
+        retention: RetentionPolicy | None = None,
+        dispatch_ttl: timedelta = timedelta(hours=24),
     ) -> None:
         """Configure a runtime; nothing connects until ``start()``.
 
@@ -95,9 +101,19 @@ class WorkflowRuntime:
                 Characters other than letters, digits, '-' and '_' become '_'.
             replay_rules: how replay holds code to history (default: jetloom's; ``engine.dapr``
                 uses ``ReplayRules.dapr()``).
+            retention: how long instances are kept once they finished; each is purged (as
+                ``purge_workflow`` does) when its time has passed, by a message schedule set
+                with its last workflow task. Applies to instances that finish after it is set
+                (default: kept until purged by hand).
+            dispatch_ttl: how long the copies of dispatches (activity tasks, work items,
+                cancel requests) stay in the history stream once written: the work stream
+                takes them in at once, the copies only cover an outage of it. Their storage is
+                about this times the rate of dispatches (at least one second).
         """
         if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
             raise ValueError("concurrency limits must be at least 1")
+        if dispatch_ttl < timedelta(seconds=1):
+            raise ValueError(f"dispatch_ttl must be at least one second, got {dispatch_ttl}")
         if large_payload_threshold < MIN_THRESHOLD:
             raise ValueError(
                 f"large_payload_threshold must be at least {MIN_THRESHOLD} bytes, "
@@ -118,6 +134,8 @@ class WorkflowRuntime:
         self.history_cache_size = history_cache_size
         self.app_id = app_token(app_id_or_default(app_id))
         self.replay_rules = replay_rules or ReplayRules()
+        self.retention = retention
+        self.dispatch_ttl = dispatch_ttl
         self._broker: JetStreamBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._work_stream: WorkStreamLayout | None = None
@@ -269,6 +287,7 @@ class WorkflowRuntime:
         broker = self._broker = JetStreamBroker(
             nc, self.subjects, replicas=self.replicas,
             large_payload_threshold=self.large_payload_threshold,
+            outbox_ttl=f"{int(self.dispatch_ttl.total_seconds())}s",
         )
         await broker.ensure_topology()
         # The work stream as the server has it: its replicas and its routing.
@@ -281,7 +300,7 @@ class WorkflowRuntime:
             watched.append(self._serve_workflows())
         if self.registry.activity_names:
             await self._ensure_activity_consumers()
-            watched.extend(self._serve_activities())
+            watched.extend(await self._serve_activities())
         # On a cluster, restart a stalled source of dispatches (see brokers._sourcing).
         self._loops.append(asyncio.create_task(
             watch_sourcing(broker.api, s.work_stream, s.history_stream)
@@ -329,7 +348,7 @@ class WorkflowRuntime:
         reader = WorkReader(self.subjects, self.registry, self.app_id)
         tasks = WorkflowTasks(
             broker, self.registry, HistoryCache(self.history_cache_size), projector, reader,
-            self.replay_rules,
+            rules=self.replay_rules, retention=self.retention,
         )
         self.workflow_pipeline = WorkflowPipeline(
             broker, tasks, projector, reader,
@@ -350,12 +369,13 @@ class WorkflowRuntime:
                 ack_wait=self.activity_lease.total_seconds(), max_ack_pending=100_000,
             )
 
-    def _serve_activities(self) -> list[str]:
+    async def _serve_activities(self) -> list[str]:
         """Start the activity pipeline; the consumers it serves."""
         self.activity_pipeline = ActivityPipeline(
             self.broker, self.registry, capacity=self.max_concurrent_activities,
             lease=self.activity_lease, confirm_acks=self._confirm_acks, spawn=self._spawn,
         )
+        await self.activity_pipeline.start()  # hears cancel requests from now on
         for queue in self.task_queues:
             self._loops.append(asyncio.create_task(
                 self.activity_pipeline.serve(queue, len(self.task_queues))
@@ -379,7 +399,7 @@ class WorkflowRuntime:
                     self._serve_workflows()
                 else:
                     await self._ensure_activity_consumers()
-                    self._serve_activities()
+                    await self._serve_activities()
                 log.info("runtime.serving_late_registration", kind=kind)
             except Exception as exc:
                 log.error("runtime.late_registration_failed", kind=kind, error=repr(exc))
@@ -404,10 +424,13 @@ class WorkflowRuntime:
                 pipeline.stopping = True
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._loops:  # a loop that swallows its cancellation must not hold up the exit
+            await asyncio.wait(self._loops, timeout=LOOP_STOP_TIMEOUT)
         self._loops.clear()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)
+        if self.activity_pipeline is not None:
+            await self.activity_pipeline.stop()
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 await self._broker.nc.flush(timeout=5)

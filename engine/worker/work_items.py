@@ -33,6 +33,8 @@ class Work(NamedTuple):
     """The run they are for (empty: whichever run is current)."""
     after_seq: int
     """For a start: the history sequence it was decided at (see ``WorkItem.after_seq``)."""
+    from_client: bool = False
+    """The start is a client's (``schedule_new_workflow``): its PENDING record came first."""
 
 
 class WorkReader:
@@ -110,13 +112,15 @@ class WorkReader:
         events: list[HistoryEvent] = [
             e for e in item.events if not isinstance(e, ExecutionStarted)
         ]
-        return Work(start, events, item.execution_id, item.after_seq)
+        # A start in a work item without a parent is a client's; a child's names its parent.
+        from_client = start is not None and start.parent is None
+        return Work(start, events, item.execution_id, item.after_seq, from_client)
 
     def only_fresh_starts(self, msgs: list[WorkMessage], work: list[Work]) -> bool:
         """True if every message starts a run of an id that had no history when it was sent:
         a start event without an instance id of its own, or a start work item decided on an
         empty history (``after_seq`` 0)."""
-        for msg, (start, events, _, after_seq) in zip(msgs, work, strict=True):
+        for msg, (start, events, _, after_seq, _) in zip(msgs, work, strict=True):
             if start is None or events or after_seq:
                 return False
             if self.subjects.is_start(msg.subject):

@@ -18,34 +18,35 @@ import structlog
 
 from brokers import AppendConflictError, JetStreamBroker, WorkMessage
 from engine.core.codec import to_json
+from engine.core.errors import NonDeterminismError, WorkflowNotRegisteredError
 from engine.core.events import (
     ExecutionCompleted,
     ExecutionStarted,
+    ExecutionTerminated,
     HistoryEvent,
-    TaskCommit,
     WorkflowTaskStarted,
     current_run,
     decode_commit,
-    encode,
     history_events,
     run_is_finished,
+    task_commits,
 )
 from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
-from engine.core.results import TaskResult
+from engine.core.results import TaskResult, termination
+from engine.core.retention import RetentionPolicy
 from engine.core.status import WorkflowStatus
 from engine.offload import offload_all, resolve, resolve_all, stored_names
 from engine.worker.dispatch import Dispatcher, still_open
 from engine.worker.faults import crash_point
 from engine.worker.history_cache import CachedRun, HistoryCache, scheduled_children
 from engine.worker.projection import RecordProjector
+from engine.worker.retention import purge_item, purge_when_due
 from engine.worker.work_items import Work, WorkReader
 from observability import WorkflowTaskTrace, dispatch_trace_headers, publish_span
 
 log = structlog.get_logger("jetloom.runtime")
 
-COMMIT_HEADROOM = 8 * 1024
-"""Bytes of a history message kept free under the server's max payload for its headers."""
 START_WAIT = 0.2
 """Seconds after which events that overtook their instance's start are delivered again."""
 START_WAIT_DELIVERIES = 50
@@ -89,6 +90,7 @@ class WorkflowTasks:
         projector: RecordProjector,
         reader: WorkReader,
         rules: ReplayRules | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.broker = broker
         self.registry = registry
@@ -96,7 +98,7 @@ class WorkflowTasks:
         self.cache = cache
         self.projector = projector
         self.reader = reader
-        self.dispatcher = Dispatcher(broker.subjects, broker.outbox_ttl)
+        self.dispatcher = Dispatcher(broker.subjects, broker.outbox_ttl, retention)
 
     async def run(
         self,
@@ -113,6 +115,16 @@ class WorkflowTasks:
         Returns None when the messages can be acknowledged, or a delay after which they
         should be delivered again (a scheduled start that is not due yet).
         """
+        purges = {m.stream_seq: item for m in msgs if (item := purge_item(m)) is not None}
+        if purges:
+            # A retention schedule fired: purge the run it was set for, if still the latest.
+            self.cache.forget(instance_id)
+            await purge_when_due(
+                self.broker, instance_id, {item.execution_id for item in purges.values()}
+            )
+            msgs = [m for m in msgs if m.stream_seq not in purges]
+            if not msgs:
+                return None
         if any(m.num_delivered > 1 for m in msgs):
             await self.resend_committed(instance_id, msgs)
         task = await self._prepare(instance_id, msgs, may_skip_read)
@@ -153,7 +165,14 @@ class WorkflowTasks:
         # The task's time is taken after the read: a read that waited (a fail-over) may return
         # tasks other workers committed meanwhile, and the workflow's time must not go back.
         now = datetime.now(UTC)
-        started, start_after, received = await self._received(instance_id, work)
+        # A client's start runs only while the record it wrote first still waits for it.
+        awaited = (
+            await self.projector.awaiting_start(instance_id)
+            if any(w.from_client for w in work) else None
+        )
+        started, start_after, received = await self._received(
+            instance_id, work, None if awaited is None else awaited[0].execution_id
+        )
         if run.events and _is_stale(run, received):
             # A client started a new run since this worker cached the old one.
             self.cache.forget(instance_id)
@@ -173,8 +192,12 @@ class WorkflowTasks:
         prefix_events: list[HistoryEvent] = []
         if not history:
             if started is None:
+                if not received:
+                    return None  # nothing but a start that is no longer wanted
                 return await self._no_run(instance_id, msgs, [e for e, _ in received])
             history, prefix_events = [started], [started]
+            if awaited is not None and awaited[0].execution_id == started.execution_id:
+                run.kv_revision = awaited[1]  # its first record update replaces that record
         first = history[0]
         assert isinstance(first, ExecutionStarted)
         # Events sent to an earlier run of this instance id are stale, but for those sent to
@@ -187,15 +210,24 @@ class WorkflowTasks:
         )
 
     async def _received(
-        self, instance_id: str, work: list[Work]
+        self, instance_id: str, work: list[Work], awaited_run: str | None
     ) -> tuple[ExecutionStarted | None, int, list[tuple[HistoryEvent, str]]]:
         """The start among ``work`` (the first one; later ones are duplicates), the history
-        sequence it was decided at, and every event with the run it is for."""
+        sequence it was decided at, and every event with the run it is for.
+
+        A client's start counts only if it is the run the instance's record waits for
+        (``awaited_run``): one whose instance was terminated, purged or started again before
+        any worker ran it is dropped.
+        """
         started: ExecutionStarted | None = None
         start_after = 0
         received: list[tuple[HistoryEvent, str]] = []
-        for new_start, events, run_id, after_seq in work:
+        for new_start, events, run_id, after_seq, from_client in work:
             events = await resolve_all(self.broker.payloads, events)
+            if from_client and new_start is not None and awaited_run != new_start.execution_id:
+                log.info("start.dropped", instance_id=instance_id,
+                         reason="terminated, purged or started again before it ran")
+                new_start = None
             if new_start is not None:
                 new_start = await resolve(self.broker.payloads, new_start)
                 if started is None:
@@ -210,7 +242,7 @@ class WorkflowTasks:
     ) -> float | None:
         """Events for an instance without a run: wait for a start that is on its way, end a
         start that never came if they terminate it, else dead-letter them."""
-        pending = await self.projector.pending(instance_id)
+        pending = await self.projector.awaiting_start(instance_id)
         if pending is not None:
             if max(m.num_delivered for m in msgs) < START_WAIT_DELIVERIES:
                 # Events that overtook their instance's start (raised right after a client
@@ -236,16 +268,20 @@ class WorkflowTasks:
         # does), so code changed in the running process takes effect at once.
         execution = None if self.rules.replay_every_task else run.execution
         from_cache = execution is not None and execution.history_length == len(history)
-        if execution is None or execution.history_length != len(history):
-            execution = WorkflowExecution(self.registry, task.instance_id, history, self.rules)
         if task_trace is not None:  # observability: opens the workflow task span
             task_trace.begin(first, history, from_cache=from_cache)
         # From here the live execution is ahead of the stored history until the append commits.
         run.execution = None
-        if execution.is_complete:
+        try:
+            if execution is None or execution.history_length != len(history):
+                execution = WorkflowExecution(self.registry, task.instance_id, history, self.rules)
+            result = None if execution.is_complete else execution.run_task(task.incoming, task.now)
+        except (NonDeterminismError, WorkflowNotRegisteredError) as exc:
+            await self._without_code(task, history, exc, msgs, task_trace)
+            return
+        if result is None:
             await self._already_complete(task, execution, history)
             return
-        result = execution.run_task(task.incoming, task.now)
         if task_trace is not None:  # observability
             task_trace.replayed(result, incoming=len(task.incoming))
         if pinned_version is not None:
@@ -267,6 +303,31 @@ class WorkflowTasks:
             return
         await self._commit(task, history, execution, result, msgs, task_trace)
 
+    async def _without_code(
+        self,
+        task: _Task,
+        history: list[HistoryEvent],
+        exc: Exception,
+        msgs: list[WorkMessage],
+        task_trace: WorkflowTaskTrace | None,
+    ) -> None:
+        """The run's code cannot run here: its workflow is not hosted, or it no longer replays
+        its history. A run that has ended takes no events anyway, and a terminate is recorded
+        without the code; anything else fails the task (the instance shows STALLED until a
+        worker that can run it takes the work)."""
+        if run_is_finished(history):
+            if task.incoming:
+                log.info("workflow.events_after_completion_dropped",
+                         instance_id=task.instance_id, events=len(task.incoming))
+            return
+        terminate = next((e for e in task.incoming if isinstance(e, ExecutionTerminated)), None)
+        if terminate is None:
+            raise exc
+        log.info("workflow.terminated_without_code", instance_id=task.instance_id,
+                 error_type=type(exc).__name__, error=str(exc))
+        now = max(task.now, history[-1].timestamp)
+        await self._commit(task, history, None, termination(terminate, now), msgs, task_trace)
+
     async def _already_complete(
         self, task: _Task, execution: WorkflowExecution, history: list[HistoryEvent]
     ) -> None:
@@ -286,9 +347,10 @@ class WorkflowTasks:
             if execution.custom_status is None
             else to_json(execution.custom_status),
         )
+        ended = history[-1].timestamp  # the time of the change, should the record lack it
         await self.projector.project(
             task.instance_id, task.first, final, scheduled_children(history), task.run.last_seq,
-            task.now, [], task.run,
+            ended, [], task.run, repair=True,
         )
 
     def _pin_version(
@@ -314,13 +376,13 @@ class WorkflowTasks:
         self,
         task: _Task,
         history: list[HistoryEvent],
-        execution: WorkflowExecution,
+        execution: WorkflowExecution | None,
         result: TaskResult,
         msgs: list[WorkMessage],
         task_trace: WorkflowTaskTrace | None,
     ) -> None:
         """Append the task's events as one message, then send its dispatches and write the
-        record together."""
+        record together (``execution``: the live run it leaves, if its code ran)."""
         instance_id, run, first = task.instance_id, task.run, task.first
         # What is written carries references in place of payloads over the size threshold.
         payloads = self.broker.payloads
@@ -393,25 +455,9 @@ class WorkflowTasks:
                 )
 
     def commit_messages(self, events: list[HistoryEvent], consumed: list[int]) -> list[bytes]:
-        """A task's history messages: one ``TaskCommit`` holding all its events, or, if that
-        would not fit the server's max payload, several (written as one atomic batch), the
-        last of them naming the work items the task consumed."""
-        whole = encode(TaskCommit(events, consumed))
-        limit = self.broker.nc.max_payload - COMMIT_HEADROOM
-        if len(whole) <= limit or len(events) == 1:
-            return [whole]
-        messages: list[bytes] = []
-        chunk: list[HistoryEvent] = []
-        size = 0
-        for event in events:
-            event_size = len(encode(event)) + 1
-            if chunk and size + event_size > limit:
-                messages.append(encode(TaskCommit(chunk)))
-                chunk, size = [], 0
-            chunk.append(event)
-            size += event_size
-        messages.append(encode(TaskCommit(chunk, consumed)))
-        return messages
+        """A task's history messages: one ``TaskCommit``, or several if it would not fit the
+        server's max payload (see ``task_commits``)."""
+        return task_commits(events, consumed, self.broker.nc.max_payload)
 
     async def resend_committed(self, instance_id: str, msgs: list[WorkMessage]) -> None:
         """Send again the dispatches of the tasks that already took some of ``msgs``.

@@ -20,6 +20,7 @@ from brokers import (
     WorkMessage,
 )
 from engine.worker.faults import crash_point
+from engine.worker.firings import ScheduleFirings, fired_schedule
 from engine.worker.projection import RecordProjector
 from engine.worker.work_items import WorkReader
 from engine.worker.workflow_task import WorkflowTasks
@@ -29,6 +30,9 @@ log = structlog.get_logger("jetloom.runtime")
 
 TASK_ATTEMPTS = 8
 """Workflow task attempts after append conflicts before the messages are handed back."""
+SCHEDULE_KEY = "schedule:"
+"""Prefix of the keys under which a schedule's firings wait for each other (no instance id
+has a colon)."""
 
 
 async def settle_all(
@@ -72,6 +76,7 @@ class WorkflowPipeline:
         self.stall_retry_max = stall_retry_max
         self.confirm_acks = confirm_acks
         self._spawn = spawn
+        self.firings = ScheduleFirings(broker)
         self._busy: dict[str, list[WorkMessage]] = {}
         """Instances with a workflow task running here, and the messages waiting for it."""
         self._stream: PullStream | None = None
@@ -105,6 +110,12 @@ class WorkflowPipeline:
         """``msgs`` by instance; messages that can never be used are dead-lettered."""
         groups: dict[str, list[WorkMessage]] = {}
         for msg in msgs:
+            schedule_id = fired_schedule(msg, self.broker)
+            if schedule_id is not None:
+                # A recurring schedule fired: its firings are handled one at a time, like an
+                # instance's work (the key cannot be an instance id).
+                groups.setdefault(SCHEDULE_KEY + schedule_id, []).append(msg)
+                continue
             try:
                 instance_id = await self._instance_of(msg)
             except Exception as exc:
@@ -140,11 +151,13 @@ class WorkflowPipeline:
             stream.release(1)
 
     async def _process_instance(self, instance_id: str, msgs: list[WorkMessage]) -> None:
-        """Run workflow tasks for an instance until no more work waits for it."""
+        """Run workflow tasks for an instance (or firings of a schedule) until no more work
+        waits for it."""
+        handle = self._fire if instance_id.startswith(SCHEDULE_KEY) else self._run_task
         try:
             while msgs:
                 try:
-                    await self._run_task(instance_id, msgs)
+                    await handle(instance_id, msgs)
                 except Exception as exc:  # never let one instance's trouble stop the worker
                     log.error("workflow.internal_error", instance_id=instance_id,
                               error=repr(exc))
@@ -196,6 +209,24 @@ class WorkflowPipeline:
             return
         cache.forget(instance_id)
         await settle_all(msgs, nak_delay=0.05, confirm=self.confirm_acks)
+
+    async def _fire(self, key: str, msgs: list[WorkMessage]) -> None:
+        """Start the instances of a schedule's firings, one after the other."""
+        for msg in msgs:
+            try:
+                await self.firings.fire(msg)
+            except MESSAGING_ERRORS as exc:
+                log.warning("schedule.transient_error", schedule=key, error=repr(exc))
+                await msg.settle(nak_delay=0.5, confirm=self.confirm_acks)
+                continue
+            except Exception as exc:
+                longest = self.stall_retry_max.total_seconds()
+                delay = min(0.5 * 2 ** (msg.num_delivered - 1), longest)
+                log.error("schedule.firing_failed", schedule=key, error=repr(exc),
+                          retry_in_s=delay)
+                await msg.settle(nak_delay=delay, confirm=self.confirm_acks)
+                continue
+            await msg.settle(confirm=self.confirm_acks)
 
     async def _dead_letter_oversized_start(
         self, instance_id: str, msgs: list[WorkMessage], exc: Exception

@@ -1,9 +1,7 @@
 """What the native engine does so that Dapr programs behave as under Dapr (phase 2).
 
 Each test states Dapr's behaviour, through the public engine API that ``engine.dapr`` uses
-instead of a workaround. One remains a strict xfail: the change that makes it pass is named in
-its reason and in docs/dapr.md; when it passes, drop its marker and the workaround in
-engine/dapr.
+instead of a workaround (docs/dapr.md lists the changes).
 """
 
 from __future__ import annotations
@@ -26,10 +24,6 @@ from engine.core.registry import Registry
 from engine.http import build_app
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=f"phase 2: {reason}", strict=True)
 
 
 def replay(
@@ -250,8 +244,6 @@ class TestRuntimeAndClient:
         assert '"two"' == state.serialized_output
         assert "2.0" in [getattr(e, "version", "") for e in history]
 
-    @xfail("WorkflowClient has no rerun_workflow_from_event (SPEC additions); engine.dapr "
-           "raises NotImplementedError")
     def test_rerun_from_event(self) -> None:
         """The client can rerun a finished instance from one of its events."""
         assert hasattr(engine.WorkflowClient, "rerun_workflow_from_event")

@@ -27,8 +27,9 @@ own (JETLOOM_PREFIX), with the venv's ``bin`` first on PATH as after ``source
 .venv/bin/activate``. A step passes when it exits 0 and, if an output block follows it, prints
 that output. Outputs are compared after normalising what changes from run to run: timestamps
 become ``<time>``, durations (``+10ms``, ``took=1.2s``) ``<duration>``, runs of spaces one
-space; ``...`` in an expected output matches any text within a line. Background steps must
-still be running when the test ends; they are then stopped with SIGTERM (by process group id).
+space, a table's rule of dashes (as wide as the widest value) three dashes; ``...`` in an
+expected output matches any text within a line. Background steps must still be running when
+the test ends; they are then stopped with SIGTERM (by process group id).
 
 The guide's ``nats req`` commands run against a stand-in for the nats CLI (written below, it
 only does ``req``): it sends the subject and JSON body exactly as written, on the test's
@@ -58,12 +59,7 @@ README = ROOT / "README.md"
 STEP_TIMEOUT = 120.0
 """Seconds one step may run (the longest waits in the guide are a few seconds)."""
 
-XFAIL: dict[str, str] = {
-    "child-workflows-and-continue-as-new-2": (
-        "engine bug: a workflow started without input gets None instead of its parameter's "
-        "default (archive_accounts(ctx, page: int = 0) fails with InputDecodeError)"
-    ),
-}
+XFAIL: dict[str, str] = {}
 """Tests of blocks that fail because of a known engine bug or gap: the guide shows what should
 work, and each xfail is strict, so the fix makes its test fail until the entry is removed."""
 
@@ -230,6 +226,7 @@ _DURATION = re.compile(r"(?<![\w.])[+-]?\d+(?:\.\d+)?(?:ms|s)\b")
 def normalise(text: str) -> str:
     """Output with what changes between runs replaced (see the module docstring)."""
     text = _DURATION.sub("<duration>", _TIME.sub("<time>", text))
+    text = re.sub(r"-{3,}", "---", text)  # a table's rule is as wide as its widest value
     lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.strip("\n").splitlines()]
     return "\n".join(lines).strip("\n")
 

@@ -33,8 +33,8 @@ def _start_is_invalid(body: bytes) -> bool:
         value = json.loads(body.decode("utf-8"), parse_constant=lambda c: 1 / 0)
     except (UnicodeDecodeError, ValueError, ZeroDivisionError):
         return True
-    if not isinstance(value, dict):
-        return True
+    if not isinstance(value, dict) or set(value) - {"instance_id", "input"}:
+        return True  # not an object, or fields a start does not have (a misspelt "id")
     iid = value.get("instance_id")
     if iid is None or iid == "":
         return False

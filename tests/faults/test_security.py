@@ -101,6 +101,11 @@ def viewer_publish(p: str = PREFIX) -> list[str]:
     ]
 
 
+def worker_subscribe(p: str = PREFIX) -> tuple[str, ...]:
+    """What a worker subscribes to: replies, and the cancel requests its activities heed."""
+    return ("_INBOX.>", f"{p}.cancel.*")
+
+
 def starter_publish(p: str = PREFIX) -> list[str]:
     """What a publisher of start events (public protocol only) publishes to."""
     return [f"{p}.start.>"]
@@ -118,7 +123,7 @@ ROLES_CONFIG = (
     "authorization { users = [\n"
     + ",\n".join(
         [
-            _user("worker", worker_publish()),
+            _user("worker", worker_publish(), worker_subscribe()),
             _user("starter", starter_publish()),
             _user("viewer", viewer_publish()),
         ]

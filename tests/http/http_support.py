@@ -19,7 +19,7 @@ def _template_of(path: str) -> str:
     for template in OPENAPI["paths"]:
         pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, path):
-            matches.append((-template.count("{"), template))
+            matches.append((template.count("{"), template))
     assert matches, f"{path} is not in the OpenAPI document"
     return min(matches)[1]
 

@@ -10,12 +10,25 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from brokers._server import free_port
+from brokers import JetStreamBroker
+from brokers._server import EmbeddedNatsServer, free_port
 from engine import WorkflowClient, WorkflowRuntime, WorkflowStatus
+from engine.core.codec import to_json
+from engine.core.events import (
+    ExecutionCompleted,
+    ExecutionStarted,
+    TaskCommit,
+    TaskCompleted,
+    TaskScheduled,
+    WorkflowTaskStarted,
+    encode,
+)
+from engine.core.state import InstanceRecord, encode_record
 from tests.cli_workflows import build_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +56,17 @@ def _cli_env() -> dict[str, str]:
 
 
 async def _spawn(
-    *args: str, env: dict[str, str] | None = None, stdin: int | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: int | None = None,
+    cwd: Path = ROOT,
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "engine.cli",
         *args,
-        cwd=ROOT,
+        cwd=cwd,
         env={**_cli_env(), **(env or {})},
         stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
@@ -59,10 +75,16 @@ async def _spawn(
 
 
 async def run_cli(
-    *args: str, timeout: float = 60, env: dict[str, str] | None = None, stdin: bytes | None = None
+    *args: str,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    cwd: Path = ROOT,
 ) -> CliResult:
     """Run ``python -m engine.cli ARGS`` without blocking the event loop the runtime uses."""
-    proc = await _spawn(*args, env=env, stdin=None if stdin is None else asyncio.subprocess.PIPE)
+    proc = await _spawn(
+        *args, env=env, stdin=None if stdin is None else asyncio.subprocess.PIPE, cwd=cwd
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
@@ -125,6 +147,17 @@ class TestStart:
         result = await jetloom("start", "failing", "--wait")
         assert 1 == result.code
         assert ["status: FAILED", "failure: ValueError: boom"] == result.stdout.splitlines()[1:]
+
+    async def test_wait_on_a_workflow_nobody_hosts_exits_1_with_the_reason(
+        self, jetloom: Jetloom
+    ) -> None:
+        """start --wait of a workflow no worker hosts (a typo) stops as soon as the instance
+        is STALLED, prints why, and exits 1."""
+        result = await jetloom("start", "doublr", "--id", "typo", "--wait", "--timeout", "20")
+        assert 1 == result.code, result.stderr
+        assert "status: STALLED" in result.stdout.splitlines()
+        assert "unknown workflow 'doublr'" in result.stdout
+        assert "jetloom terminate typo" in result.stdout
 
     async def test_input_from_a_file_and_from_stdin(
         self, nats_url: str, prefix: str, tmp_path: Path, client: WorkflowClient
@@ -215,6 +248,46 @@ class TestHistory:
             return proc.wait(timeout=60), err
 
         assert (141, b"") == await asyncio.to_thread(run_with_stdout_closed)
+
+    async def test_deltas_are_never_negative(
+        self, jetloom: Jetloom, broker: JetStreamBroker
+    ) -> None:
+        """An activity result stamped by its worker just before the workflow task that
+        records it (clocks of two processes) shows as +0ms, never as a negative delta."""
+        t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        ms = timedelta(milliseconds=1)
+        events = [
+            ExecutionStarted(timestamp=t0, name="doubler", execution_id="e1", input=to_json(2)),
+            WorkflowTaskStarted(timestamp=t0 + 10 * ms),
+            TaskScheduled(timestamp=t0 + 10 * ms, task_id=1, name="double", input=to_json(2)),
+            WorkflowTaskStarted(timestamp=t0 + 25 * ms),
+            TaskCompleted(timestamp=t0 + 23 * ms, task_id=1, result=to_json(4)),
+            ExecutionCompleted(timestamp=t0 + 25 * ms, status="COMPLETED", result=to_json(4)),
+        ]
+        seq = await broker.commit("skewed", 0, [encode(TaskCommit(events))])
+        record = InstanceRecord(
+            instance_id="skewed", name="doubler", status="COMPLETED", created_at=t0,
+            last_updated_at=t0 + 25 * ms, execution_id="e1", history_seq=seq,
+        )
+        await broker.put_record("skewed", encode_record(record), seq, lambda _: 0)
+        table = await jetloom("history", "skewed")
+        as_json = json.loads((await jetloom("history", "skewed", "--json")).stdout)
+        deltas = [line.split()[3] for line in table.stdout.splitlines()[2:]]
+        assert ["-", "+10ms", "+0ms", "+15ms", "+0ms", "+0ms"] == deltas
+        assert [None, 0.01, 0.0, 0.015, 0.0, 0.0] == [
+            None if e["delta_s"] is None else round(e["delta_s"], 3) for e in as_json
+        ]
+
+    async def test_instance_not_run_yet_has_an_empty_history(
+        self, jetloom: Jetloom, client: WorkflowClient
+    ) -> None:
+        """history of an instance that status shows but no worker ran says so, exit 0."""
+        await client.schedule_new_workflow("nobody_hosts_this", instance_id="h4")
+        await client._wait_until("h4", lambda s: s is WorkflowStatus.STALLED, 20, False)
+        result = await jetloom("history", "h4")
+        assert (0, "h4 has no history yet (STALLED); jetloom status h4 shows why") == (
+            result.code, result.stdout.splitlines()[0]
+        )
 
     async def test_json_lists_tagged_events(self, jetloom: Jetloom) -> None:
         """history --json prints the events with their type tags, oldest first."""
@@ -371,21 +444,163 @@ async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+GREETER = """
+from engine import ActivityContext, WorkflowContext, WorkflowRuntime
+
+wfr = WorkflowRuntime()
+
+
+@wfr.activity
+async def shout(ctx: ActivityContext, text: str) -> str:
+    return text.upper()
+
+
+@wfr.workflow
+async def greet(ctx: WorkflowContext, name: str) -> str:
+    loud = await ctx.call_activity(shout, input=name)
+    return await ctx.call_activity("exclaim", input=loud)  # hosted by another module
+"""
+
+EXCLAIMER = """
+from engine import ActivityContext, WorkflowContext, WorkflowRuntime
+
+wfr = WorkflowRuntime()
+
+
+@wfr.activity
+async def exclaim(ctx: ActivityContext, text: str) -> str:
+    return text + "!"
+
+
+@wfr.workflow
+async def farewell(ctx: WorkflowContext, name: str) -> str:
+    return await ctx.call_activity("shout", input=f"bye {name}")  # hosted by another module
+"""
+
+NAPPER = """
+from datetime import timedelta
+
+from engine import WorkflowContext, WorkflowRuntime
+
+wfr = WorkflowRuntime()
+
+
+@wfr.workflow
+async def napper(ctx: WorkflowContext, seconds: float) -> str:
+    await ctx.create_timer(timedelta(seconds=seconds))
+    return "rested"
+"""
+
+
 class TestDev:
     async def test_hosts_a_file_and_stops_gracefully(
         self, nats_url: str, prefix: str, jetloom: Jetloom
     ) -> None:
-        """dev hosts the file's runtime on the given server and exits 0 on SIGTERM."""
+        """dev hosts the file's runtime on the given server, logs each workflow that
+        completed or failed, and exits 0 on SIGTERM."""
         proc = await _spawn("dev", WORKFLOWS_FILE, "--nats-url", nats_url, "--prefix", prefix)
         try:
             lines = await _wait_until_ready(proc)
             result = await jetloom("start", "doubler", "--input", "4", "--wait")
+            await jetloom("start", "failing", "--wait")
         finally:
-            code, out, _ = await _stop(proc)
+            code, out, err = await _stop(proc)
         assert (0, ["status: COMPLETED", "output: 8"]) == (code, result.stdout.splitlines()[1:])
         assert f"jetloom dev: NATS at {nats_url}" == lines[0]
         assert "workflows: approval, doubler, failing; activities: double" in lines[1]
         assert "jetloom dev: stopped" in out
+        assert '"event": "workflow.completed"' in err
+        assert '"event": "workflow.failed"' in err
+
+    async def test_modules_share_one_runtime(
+        self, nats_url: str, prefix: str, jetloom: Jetloom, tmp_path: Path
+    ) -> None:
+        """dev of two modules hosts every workflow and activity of both in one runtime: each
+        module's workflow calls an activity of the other, and no worker meets work it does
+        not host."""
+        (tmp_path / "greeter.py").write_text(GREETER)
+        (tmp_path / "exclaimer.py").write_text(EXCLAIMER)
+        proc = await _spawn(
+            "dev", "greeter.py", "exclaimer.py", "--nats-url", nats_url, "--prefix", prefix,
+            cwd=tmp_path,
+        )
+        try:
+            lines = await _wait_until_ready(proc)
+            greet = await jetloom("start", "greet", "--input", '"ada"', "--wait")
+            farewell = await jetloom("start", "farewell", "--input", '"ada"', "--wait")
+        finally:
+            code, _, err = await _stop(proc)
+        hosting = [line for line in lines if line.startswith("jetloom dev: hosting")]
+        assert [
+            "jetloom dev: hosting greeter.py:wfr and exclaimer.py:wfr in one runtime "
+            f"(prefix '{prefix}'; workflows: farewell, greet; activities: exclaim, shout)"
+        ] == hosting
+        assert (0, '"ADA!"', '"BYE ADA"') == (
+            code, greet.stdout.splitlines()[-1][8:], farewell.stdout.splitlines()[-1][8:]
+        )
+        for trouble in ("workflow.task_failed", "not_registered", "dead_lettered"):
+            assert trouble not in err
+
+    async def test_a_name_two_modules_register_is_refused(
+        self, nats_url: str, prefix: str, tmp_path: Path
+    ) -> None:
+        """dev refuses, before starting anything, two modules registering one name."""
+        (tmp_path / "greeter.py").write_text(GREETER)
+        (tmp_path / "greeter2.py").write_text(GREETER)
+        result = await run_cli(
+            "dev", "greeter.py", "greeter2.py", "--nats-url", nats_url, "--prefix", prefix,
+            cwd=tmp_path,
+        )
+        assert_one_line_error(
+            result, "greeter.py:wfr", "greeter2.py:wfr", "workflow 'greet'", "activity 'shout'"
+        )
+        assert "" == result.stdout
+
+    async def test_missing_file_is_reported_before_a_taken_port(
+        self, nats_server: EmbeddedNatsServer
+    ) -> None:
+        """dev of a file that does not exist names the file, even when the port is taken."""
+        result = await run_cli("dev", "missing.py", "--port", str(nats_server.port))
+        assert_one_line_error(result, "no such file 'missing.py'")
+
+    async def test_state_is_kept_in_the_project_folder_and_timers_resume(
+        self, tmp_path: Path
+    ) -> None:
+        """By default dev keeps the embedded server's store in ./.jetloom and says so; after
+        a restart an instance waiting on a timer resumes and completes."""
+        (tmp_path / "napper.py").write_text(NAPPER)
+        url = f"nats://127.0.0.1:{(port := free_port())}"
+        command = ("dev", "napper.py", "--port", str(port), "--http-port", "0")
+        proc = await _spawn(*command, cwd=tmp_path)
+        try:
+            first = await _wait_until_ready(proc)
+            await run_cli("start", "napper", "--input", "3", "--id", "nap", "--nats-url", url)
+            await run_cli("watch", "nap", "--once", "--nats-url", url)
+        finally:
+            await _stop(proc)
+        proc = await _spawn(*command, cwd=tmp_path)
+        try:
+            second = await _wait_until_ready(proc)
+            finished = await run_cli("watch", "nap", "--timeout", "30", "--nats-url", url)
+        finally:
+            await _stop(proc)
+        store = tmp_path / ".jetloom"
+        said = f"jetloom dev: NATS at {url} (embedded nats-server, state kept in {store}"
+        assert [True, True] == [lines[0].startswith(said) for lines in (first, second)]
+        assert (0, 'output: "rested"') == (finished.code, finished.stdout.splitlines()[-1])
+
+    async def test_temporary_store_is_removed(self, tmp_path: Path) -> None:
+        """dev --temporary runs on a throwaway store, says so, and leaves no .jetloom."""
+        (tmp_path / "napper.py").write_text(NAPPER)
+        proc = await _spawn(
+            "dev", "napper.py", "--temporary", "--port", "0", "--http-port", "0", cwd=tmp_path
+        )
+        try:
+            lines = await _wait_until_ready(proc)
+        finally:
+            await _stop(proc)
+        assert "temporary store" in lines[0] and "removed on exit" in lines[0]
+        assert not (tmp_path / ".jetloom").exists()
 
     async def test_embedded_server(self, tmp_path: Path, prefix: str) -> None:
         """Without a NATS URL, dev runs its own nats-server on --port with --store."""
@@ -398,7 +613,10 @@ class TestDev:
         finally:
             code, _, _ = await _stop(proc)
         assert (0, "output: 14") == (code, result.stdout.splitlines()[-1])
-        assert f"jetloom dev: NATS at {url} (embedded nats-server, store {store})" == lines[0]
+        assert (
+            f"jetloom dev: NATS at {url} (embedded nats-server, state kept in {store}; "
+            "--temporary for a throwaway store)"
+        ) == lines[0]
         assert_one_line_error(await run_cli("list", "--nats-url", url), "cannot connect")
 
     async def test_module_without_runtime(self, tmp_path: Path) -> None:
@@ -603,6 +821,13 @@ class TestWatch:
             proc.returncode,
         )
 
+    async def test_all_says_so_when_nothing_runs(self, jetloom: Jetloom) -> None:
+        """watch without an id, printing to a pipe while nothing runs, says it is watching."""
+        result = await jetloom("watch", "--timeout", "1")
+        assert (0, ["no instance is running; watching for changes (Ctrl-C stops)"]) == (
+            result.code, result.stdout.splitlines()
+        )
+
     async def test_unknown_instance(self, jetloom: Jetloom) -> None:
         """watch of an unknown id is one error line."""
         assert_one_line_error(await jetloom("watch", "nope"), "no instance 'nope'")
@@ -639,3 +864,88 @@ class TestStats:
         assert "instances: 1" == lines[0]
         assert ["COMPLETED", "1"] in [line.split() for line in lines]
         assert any(line.startswith("activities-default  default") for line in lines)
+
+
+@pytest.mark.usefixtures("runtime")
+class TestRerun:
+    async def test_rerun_from_an_event_of_history(self, jetloom: Jetloom) -> None:
+        """history --json numbers events as rerun --from-event takes them; the rerun runs that
+        activity again with the new input."""
+        await jetloom("start", "doubler", "--input", "21", "--id", "rr1", "--wait")
+        events = json.loads((await jetloom("history", "rr1", "--json")).stdout)
+        [scheduled] = [e["event_id"] for e in events if e["type"] == "task_scheduled"]
+        assert list(range(len(events))) == [e["event_id"] for e in events]
+
+        result = await jetloom(
+            "rerun", "rr1", "--from-event", str(scheduled), "--id", "rr1-again",
+            "--input", "50", "--wait",
+        )
+
+        assert (0, ["rr1-again", "status: COMPLETED", "output: 100"]) == (
+            result.code, result.stdout.splitlines()
+        )
+
+    async def test_an_event_that_is_no_activity_is_one_error_line(
+        self, jetloom: Jetloom
+    ) -> None:
+        """Rerunning from an event other than an activity's task_scheduled says what it is."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "rr2", "--wait")
+        assert_one_line_error(
+            await jetloom("rerun", "rr2", "--from-event", "1"),
+            "event 1 of 'rr2' is workflow_task_started",
+        )
+
+
+@pytest.mark.usefixtures("runtime")
+class TestSchedule:
+    async def test_create_list_pause_resume_delete(self, jetloom: Jetloom) -> None:
+        """A schedule's whole life from the command line."""
+        created = await jetloom(
+            "schedule", "create", "nightly", "doubler", "--cron", "0 2 * * *", "--input", "7"
+        )
+        assert (0, "schedule nightly starts doubler on cron '0 2 * * *'") == (
+            created.code, created.stdout.strip()
+        )
+        await jetloom("schedule", "create", "often", "doubler", "--every", "5m")
+        assert 0 == (await jetloom("schedule", "pause", "often")).code
+
+        listed = json.loads((await jetloom("schedule", "list", "--json")).stdout)
+        table = (await jetloom("schedule", "list")).stdout.splitlines()
+
+        assert [("nightly", "0 0 2 * * *", None, False), ("often", None, 300.0, True)] == [
+            (s["schedule_id"], s["cron"], s["every_s"], s["paused"]) for s in listed
+        ]
+        assert ["often", "doubler", "every", "300s", "skip", "paused", "-"] == table[3].split()
+        assert 0 == (await jetloom("schedule", "resume", "often")).code
+        assert 0 == (await jetloom("schedule", "delete", "often")).code
+        assert 0 == (await jetloom("schedule", "delete", "nightly")).code
+        assert "no schedules" == (await jetloom("schedule", "list")).stdout.strip()
+
+    async def test_mistakes_are_one_error_line(self, jetloom: Jetloom) -> None:
+        """A bad cron expression, an existing id and an unknown one."""
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s1", "doubler", "--cron", "61 * * * *"),
+            "'61' is outside 0-59",
+        )
+        await jetloom("schedule", "create", "s1", "doubler", "--every", "1h")
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s1", "doubler", "--every", "1h"),
+            "schedule 's1' exists",
+        )
+        assert_one_line_error(await jetloom("schedule", "pause", "nope"), "no schedule 'nope'")
+        await jetloom("schedule", "delete", "s1")
+
+
+@pytest.mark.usefixtures("runtime")
+class TestStatsStorage:
+    async def test_storage_per_stream(self, jetloom: Jetloom, prefix: str) -> None:
+        """stats shows the messages and bytes each stream of the prefix stores."""
+        await jetloom("start", "doubler", "--input", "1", "--id", "sz1", "--wait")
+        stats = json.loads((await jetloom("stats", "--json")).stdout)
+        storage = {s["stream"]: s for s in stats["storage"]}
+        history = storage[f"{prefix.upper()}_HISTORY"]
+        assert history["messages"] > 0 and history["bytes"] > 0
+        assert {f"{prefix.upper()}_WORK", f"KV_{prefix}_instances"} <= set(storage)
+        lines = (await jetloom("stats")).stdout.splitlines()
+        assert any(line.split()[:1] == [f"{prefix.upper()}_HISTORY"] for line in lines)
+        assert any(line.startswith("total") for line in lines)

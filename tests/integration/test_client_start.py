@@ -7,7 +7,7 @@ The client sends the start as work (one message); the worker that takes it appen
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
@@ -15,14 +15,22 @@ import structlog
 from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
 from engine.core.codec import to_json
-from engine.core.errors import InstanceAlreadyRunningError
-from engine.core.events import ExecutionStarted, WorkItem, encode, history_events
+from engine.core.errors import InstanceAlreadyRunningError, InstanceNotFoundError
+from engine.core.events import (
+    ExecutionCompleted,
+    ExecutionStarted,
+    ExecutionTerminated,
+    WorkItem,
+    encode,
+    history_events,
+)
 from engine.core.state import InstanceRecord, encode_record
 
 
 def echo_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
-    """A runtime hosting ``echo``, which waits for the event "go" and returns its input."""
-    wfr = WorkflowRuntime(nats_url, prefix=prefix)
+    """A runtime hosting ``echo``, which waits for the event "go" and returns its input; a
+    failing workflow task is retried within half a second."""
+    wfr = WorkflowRuntime(nats_url, prefix=prefix, stall_retry_max=timedelta(milliseconds=500))
 
     @wfr.workflow
     async def echo(ctx: WorkflowContext, x: str) -> str:
@@ -106,6 +114,20 @@ class TestClientStart:
         assert ('"old"', '"new"') == (first, second)
         assert ['"new"'] == await stored_starts(broker, "again")
 
+    async def test_purged_id_starts_again(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """An id purged right after it finished is free: starting it again (within the work
+        stream's duplicate window of the first start) runs a new instance."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="first", instance_id="reused")
+            first = await run_to_end(client, "reused")
+            await client.purge_workflow("reused")
+            await client.schedule_new_workflow("echo", input="second", instance_id="reused")
+            second = await run_to_end(client, "reused")
+        assert ('"first"', '"second"') == (first, second)
+        assert ['"second"'] == await stored_starts(broker, "reused")
+
     async def test_stale_start_is_ignored(
         self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
     ) -> None:
@@ -140,6 +162,12 @@ class TestClientStart:
             timestamp=datetime.now(UTC), name="echo", execution_id="late-run",
             input=to_json("late"),
         )
+        # The late start's own PENDING record, so that it is not dropped before the append.
+        late_record = InstanceRecord(
+            instance_id="taken", name="echo", status="PENDING", created_at=late.timestamp,
+            last_updated_at=late.timestamp, execution_id="late-run",
+        )
+        await broker.put_record("taken", encode_record(late_record), 0, lambda _: 0)
         with structlog.testing.capture_logs() as logs:
             async with echo_runtime(nats_url, prefix):  # a fresh process: nothing cached
                 await broker.publish(
@@ -186,8 +214,7 @@ class TestEventsBeforeTheStart:
         self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
     ) -> None:
         """A PENDING record whose start was never sent (the starting client died in between)
-        is ended by terminate once its wait for the start runs out; the id can then be started
-        again."""
+        is ended by terminate; the id can then be started again."""
         now = datetime.now(UTC)
         orphan = InstanceRecord(
             instance_id="orphan", name="echo", status="PENDING", created_at=now,
@@ -202,3 +229,94 @@ class TestEventsBeforeTheStart:
         assert (WorkflowStatus.TERMINATED, '"gone"', '"again"') == (
             ended.runtime_status, ended.serialized_output, output
         )
+
+
+async def wait_for_status(
+    client: WorkflowClient, instance_id: str, status: WorkflowStatus
+) -> WorkflowStatus:
+    """Wait (by watching) until the instance shows ``status``."""
+    state = await client._wait_until(instance_id, lambda s: s is status, 20, False)
+    return state.runtime_status
+
+
+class TestTerminateAndPurgeAnyInstance:
+    """Terminate and purge work on every instance, whatever its state, with or without
+    history."""
+
+    async def test_instance_of_a_workflow_nobody_hosts_is_terminated_and_purged(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """A start of a workflow no worker hosts stalls without history: its history is empty
+        (not "no instance"), terminate ends it with a history that says so, purge removes it,
+        and its start, still retried, does not bring it back."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("ecko", input="typo", instance_id="typo")
+            stalled = await wait_for_status(client, "typo", WorkflowStatus.STALLED)
+            before = await client.get_history("typo")
+            await client.terminate_workflow("typo", output="wrong name")
+            ended = await client.wait_for_workflow_completion("typo", timeout=20)
+            history = await client.get_history("typo")
+            purged = await client.purge_workflow("typo")
+            await asyncio.sleep(1.5)  # the stalled start is delivered again meanwhile
+            after = await client.get_workflow_state("typo")
+            with pytest.raises(InstanceNotFoundError):
+                await client.get_history("typo")
+        assert (WorkflowStatus.STALLED, []) == (stalled, before)
+        assert (WorkflowStatus.TERMINATED, '"wrong name"') == (
+            ended.runtime_status, ended.serialized_output
+        )
+        kinds = [type(e) for e in history]
+        assert [ExecutionStarted, ExecutionTerminated, ExecutionCompleted] == kinds
+        assert (1, None) == (purged, after)
+
+    async def test_stalled_instance_without_history_is_purged_directly(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """Purge removes a STALLED instance that never ran, without a terminate first."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("ecko", instance_id="stuck")
+            await wait_for_status(client, "stuck", WorkflowStatus.STALLED)
+            purged = await client.purge_workflow("stuck")
+            await asyncio.sleep(1.5)
+            after = await client.get_workflow_state("stuck")
+        assert (1, None) == (purged, after)
+
+    async def test_running_instance_whose_workflow_is_no_longer_hosted_is_terminated(
+        self, nats_url: str, prefix: str, client: WorkflowClient
+    ) -> None:
+        """An instance with history whose code no worker can run any more is terminated
+        without running its code."""
+        async with echo_runtime(nats_url, prefix):
+            await client.schedule_new_workflow("echo", input="x", instance_id="orphaned")
+            await client.wait_for_workflow_start("orphaned", timeout=20)
+        other = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @other.workflow
+        async def unrelated(ctx: WorkflowContext) -> None:
+            return None
+
+        async with other:
+            await client.terminate_workflow("orphaned", output="gone")
+            ended = await client.wait_for_workflow_completion("orphaned", timeout=20)
+            history = await client.get_history("orphaned")
+        assert (WorkflowStatus.TERMINATED, '"gone"') == (
+            ended.runtime_status, ended.serialized_output
+        )
+        assert isinstance(history[-1], ExecutionCompleted)
+
+    async def test_instance_terminated_and_purged_before_any_worker_ran_stays_gone(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """With no worker running, terminate ends a PENDING instance at once and purge removes
+        it; its start, taken by a worker later, runs nothing, and the id starts afresh."""
+        async with echo_runtime(nats_url, prefix):
+            pass  # creates the workflows consumer
+        await client.schedule_new_workflow("echo", input="unwanted", instance_id="early")
+        await client.terminate_workflow("early")
+        ended = await client.wait_for_workflow_completion("early", timeout=5)
+        await client.purge_workflow("early")
+        await client.schedule_new_workflow("echo", input="wanted", instance_id="early")
+        async with echo_runtime(nats_url, prefix):
+            output = await run_to_end(client, "early")
+        assert (WorkflowStatus.TERMINATED, '"wanted"') == (ended.runtime_status, output)
+        assert ['"wanted"'] == await stored_starts(broker, "early")

@@ -276,3 +276,29 @@ class TestCompensation:
             state.failure_details.type,
             state.failure_details.message,
         )
+
+
+class TestParameterDefaults:
+    async def test_default_is_used_when_no_input_is_given(self, nats_url, prefix, client):
+        """A workflow or activity started or called without input gets its parameter's
+        default; an input given still wins."""
+        wfr = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @wfr.activity
+        async def greet(ctx: ActivityContext, name: str = "world") -> str:
+            return f"hello {name}"
+
+        @wfr.workflow
+        async def sleeper(ctx: WorkflowContext, secs: int = 30) -> list[object]:
+            return [secs, await ctx.call_activity(greet)]
+
+        async with wfr:
+            default = await client.schedule_new_workflow(sleeper)
+            given = await client.schedule_new_workflow(sleeper, input=2)
+            states = [
+                await client.wait_for_workflow_completion(iid, timeout=30)
+                for iid in (default, given)
+            ]
+        assert ['[30,"hello world"]', '[2,"hello world"]'] == [
+            s.serialized_output for s in states
+        ]

@@ -11,6 +11,7 @@ from typing import Any
 import nats
 import nats.js.errors
 import pytest
+import structlog
 from nats.aio.msg import Msg
 
 from engine import WorkflowRuntime, WorkflowStatus
@@ -140,6 +141,32 @@ class TestStartFromAnyService:
         assert activity_runs == dict(runs)
         assert WorkflowStatus.COMPLETED is state.runtime_status
 
+    async def test_duplicate_start_of_a_finished_instance_changes_nothing(
+        self, nats_url, prefix, client
+    ):
+        """A start event published again after its instance finished leaves the record as it
+        was, last_updated_at included."""
+        runs: Counter[str] = Counter()
+        subject = f"{prefix}.start.greet_order"
+        with structlog.testing.capture_logs() as logs:
+            async with order_runtime(nats_url, prefix, runs):
+                await publish_start(nats_url, subject, start_body("order-5"))
+                finished = await client.wait_for_workflow_completion("order-5", timeout=30)
+                await publish_start(nats_url, subject, start_body("order-5"))
+                async with asyncio.timeout(20):
+                    while not any(
+                        e["event"] == "start.duplicate_ignored"
+                        and e.get("instance_id") == "order-5"
+                        for e in logs
+                    ):
+                        await asyncio.sleep(0.01)
+                    while await has_pending_start(nats_url, f"{prefix.upper()}_WORK", subject):
+                        await asyncio.sleep(0.01)
+                after = await client.get_workflow_state("order-5")
+
+        assert finished == after
+        assert {"order-5": 1} == dict(runs)
+
     async def test_start_without_instance_id_gets_generated_id(self, nats_url, prefix, client):
         """A start event without instance_id runs under an id derived from its stream sequence."""
         runs: Counter[str] = Counter()
@@ -196,8 +223,12 @@ class TestDeadLetters:
             ("greet_order", b'{"instance_id": 42}', "start event has the wrong shape"),
             ("greet_order", b'{"instance_id": "bad id!"}', "invalid instance id 'bad id!'"),
             ("no_such_flow", b'{"instance_id": "x-1"}', "unknown workflow 'no_such_flow'"),
+            ("greet_order", b'{"id": "order-1", "input": {}}', "unknown field `id`"),
         ],
-        ids=["invalid-json", "json-list", "numeric-id", "invalid-id", "unknown-workflow"],
+        ids=[
+            "invalid-json", "json-list", "numeric-id", "invalid-id", "unknown-workflow",
+            "unknown-field",
+        ],
     )
     async def test_bad_start_event_is_dead_lettered(
         self, nats_url, prefix, client, workflow, body, problem

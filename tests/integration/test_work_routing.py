@@ -9,7 +9,14 @@ from datetime import timedelta
 import pytest
 
 from brokers import Subjects, connect_nats
-from engine import TaskFailedError, WorkflowClient, WorkflowRuntime, WorkflowStatus
+from engine import (
+    RetentionPolicy,
+    TaskFailedError,
+    TaskScheduled,
+    WorkflowClient,
+    WorkflowRuntime,
+    WorkflowStatus,
+)
 from engine.worker import activities
 
 
@@ -219,3 +226,90 @@ class TestUnhostedActivities:
         assert '"ActivityNotRegisteredError"' == state.serialized_output
         assert "hosts activity 'absent'" in dead.headers["Jetloom-Reason"]
         assert f"{prefix}.outbox.activity.default" == dead.headers["Jetloom-Original-Subject"]
+
+
+def _lifecycle_runtime(nats_url: str, prefix: str, app: str, **options: object
+                       ) -> WorkflowRuntime:
+    """The only runtime of the test, of application ``app``: work addressed to the default
+    application would wait for ever."""
+    wfr = WorkflowRuntime(nats_url, prefix=prefix, app_id=app, task_queues=[app],
+                          **options)  # type: ignore[arg-type]
+
+    @wfr.activity(name="step")
+    async def step(ctx, x: int) -> int:
+        return x + 1
+
+    @wfr.workflow(name="twice")
+    async def twice(ctx, n: int) -> str:
+        if n < 1:
+            ctx.continue_as_new(n + 1)
+            return ""
+        return ctx.app_id
+
+    @wfr.workflow(name="tick")
+    async def tick(ctx) -> str:
+        return ctx.app_id
+
+    @wfr.workflow(name="steps")
+    async def steps(ctx, x: int) -> list:
+        y = await ctx.call_activity("step", input=x, task_queue=app)
+        return [y, await ctx.wait_for_external_event("go")]
+
+    return wfr
+
+
+class TestApplicationsLifecycle:
+    async def test_continue_as_new_retention_and_schedules_stay_in_the_application(
+        self, nats_url, prefix
+    ):
+        """A run continued as new, the purge its retention schedules and the instances a
+        recurring schedule starts are all addressed to the instance's application."""
+        client = await WorkflowClient.connect(nats_url, prefix=prefix, app_id="a")
+        try:
+            async with _lifecycle_runtime(
+                nats_url, prefix, "a",
+                retention=RetentionPolicy(completed=timedelta(seconds=1)),
+            ):
+                iid = await client.schedule_new_workflow("twice", input=0)
+                state = await client.wait_for_workflow_completion(iid, timeout=20)
+                assert '"a"' == state.serialized_output
+                for _ in range(150):
+                    if await client.get_workflow_state(iid) is None:
+                        break
+                    await asyncio.sleep(0.2)
+                assert await client.get_workflow_state(iid) is None
+
+                await client.create_schedule("every-second", "tick", every=timedelta(seconds=1))
+                for _ in range(150):
+                    [schedule] = await client.list_schedules()
+                    if schedule.last_instance_id:
+                        break
+                    await asyncio.sleep(0.2)
+                await client.pause_schedule("every-second")
+                fired = await client.wait_for_workflow_completion(
+                    schedule.last_instance_id, timeout=20
+                )
+                assert '"a"' == fired.serialized_output
+        finally:
+            await client.close()
+
+    async def test_a_rerun_takes_events_in_its_application(self, nats_url, prefix):
+        """The record of a rerun names the source's application, so events reach it."""
+        client = await WorkflowClient.connect(nats_url, prefix=prefix, app_id="a")
+        try:
+            async with _lifecycle_runtime(nats_url, prefix, "a"):
+                source = await client.schedule_new_workflow("steps", input=1)
+                await client.wait_for_workflow_status(source, {WorkflowStatus.RUNNING})
+                await client.raise_workflow_event(source, "go", data="first")
+                await client.wait_for_workflow_completion(source, timeout=20)
+                [event_id] = [i for i, e in enumerate(await client.get_history(source))
+                              if isinstance(e, TaskScheduled)]
+                rerun = await client.rerun_workflow_from_event(
+                    source, event_id, input=10, overwrite_input=True
+                )
+                await client.wait_for_workflow_status(rerun, {WorkflowStatus.RUNNING})
+                await client.raise_workflow_event(rerun, "go", data="again")
+                state = await client.wait_for_workflow_completion(rerun, timeout=20)
+        finally:
+            await client.close()
+        assert '[11,"again"]' == state.serialized_output

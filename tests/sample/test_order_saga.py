@@ -292,7 +292,8 @@ class TestDemo:
     @pytest.mark.slow
     @pytest.mark.timeout(120)
     async def test_demo_covers_every_outcome(self):
-        """``python -m sample_order_app demo`` exits 0 and shows every outcome."""
+        """``python -m sample_order_app demo`` exits 0 and shows every outcome, with each
+        order's SKU and quantity, and says which rejections and failures are staged."""
         env = child_env()
         env.pop("NATS_URL", None)  # the demo embeds its own nats-server
         proc = await asyncio.create_subprocess_exec(
@@ -311,3 +312,12 @@ class TestDemo:
         for outcome in ("shipped", "rejected", "compensated: stock restored", "timed out"):
             assert outcome in text
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in text
+        lines = text.splitlines()
+        header = next(line.split() for line in lines if line.startswith("order "))
+        assert ["order", "sku", "qty", "stock", "outcome"] == header[:5]
+        rows = {line.split()[0].rsplit("-", 1)[-1]: line for line in lines if "-100" in line}
+        assert ["gizmo", "5", "2", "->", "2", "rejected"] == rows["1003"].split()[1:7]
+        for staged in ("1003", "1004", "1006"):
+            assert "(staged)" in rows[staged], rows[staged]
+        assert "(staged)" not in rows["1001"]
+        assert any("staged" in line and "part of the show" in line for line in lines)

@@ -40,11 +40,13 @@ from brokers._subjects import (
     DEFAULT_PREFIX,
     DispatchMessage,
     Subjects,
+    app_id_or_default,
     nats_url,
     prefix_or_default,
     recurring_schedule_headers,
     schedule_headers,
 )
+from brokers._topology import WorkStreamLayout
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -75,7 +77,9 @@ __all__ = [
     "UnavailableError",
     "WatchClosedError",
     "WorkMessage",
+    "WorkStreamLayout",
     "WorkerHeartbeat",
+    "app_id_or_default",
     "connect_nats",
     "free_port",
     "nats_server_binary",

@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 
 from brokers._errors import JetStreamError
 from brokers._jetstream import JetStreamBroker
+from brokers._sourcing import raise_if_cancelling
 
 _log = structlog.get_logger("jetloom.heartbeat")
 
@@ -111,11 +112,9 @@ class WorkerHeartbeat:
                     if error != last_error:  # once per distinct failure, not every beat
                         _log.warning("heartbeat.failed", worker=self.worker_id, error=error)
                     last_error = error
-                # nats-py's request may drop a cancellation on Python 3.11 (asyncio.wait_for):
-                # stop here rather than beat forever and hold up the runtime's shutdown.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError
+                # A stop that came as a beat's reply did is dropped by nats-py's request on
+                # Python 3.11; without this the loop would beat on and shutdown would hang.
+                raise_if_cancelling()
                 await asyncio.sleep(self._interval)
         finally:
             if self._kv is not None:

@@ -9,7 +9,10 @@ Topology (``<p>`` is the prefix, ``jetloom`` by default; ``<P>`` the same in upp
 - ``<P>_WORK`` (work queue, file): ``<p>.start.<workflow>`` public start events,
   ``<p>.inbox.<instance>`` events sent to an instance, and, sourced from the history stream,
   ``<p>.outbox.activity.<queue>`` and ``<p>.outbox.workflow.<instance>`` (renamed to
-  ``<p>.inbox.<instance>`` on the way). Durable pull consumers on it are shared by all workers.
+  ``<p>.inbox.<instance>`` on the way). Instances of a named application have
+  ``<p>.app.<app>.start.<workflow>`` and ``<p>.app.<app>.inbox.<instance>`` instead (work
+  written with history: ``<p>.outbox.app.<app>.<instance>``, sourced by a second source).
+  Durable pull consumers on it are shared by all workers.
 - ``<P>_DEADLETTER`` (limits): ``<p>.deadletter.>`` messages that could not be used, with reason.
 - ``<P>_HISTORY`` also holds ``<p>.cancel.<instance>`` requests to stop activities and
   ``<p>.schedule.<schedule>`` recurring schedules (targeting ``<p>.outbox.workflow.<schedule>``).

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import time
+from datetime import datetime
 
 import nats.errors
 import structlog
@@ -117,6 +118,11 @@ class WorkMessage:
     def stream_seq(self) -> int:
         """The message's sequence in its stream."""
         return int(self.msg.metadata.sequence.stream)
+
+    @property
+    def stored_at(self) -> datetime:
+        """When the message was stored in its stream (UTC)."""
+        return self.msg.metadata.timestamp
 
     async def settle(self, *, nak_delay: float | None = None, confirm: bool = True) -> bool:
         """Acknowledge it (or, with ``nak_delay``, ask for it again after that many seconds);

@@ -25,6 +25,10 @@ def prefix_or_default(prefix: str | None = None) -> str:
     return prefix or os.environ.get("JETLOOM_PREFIX") or DEFAULT_PREFIX
 
 
+def app_id_or_default(app_id: str | None = None) -> str:
+    """``app_id``, else APP_ID (what ``dapr run --app-id`` sets), else '' (no application)."""
+    return os.environ.get("APP_ID", "") if app_id is None else app_id
+
 
 @dataclass(frozen=True)
 class Subjects:
@@ -103,20 +107,34 @@ class Subjects:
         """True for a recurring schedule's subject (``<p>.schedule.<id>``)."""
         return subject.startswith(f"{self.prefix}.schedule.")
 
-    def start(self, workflow_name: str) -> str:
-        """Public subject to start a workflow."""
+    def start(self, workflow_name: str, app: str = "") -> str:
+        """Public subject to start a workflow (of application ``app``, if given)."""
+        if app:
+            return f"{self.prefix}.app.{app}.start.{workflow_name}"
         return f"{self.prefix}.start.{workflow_name}"
 
     def is_start(self, subject: str) -> bool:
-        """True for a public start subject (``<p>.start.<workflow>``)."""
-        return subject.startswith(f"{self.prefix}.start.")
+        """True for a public start subject (``<p>.start.<workflow>``, or
+        ``<p>.app.<app>.start.<workflow>``)."""
+        if subject.startswith(f"{self.prefix}.start."):
+            return True
+        tokens = subject.split(".")
+        return len(tokens) == 5 and tokens[1] == "app" and tokens[3] == "start" and (
+            tokens[0] == self.prefix
+        )
 
-    def inbox(self, instance_id: str) -> str:
-        """Subject of events sent to an instance from outside the history stream."""
+    def inbox(self, instance_id: str, app: str = "") -> str:
+        """Subject of events sent to an instance (hosted by application ``app``, if given) from
+        outside the history stream."""
+        if app:
+            return f"{self.prefix}.app.{app}.inbox.{instance_id}"
         return f"{self.prefix}.inbox.{instance_id}"
 
-    def outbox_workflow(self, instance_id: str) -> str:
-        """Subject of work items for an instance written with history."""
+    def outbox_workflow(self, instance_id: str, app: str = "") -> str:
+        """Subject of work items for an instance (hosted by application ``app``, if given)
+        written with history."""
+        if app:
+            return f"{self.prefix}.outbox.app.{app}.{instance_id}"
         return f"{self.prefix}.outbox.workflow.{instance_id}"
 
     def outbox_activity(self, task_queue: str) -> str:
@@ -142,6 +160,17 @@ class Subjects:
         ]
 
     @property
+    def app_work_routing(self) -> list[dict[str, str]]:
+        """How the work stream sources work for instances of named applications: a second
+        source, so that adding it to an existing stream leaves the first one's position alone.
+        """
+        p = self.prefix
+        return [{
+            "src": f"{p}.outbox.app.*.*",
+            "dest": f"{p}.app.{{{{wildcard(1)}}}}.inbox.{{{{wildcard(2)}}}}",
+        }]
+
+    @property
     def workflow_work(self) -> list[str]:
         """Filter of the workflows consumer: start events and instance inboxes."""
         return [f"{self.prefix}.*.*"]
@@ -153,14 +182,28 @@ class Subjects:
         p = self.prefix
         return [f"{p}.start.*", f"{p}.inbox.*", f"{p}.outbox.workflow.*"]
 
+    def workflow_filters(self, app: str, *, routed: bool) -> list[str]:
+        """Filters of the workflows consumer of application ``app`` ('': the default one,
+        ``workflow_work``); ``routed`` is False on a work stream created before inbox routing,
+        where sourced work items keep their outbox subjects."""
+        p = self.prefix
+        if not app:
+            return self.workflow_work if routed else self.workflow_work_unrouted
+        own = [f"{p}.app.{app}.*.*"]  # its start events and inboxes
+        return own if routed else [*own, f"{p}.outbox.app.{app}.*"]
+
     def instance_of(self, subject: str) -> str:
         """The instance id at the end of an inbox (or outbox.workflow) subject."""
         return subject.rsplit(".", 1)[-1]
 
     @property
     def workflows_consumer(self) -> str:
-        """Durable consumer of workflow work items."""
+        """Durable consumer of workflow work items of the default application."""
         return "workflows"
+
+    def app_workflows_consumer(self, app: str = "") -> str:
+        """Durable consumer of the workflow work items of application ``app``."""
+        return f"workflows-{app}" if app else self.workflows_consumer
 
     def activities_consumer(self, task_queue: str) -> str:
         """Durable consumer of a task queue's activity tasks."""

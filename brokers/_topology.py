@@ -49,7 +49,35 @@ class WorkStreamLayout:
 
     replicas: int
     workflow_filters: list[str]
-    """Filters of the workflows consumer (one on inbox-routed streams, three on older ones)."""
+    """Filters of the default workflows consumer (one on inbox-routed streams, three on older
+    ones)."""
+    routed: bool = True
+    """False for a work stream created before inbox routing (its sourced work items keep their
+    outbox subjects)."""
+
+
+def _source_key(source: dict[str, Any]) -> tuple[Any, ...]:
+    transforms = tuple(
+        (t.get("src"), t.get("dest")) for t in source.get("subject_transforms") or []
+    )
+    return (source.get("name"), source.get("filter_subject") or "", transforms)
+
+
+def _kept_sources(
+    current: list[dict[str, Any]], wanted: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The sources an existing stream ends up with: its own, as they are, plus the wanted ones
+    it lacks.
+
+    A source is never changed under running workers: the server identifies a source by its
+    stream, filter and transforms, and one that changed would start again from the beginning
+    of the history stream, delivering every dispatch still there a second time. A stream
+    created before inbox routing (sources without transforms) keeps its sources as they are.
+    """
+    if current and not any(source.get("subject_transforms") for source in current):
+        return current
+    have = {_source_key(source) for source in current}
+    return [*current, *(source for source in wanted if _source_key(source) not in have)]
 
 
 class BrokerBase:
@@ -99,12 +127,18 @@ class BrokerBase:
         await self._ensure_stream(
             {
                 "name": s.work_stream,
-                "subjects": [f"{s.prefix}.start.*", f"{s.prefix}.inbox.*"],
+                # start events and inboxes, of the default application and of named ones
+                "subjects": [
+                    f"{s.prefix}.start.*", f"{s.prefix}.inbox.*", f"{s.prefix}.app.*.*.*",
+                ],
                 "retention": "workqueue",
                 "storage": "file",
                 "num_replicas": self.replicas,
                 "duplicate_window": 120_000_000_000,
-                "sources": [{"name": s.history_stream, "subject_transforms": s.work_routing}],
+                "sources": [
+                    {"name": s.history_stream, "subject_transforms": s.work_routing},
+                    {"name": s.history_stream, "subject_transforms": s.app_work_routing},
+                ],
             },
             sourced=True,
         )
@@ -146,7 +180,11 @@ class BrokerBase:
                 **config,
                 "num_replicas": kept_replicas(current.get("num_replicas"), config["num_replicas"]),
             }
-            if any(current.get(k) != v for k, v in wanted.items() if k != "sources"):
+            if "sources" in wanted:
+                wanted["sources"] = _kept_sources(current.get("sources") or [], wanted["sources"])
+            if any(current.get(k) != v for k, v in wanted.items() if k != "sources") or (
+                len(wanted.get("sources", [])) != len(current.get("sources") or [])
+            ):
                 await self._api(f"STREAM.UPDATE.{name}", {**current, **wanted})
         elif error:
             raise api_error(error)
@@ -266,9 +304,8 @@ class BrokerBase:
         routed = any(source.get("subject_transforms") for source in config.get("sources") or [])
         return WorkStreamLayout(
             replicas=int(config.get("num_replicas") or 1),
-            workflow_filters=(
-                self.subjects.workflow_work if routed else self.subjects.workflow_work_unrouted
-            ),
+            workflow_filters=self.subjects.workflow_filters("", routed=routed),
+            routed=routed,
         )
 
     async def ack_wait(self, consumer: str) -> float:

@@ -44,6 +44,7 @@ from engine.core.events import (
     TimerFired,
     WorkflowTaskStarted,
 )
+from engine.core.executor import ReplayRules
 from engine.core.retention import RetentionPolicy
 from engine.core.retry import RetryPolicy
 from engine.core.schedules import WorkflowSchedule
@@ -76,6 +77,7 @@ __all__ = [
     "JetloomError",
     "NonDeterminismError",
     "ParentInfo",
+    "ReplayRules",
     "RetentionPolicy",
     "RetryPolicy",
     "ScheduleAlreadyExistsError",

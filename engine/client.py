@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from brokers import (
     JetStreamBroker,
     RecordWatch,
     Subjects,
+    app_id_or_default,
     connect_nats,
     schedule_headers,
 )
@@ -47,7 +48,7 @@ from engine.core.events import (
     run_is_finished,
     task_commits,
 )
-from engine.core.instance_ids import check_instance_id, new_instance_id
+from engine.core.instance_ids import app_token, check_instance_id, new_instance_id
 from engine.core.registry import check_name
 from engine.core.rerun import rerun_history
 from engine.core.results import termination
@@ -75,6 +76,10 @@ from engine.purge import purge_finished
 from engine.worker.dispatch import Dispatcher, still_open
 from observability import dispatch_trace_headers, publish_span
 
+STEERING_TIMEOUT = 60.0
+"""Seconds ``pause_workflow``/``resume_workflow`` wait by default for the instance to take the
+new status (Dapr's default API timeout)."""
+
 
 class WorkflowClient:
     """Starts workflows and reads or changes their state, over NATS JetStream.
@@ -90,10 +95,13 @@ class WorkflowClient:
         prefix: str | None = None,
         owns_connection: bool = True,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
+        app_id: str | None = None,
     ) -> None:
         self._broker = JetStreamBroker(
             nc, Subjects.of(prefix), large_payload_threshold=large_payload_threshold
         )
+        self.app_id = app_token(app_id_or_default(app_id))
+        """The application new instances run in unless a start names another ('': none)."""
         self._owns_connection = owns_connection
         self._ready = False
         # One watch of the instances bucket for all of this client's waits, started by the
@@ -108,6 +116,7 @@ class WorkflowClient:
         prefix: str | None = None,
         create_streams: bool = True,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
+        app_id: str | None = None,
         **options: Any,
     ) -> WorkflowClient:
         """Connect to NATS (``nats_url`` or NATS_URL) and make sure the streams exist.
@@ -117,12 +126,14 @@ class WorkflowClient:
         and TLS (else NATS_CREDS, NATS_CA, ...). A user without permission to create streams
         passes ``create_streams=False`` (the workers create them). Inputs and event data whose
         JSON is larger than ``large_payload_threshold`` bytes are sent through the Object Store
-        (see ``WorkflowRuntime``).
+        (see ``WorkflowRuntime``). ``app_id`` (default APP_ID, else none) is the application
+        whose runtimes run the instances this client starts, unless a start names another.
         """
         client = cls(
             await connect_nats(nats_url, **options),
             prefix=prefix,
             large_payload_threshold=large_payload_threshold,
+            app_id=app_id,
         )
         client._ready = not create_streams
         try:
@@ -138,6 +149,11 @@ class WorkflowClient:
         await self._watch.close()
         if self._owns_connection and not self._broker.nc.is_closed:
             await self._broker.nc.close()
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the client's connection to NATS is up (it reconnects by itself)."""
+        return bool(self._broker.nc.is_connected)
 
     async def __aenter__(self) -> WorkflowClient:
         return self
@@ -159,11 +175,13 @@ class WorkflowClient:
         input: Any = None,
         instance_id: str | None = None,
         start_at: datetime | None = None,
+        app_id: str | None = None,
     ) -> str:
         """Start a new instance of ``workflow`` (a function or registered name).
 
         An id whose instance is still running is refused; an id whose instance has finished
-        starts a fresh run.
+        starts a fresh run. The instance runs in application ``app_id`` (default: the
+        client's), taken only by that application's runtimes.
 
         Returns:
             The instance id.
@@ -183,11 +201,12 @@ class WorkflowClient:
             last_seq, previous = await self._startable(iid)
         now = datetime.now(UTC)
         s = self._broker.subjects
+        app = self.app_id if app_id is None else app_token(app_id)
         # observability: a PRODUCER span for the start; the run records its context, so the
         # whole instance joins the caller's trace (or starts one at this span).
         with publish_span(
-            s.outbox_workflow(iid),
-            s.outbox_workflow("*"),
+            s.outbox_workflow(iid, app),
+            s.outbox_workflow("*", app),
             name=f"start_workflow {name}",
             attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": name},
         ) as trace_headers:
@@ -199,6 +218,7 @@ class WorkflowClient:
                 scheduled_start_at=start_at,
                 traceparent=trace_headers.get("traceparent", ""),
                 tracestate=trace_headers.get("tracestate", ""),
+                app_id=app,
             )
             stored = await offload(self._broker.payloads, iid, started)
             if start_at is not None and start_at > now:
@@ -258,7 +278,7 @@ class WorkflowClient:
         s = self._broker.subjects
         try:
             await self._broker.publish(
-                s.outbox_workflow(iid), encode(item),
+                s.outbox_workflow(iid, stored.app_id), encode(item),
                 msg_id=f"{iid}:start:{stored.execution_id}",
                 headers={"Nats-TTL": self._broker.outbox_ttl},
             )
@@ -279,7 +299,7 @@ class WorkflowClient:
         timer = DispatchMessage(
             s.timer(iid, "start"),
             trigger,
-            schedule_headers(start_at, s.outbox_workflow(iid)),
+            schedule_headers(start_at, s.outbox_workflow(iid, stored.app_id)),
         )
         try:
             seq = await self._broker.append(
@@ -312,39 +332,65 @@ class WorkflowClient:
         return WorkflowState.from_record(record, fetch_payloads=fetch_payloads)
 
     async def wait_for_workflow_start(
-        self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = False
+        self, instance_id: str, *, timeout: float | None = 60, fetch_payloads: bool = False
     ) -> WorkflowState:
         """Wait (by watching, not polling) until the instance has left PENDING.
 
-        An id with no instance yet is waited for (it may be started meanwhile).
+        An id with no instance yet is waited for (it may be started meanwhile). ``timeout``
+        None waits without limit.
 
         Raises:
             TimeoutError: it did not start within ``timeout`` seconds.
             InstanceNotFoundError: the instance was purged while waiting.
         """
-        return await self._wait_until(
-            instance_id, lambda s: s is not WorkflowStatus.PENDING, timeout, fetch_payloads
+        return await self.wait_for_workflow_status(
+            instance_id, lambda s: s is not WorkflowStatus.PENDING, timeout=timeout,
+            fetch_payloads=fetch_payloads,
         )
 
     async def wait_for_workflow_completion(
-        self, instance_id: str, *, timeout: float = 60, fetch_payloads: bool = True
+        self, instance_id: str, *, timeout: float | None = 60, fetch_payloads: bool = True
     ) -> WorkflowState:
         """Wait (by watching, not polling) until the instance is COMPLETED, FAILED or TERMINATED.
 
         An id with no instance yet is waited for (it may be started meanwhile). All waits of
-        one client share one watch of the instances bucket.
+        one client share one watch of the instances bucket. ``timeout`` None waits without
+        limit.
 
         Raises:
             TimeoutError: it did not finish within ``timeout`` seconds.
             InstanceNotFoundError: the instance was purged while waiting.
         """
-        return await self._wait_until(instance_id, lambda s: s.is_terminal, timeout, fetch_payloads)
+        return await self.wait_for_workflow_status(
+            instance_id, lambda s: s.is_terminal, timeout=timeout, fetch_payloads=fetch_payloads
+        )
+
+    async def wait_for_workflow_status(
+        self,
+        instance_id: str,
+        status: Collection[WorkflowStatus] | Callable[[WorkflowStatus], bool],
+        *,
+        timeout: float | None = 60,
+        fetch_payloads: bool = False,
+    ) -> WorkflowState:
+        """Wait (by watching, not polling) until the instance has one of the statuses in
+        ``status`` (or one that ``status``, a predicate, accepts); its state then.
+
+        The current status counts: an instance already there returns at once. An id with no
+        instance yet is waited for. ``timeout`` None waits without limit.
+
+        Raises:
+            TimeoutError: no such status within ``timeout`` seconds.
+            InstanceNotFoundError: the instance was purged while waiting.
+        """
+        accept = status if callable(status) else frozenset(status).__contains__
+        return await self._wait_until(instance_id, accept, timeout, fetch_payloads)
 
     async def _wait_until(
         self,
         instance_id: str,
         done: Callable[[WorkflowStatus], bool],
-        timeout: float,
+        timeout: float | None,
         fetch_payloads: bool,
     ) -> WorkflowState:
         """The first state of the instance that ``done`` accepts, from its current record on.
@@ -431,15 +477,57 @@ class WorkflowClient:
         )
         await self._send(instance_id, event, msg_id=event_id)
 
-    async def pause_workflow(self, instance_id: str, *, reason: str = "") -> None:
-        """Suspend an instance: it holds new events until resumed."""
+    async def pause_workflow(
+        self, instance_id: str, *, reason: str = "", timeout: float | None = STEERING_TIMEOUT
+    ) -> None:
+        """Suspend an instance: it holds new events until resumed.
+
+        Returns once the instance is SUSPENDED (or has finished or stalled meanwhile), waiting
+        up to ``timeout`` seconds (None: no limit; 0: return once the request is sent).
+
+        Raises:
+            TimeoutError: no worker took the pause in time (is a runtime hosting it running?).
+        """
         await self._send(
             instance_id, ExecutionSuspended(timestamp=datetime.now(UTC), reason=reason)
         )
+        await self._await_steering(
+            instance_id, timeout, "SUSPENDED",
+            lambda s: s in (WorkflowStatus.SUSPENDED, WorkflowStatus.STALLED) or s.is_terminal,
+        )
 
-    async def resume_workflow(self, instance_id: str, *, reason: str = "") -> None:
-        """Resume a suspended instance."""
+    async def resume_workflow(
+        self, instance_id: str, *, reason: str = "", timeout: float | None = STEERING_TIMEOUT
+    ) -> None:
+        """Resume a suspended instance.
+
+        Returns once the instance is no longer SUSPENDED, waiting up to ``timeout`` seconds
+        (None: no limit; 0: return once the request is sent).
+
+        Raises:
+            TimeoutError: no worker took the resume in time.
+        """
         await self._send(instance_id, ExecutionResumed(timestamp=datetime.now(UTC), reason=reason))
+        await self._await_steering(
+            instance_id, timeout, "resumed", lambda s: s is not WorkflowStatus.SUSPENDED
+        )
+
+    async def _await_steering(
+        self,
+        instance_id: str,
+        timeout: float | None,
+        what: str,
+        reached: Callable[[WorkflowStatus], bool],
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            await self._wait_until(instance_id, reached, timeout, False)
+        except TimeoutError:
+            raise TimeoutError(
+                f"instance {instance_id!r} was not {what} within {timeout}s; is a workflow "
+                "runtime hosting it running?"
+            ) from None
 
     async def terminate_workflow(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
@@ -475,7 +563,7 @@ class WorkflowClient:
         if last_seq == record.history_seq and (not last or run_is_finished(last)):
             events: list[HistoryEvent] = [ExecutionStarted(
                 timestamp=record.created_at, name=record.name,
-                execution_id=record.execution_id, input=record.input,
+                execution_id=record.execution_id, input=record.input, app_id=record.app_id,
             )]  # its start is still on its way to a worker (or cannot be run by any)
         elif (
             len(last) == 1
@@ -576,8 +664,8 @@ class WorkflowClient:
             last_seq, previous = await self._startable(iid)
         s = self._broker.subjects
         with publish_span(
-            s.outbox_workflow(iid),
-            s.outbox_workflow("*"),
+            s.outbox_workflow(iid, record.app_id),
+            s.outbox_workflow("*", record.app_id),
             name=f"rerun_workflow {record.name}",
             attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": record.name,
                         "jetloom.rerun.source": source, "jetloom.rerun.event_id": event_id},
@@ -628,6 +716,7 @@ class WorkflowClient:
             execution_id=started.execution_id,
             history_seq=seq,
             input=started.input,
+            app_id=started.app_id,
         )
         await self._broker.put_record(
             iid, encode_record(running), seq, history_seq_of, new=previous is None
@@ -677,6 +766,7 @@ class WorkflowClient:
             created_at=datetime.now(UTC),
             input=raw,
             overlap=check_overlap(overlap),
+            app_id=self.app_id,
         )
         if not await self._broker.put_schedule(schedule_id, encode_schedule(record), None):
             raise ScheduleAlreadyExistsError(
@@ -746,7 +836,7 @@ class WorkflowClient:
             record.schedule_id,
             encode(ScheduledStart(record.schedule_id, record.schedule)),
             record.schedule,
-            s.outbox_workflow(record.schedule_id),
+            s.outbox_workflow(record.schedule_id, record.app_id),
         )
 
     async def _send(
@@ -788,7 +878,7 @@ class WorkflowClient:
         """Send ``event`` to the run ``record`` shows, through the instance's inbox."""
         item = WorkItem(instance_id, [event], record.execution_id)
         await self._broker.publish(
-            self._broker.subjects.inbox(instance_id),
+            self._broker.subjects.inbox(instance_id, record.app_id),
             encode(await offload(self._broker.payloads, instance_id, item)),
             msg_id=msg_id,
         )

@@ -1,7 +1,7 @@
 """Large payloads in history, dispatches and records: offload before writing, resolve on read.
 
-Payload fields (``input``, ``result``, ``data``, ``output``, ``custom_status``) larger than the
-store's threshold are replaced by a reference to an Object Store copy (see
+Payload fields (``input``, ``result``, ``data``, ``output``, ``custom_status``, ``propagated``)
+larger than the store's threshold are replaced by a reference to an Object Store copy (see
 ``brokers._payload_store``) just before a struct is written, and replaced back by the value just
 after it is read, so workflow and activity code, the executor and the sticky cache only ever see
 values.
@@ -17,7 +17,7 @@ import msgspec
 from brokers import PayloadRef, PayloadStore, payload_ref
 from engine.core.events import WorkItem
 
-PAYLOAD_FIELDS = ("input", "result", "data", "output", "custom_status")
+PAYLOAD_FIELDS = ("input", "result", "data", "output", "custom_status", "propagated")
 
 S = TypeVar("S", bound=msgspec.Struct)
 

@@ -30,6 +30,12 @@ class ExecutionHost(Protocol):
     @property
     def workflow_name(self) -> str: ...
 
+    @property
+    def app_id(self) -> str: ...
+
+    @property
+    def propagated(self) -> Any: ...
+
     def schedule_activity(
         self,
         activity: Callable[..., Any] | str,
@@ -37,6 +43,7 @@ class ExecutionHost(Protocol):
         retry_policy: RetryPolicy | None,
         task_queue: str | None,
         timeout: timedelta | None,
+        propagated: Any = None,
     ) -> Task[Any]: ...
 
     def schedule_child(
@@ -45,6 +52,8 @@ class ExecutionHost(Protocol):
         input: Any,
         instance_id: str | None,
         retry_policy: RetryPolicy | None,
+        app_id: str | None = None,
+        propagated: Any = None,
     ) -> Task[Any]: ...
 
     def schedule_timer(self, fire_at: datetime | timedelta) -> Task[None]: ...
@@ -120,6 +129,17 @@ class WorkflowContext:
         return self._execution.workflow_name
 
     @property
+    def app_id(self) -> str:
+        """The application whose runtimes run this instance ('': the default one)."""
+        return self._execution.app_id
+
+    @property
+    def propagated_history(self) -> Any:
+        """What the caller passed as ``propagated`` to ``call_child_workflow`` (the decoded
+        JSON value), or None: history a parent hands down, kept apart from the input."""
+        return self._execution.propagated
+
+    @property
     def is_replaying(self) -> bool:
         """True while the code re-executes events already in history."""
         return self._execution.is_replaying
@@ -148,6 +168,7 @@ class WorkflowContext:
         retry_policy: RetryPolicy | None = None,
         task_queue: str | None = None,
         start_to_close_timeout: timedelta | None = None,
+        propagated_history: Any = None,
     ) -> Task[Any]:
         """Schedule an activity; the task's result is its return value.
 
@@ -158,9 +179,12 @@ class WorkflowContext:
             task_queue: the queue whose workers run it (default: ``"default"``).
             start_to_close_timeout: limit of one attempt; exceeding it fails the attempt with
                 ``TimeoutError`` (retried per the policy).
+            propagated_history: a JSON-encodable value the activity reads as
+                ``ctx.propagated_history``, apart from its input (Dapr's history propagation).
         """
         return self._execution.schedule_activity(
-            activity, input, retry_policy, task_queue, start_to_close_timeout
+            activity, input, retry_policy, task_queue, start_to_close_timeout,
+            propagated_history,
         )
 
     def call_child_workflow(
@@ -170,9 +194,23 @@ class WorkflowContext:
         input: Any = None,
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
+        app_id: str | None = None,
+        propagated_history: Any = None,
     ) -> Task[Any]:
-        """Start a child workflow; the task's result is its output."""
-        return self._execution.schedule_child(workflow, input, instance_id, retry_policy)
+        """Start a child workflow; the task's result is its output.
+
+        Args:
+            workflow: the workflow function or its registered name.
+            input: the child's input (JSON-encodable).
+            instance_id: the child's id (default: ``<this id>-<task id>``).
+            retry_policy: how to retry a failed child (each retry is a new instance).
+            app_id: the application whose runtimes run the child (default: this instance's).
+            propagated_history: a JSON-encodable value the child reads as
+                ``ctx.propagated_history``, apart from its input.
+        """
+        return self._execution.schedule_child(
+            workflow, input, instance_id, retry_policy, app_id, propagated_history
+        )
 
     def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
         """A durable timer firing at ``fire_at`` (or after that long)."""

@@ -30,12 +30,14 @@ class FailureDetails(msgspec.Struct, frozen=True, omit_defaults=True):
     non_retryable: bool = False
 
 
-class ParentInfo(msgspec.Struct, frozen=True):
+class ParentInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """The workflow that started a child workflow, so the child can report back."""
 
     instance_id: str
     execution_id: str
     task_id: int
+    app_id: str = ""
+    """The application hosting the parent ('': none), whose inbox the report goes to."""
 
 
 class Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
@@ -45,7 +47,14 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
 
 
 class ExecutionStarted(Event, tag="execution_started", frozen=True):
-    """A run of an instance begins; everything before the last one belongs to older runs."""
+    """A run of an instance begins; everything before the last one belongs to older runs.
+
+    ``app_id`` names the application whose runtimes run the instance ('': the default one);
+    ``propagated`` is history a calling workflow propagated to it. A run that continued as new
+    with ``save_events`` names the run it continued (``continued_from``) and the external
+    events that run had already taken (``seen_event_ids``): events addressed to that run are
+    this run's, unless they are ones it had seen.
+    """
 
     name: str
     execution_id: str
@@ -55,6 +64,10 @@ class ExecutionStarted(Event, tag="execution_started", frozen=True):
     scheduled_start_at: datetime | None = None
     traceparent: str = ""
     tracestate: str = ""
+    app_id: str = ""
+    propagated: Raw = NULL
+    continued_from: str = ""
+    seen_event_ids: tuple[str, ...] = ()
 
 
 class WorkflowTaskStarted(Event, tag="workflow_task_started", frozen=True):
@@ -78,6 +91,8 @@ class TaskScheduled(Event, tag="task_scheduled", frozen=True):
     attempt: int = 1
     task_execution_id: str = ""
     start_to_close_timeout: float | None = None
+    propagated: Raw = NULL
+    """History the workflow propagates to the activity (opaque JSON; null: none)."""
 
 
 class TaskCompleted(Event, tag="task_completed", frozen=True):
@@ -117,12 +132,15 @@ class TimerFired(Event, tag="timer_fired", frozen=True):
 
 
 class ChildWorkflowScheduled(Event, tag="child_workflow_scheduled", frozen=True):
-    """The workflow started a child workflow."""
+    """The workflow started a child workflow (run by application ``app_id``; '': none)."""
 
     task_id: int
     name: str
     instance_id: str
     input: Raw = NULL
+    app_id: str = ""
+    propagated: Raw = NULL
+    """History the workflow propagates to the child (opaque JSON; null: none)."""
 
 
 class ChildWorkflowCompleted(Event, tag="child_workflow_completed", frozen=True):
@@ -251,6 +269,11 @@ class ActivityTask(msgspec.Struct, frozen=True, omit_defaults=True):
     input: Raw = NULL
     attempt: int = 1
     start_to_close_timeout: float | None = None
+    workflow_app_id: str = ""
+    """The application hosting the calling workflow ('': none): the result goes to its inbox,
+    ``<prefix>.app.<workflow_app_id>.inbox.<instance_id>`` (else ``<prefix>.inbox.<id>``)."""
+    propagated: Raw = NULL
+    """History the calling workflow propagated to the activity (null: none)."""
 
 
 class CancelRequest(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,8 +42,8 @@ from engine.core.events import (
     TimerFired,
     WorkflowTaskStarted,
 )
-from engine.core.instance_ids import check_instance_id
-from engine.core.registry import Registry, WorkflowDefinition
+from engine.core.instance_ids import app_token, check_instance_id
+from engine.core.registry import Registry, WorkflowDefinition, check_name
 from engine.core.results import TaskResult, failure_from
 from engine.core.retry import RetryPolicy
 from engine.core.status import WorkflowStatus
@@ -57,6 +57,32 @@ SUSPENDED = WorkflowStatus.SUSPENDED.value
 CONTINUED_AS_NEW = WorkflowStatus.CONTINUED_AS_NEW.value
 
 Command = TaskScheduled | TimerCreated | ChildWorkflowScheduled | TaskCancelRequested
+
+
+@dataclass(frozen=True)
+class ReplayRules:
+    """How replay holds workflow code to its history.
+
+    The defaults are jetloom's: a running workflow's code stays alive between its tasks, and
+    replayed code must issue exactly the commands history recorded, by each task boundary.
+    ``ReplayRules.dapr()`` gives Dapr's (durabletask's) rules, which ``engine.dapr`` uses.
+    """
+
+    replay_every_task: bool = False
+    """Replay each task from history instead of keeping the live code between tasks: code
+    changed inside a running process takes effect at the instance's next task."""
+    calls_past_history_are_new: bool = False
+    """Commands the replayed code issues that history does not show (yet) are new commands of
+    the next task, not a ``NonDeterminismError``; only a recorded command that differs from
+    the one issued in its place is."""
+    patches_must_be_checked: bool = False
+    """A patch recorded in a task (``workflow_task_started.patches``) that the replayed code
+    no longer checks by the end of that task is a ``NonDeterminismError``."""
+
+    @classmethod
+    def dapr(cls) -> ReplayRules:
+        """Dapr's rules: replay on every task, calls past history are new, patches checked."""
+        return cls(True, True, True)
 
 
 def describe(event: HistoryEvent | None) -> str:
@@ -83,6 +109,7 @@ class _ActivityCall:
     retry_policy: RetryPolicy | None
     timeout: float | None
     decode: Callable[[msgspec.Raw], Any]
+    propagated: msgspec.Raw = field(default_factory=lambda: NULL)
     task_execution_id: str = ""
     attempt: int = 1
     first_attempt_at: datetime | None = None
@@ -100,6 +127,8 @@ class _ChildCall:
     input: msgspec.Raw
     retry_policy: RetryPolicy | None
     decode: Callable[[msgspec.Raw], Any]
+    app_id: str = ""
+    propagated: msgspec.Raw = field(default_factory=lambda: NULL)
     attempt: int = 1
     first_attempt_at: datetime | None = None
     task_id: int = 0
@@ -109,8 +138,15 @@ class _ChildCall:
 class WorkflowExecution:
     """One run of one workflow instance, replayed from its history and advanced task by task."""
 
-    def __init__(self, registry: Registry, instance_id: str, history: Sequence[HistoryEvent]):
-        """Replay ``history`` (the run's events, starting with ExecutionStarted).
+    def __init__(
+        self,
+        registry: Registry,
+        instance_id: str,
+        history: Sequence[HistoryEvent],
+        rules: ReplayRules | None = None,
+    ):
+        """Replay ``history`` (the run's events, starting with ExecutionStarted) under
+        ``rules`` (default: jetloom's).
 
         Raises:
             NonDeterminismError: the code does not reproduce the history.
@@ -119,6 +155,7 @@ class WorkflowExecution:
         if not history or not isinstance(history[0], ExecutionStarted):
             raise ValueError(f"history of {instance_id!r} must begin with execution_started")
         self._registry = registry
+        self._rules = rules or ReplayRules()
         self.instance_id = instance_id
         self.started: ExecutionStarted = history[0]
         self.definition: WorkflowDefinition = registry.workflow(
@@ -143,9 +180,14 @@ class WorkflowExecution:
         self._event_waiters: dict[str, deque[CompletableTask[Any]]] = {}
         self._event_buffer: dict[str, deque[EventRaised]] = {}
         self._seen_event_ids: set[str] = set()
+        # Events taken by the run this one continued from (save_events): a redelivery of one
+        # of them, addressed to that run, is a duplicate here too.
+        self._inherited_event_ids = frozenset(self.started.seen_event_ids)
+        self._carried_late: list[EventRaised] = []
         self._suspended = False
         self._held: list[HistoryEvent] = []
         self._patches_recorded: set[str] = set()
+        self._patches_due: set[str] = set()  # recorded in the task being replayed
         self._patches_new: list[str] = []
         self._patch_answers: dict[str, bool] = {}
         self._continue_as_new: tuple[msgspec.Raw, bool] | None = None
@@ -155,6 +197,7 @@ class WorkflowExecution:
         for event in history:
             self._apply(event)
         self._check_no_pending(None)
+        self._check_patches_checked(None)
         if self.is_complete and not any(isinstance(e, ExecutionCompleted) for e in history):
             # The first run did not end here: replay must not end a run history says is open.
             ended = self.status
@@ -177,6 +220,16 @@ class WorkflowExecution:
         return self.started.name
 
     @property
+    def app_id(self) -> str:
+        """The application whose runtimes run this instance ('': the default one)."""
+        return self.started.app_id
+
+    @property
+    def propagated(self) -> Any:
+        """The history a calling workflow propagated to this run (decoded), or None."""
+        return from_json(self.started.propagated)
+
+    @property
     def is_complete(self) -> bool:
         """True once the run has ended."""
         return self.status in (COMPLETED, FAILED, TERMINATED, CONTINUED_AS_NEW)
@@ -193,16 +246,21 @@ class WorkflowExecution:
             key = _completion_id(event)
             return key in self._handlers and all(_completion_id(h) != key for h in self._held)
         if isinstance(event, EventRaised):
-            return not event.event_id or (
-                event.event_id not in self._seen_event_ids
-                and all(getattr(h, "event_id", "") != event.event_id for h in self._held)
-            )
+            return not self._event_seen(event)
         if isinstance(event, ExecutionSuspended):
             return not self._suspended
         if isinstance(event, ExecutionResumed):
             return self._suspended
         return not isinstance(
             event, ExecutionStarted | WorkflowTaskStarted | ExecutionCompleted | TaskCancelRequested
+        )
+
+    def _event_seen(self, event: EventRaised) -> bool:
+        """True if this run (or the run it continued, with save_events) has taken the event."""
+        return bool(event.event_id) and (
+            event.event_id in self._seen_event_ids
+            or event.event_id in self._inherited_event_ids
+            or any(getattr(h, "event_id", "") == event.event_id for h in self._held)
         )
 
     def run_task(self, incoming: Sequence[HistoryEvent], now: datetime) -> TaskResult:
@@ -221,6 +279,13 @@ class WorkflowExecution:
         for event in incoming:
             if self.accepts(event):
                 self._apply(event, record=True)
+            elif self._carries(event):
+                # Raised after the run ended by continue_as_new(save_events=True) in this
+                # very task: the next run's, like any event it had not consumed.
+                assert isinstance(event, EventRaised)
+                self._carried_late.append(event)
+                if event.event_id:
+                    self._seen_event_ids.add(event.event_id)
         self._flush_commands()
         if self._continue_as_new is not None and not self.is_complete:
             self._finish_continue_as_new()
@@ -240,6 +305,17 @@ class WorkflowExecution:
         self._new = []
         return result
 
+    def _carries(self, event: HistoryEvent) -> bool:
+        """True for an external event the next run takes over: the run continued as new with
+        save_events, and has not seen the event."""
+        return (
+            isinstance(event, EventRaised)
+            and self.status == CONTINUED_AS_NEW
+            and self._continue_as_new is not None
+            and self._continue_as_new[1]
+            and not self._event_seen(event)
+        )
+
     # --------------------------------------------------------- event processing
 
     def _apply(self, event: HistoryEvent, *, record: bool = False) -> None:
@@ -254,8 +330,11 @@ class WorkflowExecution:
         match event:
             case WorkflowTaskStarted():
                 self._check_no_pending(event)
+                self._check_patches_checked(event)
                 self.current_time = event.timestamp
                 self._patches_recorded.update(event.patches)
+                if self.is_replaying:
+                    self._patches_due = set(event.patches)
                 if not self._code_started:
                     self._start_code()
             case (
@@ -302,12 +381,29 @@ class WorkflowExecution:
                 call.input = event.input
 
     def _check_no_pending(self, next_event: HistoryEvent | None) -> None:
-        """At a task boundary every command issued during replay must be in history."""
+        """At a task boundary every command issued during replay must be in history (unless
+        calls past history are new: then they wait for their place in it, or become new)."""
+        if self._rules.calls_past_history_are_new:
+            return
         if self._pending and self.is_replaying:
             raise NonDeterminismError(
                 self.history_length - (0 if next_event is None else 1),
                 describe(next_event),
                 describe(self._pending[0]),
+            )
+
+    def _check_patches_checked(self, next_event: HistoryEvent | None) -> None:
+        """With ``patches_must_be_checked``: by the end of a replayed task, its code must have
+        checked every patch that task recorded."""
+        if not (self._rules.patches_must_be_checked and self.is_replaying):
+            return
+        unchecked = sorted(self._patches_due - set(self._patch_answers))
+        self._patches_due = set()
+        if unchecked and not self.is_complete:
+            raise NonDeterminismError(
+                self.history_length - (0 if next_event is None else 1),
+                f"a check of patch {unchecked[0]!r} (is_patched), recorded in history",
+                "no such check (the code no longer asks for the patch)",
             )
 
     def _flush_commands(self) -> None:
@@ -427,11 +523,20 @@ class WorkflowExecution:
             parent=self.started.parent,
             traceparent=self.started.traceparent,
             tracestate=self.started.tracestate,
+            app_id=self.started.app_id,
         )
         carried: list[EventRaised] = []
         if save_events:
             for events in self._event_buffer.values():
                 carried.extend(events)
+            carried.extend(self._carried_late)
+            # Events addressed to this run that arrive once the next one runs are its events;
+            # those this run had already taken are duplicates there.
+            started = msgspec.structs.replace(
+                started,
+                continued_from=self.execution_id,
+                seen_event_ids=tuple(sorted(self._seen_event_ids - self._inherited_event_ids)),
+            )
         return started, carried
 
     # ------------------------------------------------------ commands from code
@@ -443,6 +548,7 @@ class WorkflowExecution:
         retry_policy: RetryPolicy | None,
         task_queue: str | None,
         timeout: timedelta | None,
+        propagated: Any = None,
     ) -> Task[Any]:
         name, decode = self._callee(activity, kind="activity")
         if timeout is None and not isinstance(activity, str):
@@ -452,10 +558,11 @@ class WorkflowExecution:
             task=CompletableTask(),
             name=name,
             input=to_json(input),
-            task_queue=task_queue or "default",
+            task_queue=check_name("task queue", task_queue or "default"),
             retry_policy=retry_policy,
             timeout=None if timeout is None else timeout.total_seconds(),
             decode=decode,
+            propagated=to_json(propagated),
         )
         call.task.canceller = lambda: self._cancel_activity(call)
         self._schedule_attempt(call)
@@ -484,6 +591,7 @@ class WorkflowExecution:
                 attempt=call.attempt,
                 task_execution_id=call.task_execution_id,
                 start_to_close_timeout=call.timeout,
+                propagated=call.propagated,
             )
         )
 
@@ -506,6 +614,8 @@ class WorkflowExecution:
         input: Any,
         instance_id: str | None,
         retry_policy: RetryPolicy | None,
+        app_id: str | None = None,
+        propagated: Any = None,
     ) -> Task[Any]:
         name, decode = self._callee(workflow, kind="workflow")
         if instance_id is not None:
@@ -517,6 +627,8 @@ class WorkflowExecution:
             input=to_json(input),
             retry_policy=retry_policy,
             decode=decode,
+            app_id=self.app_id if app_id is None else app_token(app_id),
+            propagated=to_json(propagated),
         )
 
         def stop_waiting() -> None:
@@ -546,6 +658,8 @@ class WorkflowExecution:
                 name=call.name,
                 instance_id=child_id,
                 input=call.input,
+                app_id=call.app_id,
+                propagated=call.propagated,
             )
         )
 

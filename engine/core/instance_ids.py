@@ -12,6 +12,7 @@ _CHARACTERS = "A-Za-z0-9_-"
 INSTANCE_ID_PATTERN = f"^[{_CHARACTERS}]{{1,{MAX_INSTANCE_ID_LENGTH}}}$"
 """The rule as a regular expression (the HTTP API's OpenAPI document shows it)."""
 _INSTANCE_ID_CHARACTERS = re.compile(f"^[{_CHARACTERS}]+$")
+_NOT_TOKEN = re.compile(f"[^{_CHARACTERS}]")
 
 
 def has_instance_id_characters(text: str) -> bool:
@@ -40,3 +41,9 @@ def new_instance_id() -> str:
 def instance_id_for_message(origin: str, key: int | str) -> str:
     """A stable id for a start event without one: the same message yields the same id."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"jetloom:{origin}:{key}").hex
+
+
+def app_token(app_id: str) -> str:
+    """An application id as it appears in subjects and consumer names: characters other than
+    letters, digits, '-' and '_' become '_' ('' stays '': no application)."""
+    return _NOT_TOKEN.sub("_", app_id)

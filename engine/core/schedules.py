@@ -271,6 +271,8 @@ class ScheduleRecord(msgspec.Struct, omit_defaults=True):
     """The instance the last firing started ("" before the first)."""
     last_fired_at: datetime | None = None
     """The tick of that firing."""
+    app_id: str = ""
+    """The application whose runtimes run the instances it starts ('': the default one)."""
 
 
 _record_encoder = msgspec.json.Encoder()

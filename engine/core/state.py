@@ -32,6 +32,9 @@ class InstanceRecord(msgspec.Struct, omit_defaults=True):
     failure: FailureDetails | None = None
     parent_instance_id: str = ""
     children: list[str] = []
+    app_id: str = ""
+    """The application whose runtimes run the instance ('': the default one): events for it go
+    to that application's inbox subject."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def pending_record(instance_id: str, started: ExecutionStarted, history_seq: int
         execution_id=started.execution_id,
         history_seq=history_seq,
         input=started.input,
+        app_id=started.app_id,
     ))
 
 

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from engine.core.errors import TaskCancelledError, TaskFailedError
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class Task(Generic[T]):
@@ -43,6 +44,32 @@ class Task(Generic[T]):
     def get_exception(self) -> BaseException | None:
         """The exception of a failed task, else None."""
         return self._exception
+
+    @classmethod
+    def completed(cls, result: T) -> Task[T]:
+        """A task that is already complete with ``result``."""
+        task: Task[T] = cls()
+        task._set_result(result)
+        return task
+
+    @classmethod
+    def failed(cls, error: BaseException) -> Task[Any]:
+        """A task that has already failed with ``error``."""
+        task: Task[Any] = cls()
+        task._set_exception(error)
+        return task
+
+    def derive(
+        self,
+        *,
+        result: Callable[[T], U] | None = None,
+        failure: Callable[[BaseException], BaseException] | None = None,
+    ) -> Task[U]:
+        """A task that completes when this one does: with its result passed through
+        ``result``, or failed with its exception passed through ``failure`` (a map that
+        raises fails the derived task with that error). For adapters such as ``engine.dapr``
+        that give workflow code their own values and errors."""
+        return _DerivedTask(self, result, failure)
 
     def cancel(self) -> None:
         """Cancel the task unless it has finished; awaiting it then raises
@@ -123,6 +150,35 @@ class CompositeTask(Task[T]):
     def _cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+class _DerivedTask(CompositeTask[U]):
+    """``Task.derive``: one source task, its outcome mapped."""
+
+    def __init__(
+        self,
+        source: Task[Any],
+        result: Callable[[Any], U] | None,
+        failure: Callable[[BaseException], BaseException] | None,
+    ) -> None:
+        self._map_result = result
+        self._map_failure = failure
+        super().__init__([source])
+
+    def _on_child_completed(self, task: Task[Any]) -> None:
+        if self._complete:
+            return
+        error = task.get_exception()
+        try:
+            if error is None:
+                value = task._result
+                self._set_result(value if self._map_result is None else self._map_result(value))
+            elif self._map_failure is None:
+                self._set_exception(error)
+            else:
+                self._set_exception(self._map_failure(error))
+        except Exception as mapped_error:
+            self._set_exception(mapped_error)
 
 
 class WhenAllTask(CompositeTask[list[Any]]):

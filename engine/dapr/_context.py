@@ -19,11 +19,10 @@ import engine
 from engine.dapr._errors import FailureDetails
 from engine.dapr._history import naive_utc
 from engine.dapr._payload import encode, to_json
-from engine.dapr._propagation import HistoryLog, PropagatedHistory, PropagationScope, wrap_input
+from engine.dapr._propagation import HistoryLog, PropagatedHistory, PropagationScope
 from engine.dapr._task import (
-    DaprTask,
     RetryPolicy,
-    failed_task,
+    dapr_task,
     task_failure,
 )
 
@@ -174,7 +173,7 @@ class DaprWorkflowContext:
         """A durable timer firing at ``fire_at`` (naive datetimes are UTC) or after that long."""
         if isinstance(fire_at, datetime) and fire_at.utcoffset() is None:
             fire_at = fire_at.replace(tzinfo=UTC)
-        return DaprTask(self.__obj.create_timer(fire_at))
+        return dapr_task(self.__obj.create_timer(fire_at))
 
     def call_activity(
         self,
@@ -201,14 +200,14 @@ class DaprWorkflowContext:
             "taskScheduled", name, self.current_utc_datetime,
             None if raw_input is None else raw_input.decode(),
         )
-        sent = wrap_input(raw_input, self._envelope(propagation))
         inner = self.__obj.call_activity(
             name,
-            input=None if sent is None else msgspec.Raw(sent),
+            input=None if raw_input is None else msgspec.Raw(raw_input),
             retry_policy=None if retry_policy is None else retry_policy.obj,
             task_queue=task_queue_of(app_id if app_id is not None else self._app_id),
+            propagated_history=self._envelope(propagation),
         )
-        return DaprTask(
+        return dapr_task(
             inner,
             describe_failure=task_failure("Activity", name),
             on_done=self._logger_of("taskCompleted", "taskFailed", scheduled),
@@ -232,7 +231,7 @@ class DaprWorkflowContext:
             input: the JSON-serializable input.
             instance_id: the child's instance id (default: derived from this instance's).
             retry_policy: how to retry a failed child (a retry is a new child instance).
-            app_id: the application whose workers run the child (see docs/dapr.md).
+            app_id: the application whose workers run the child (default: this one).
             propagation: send this workflow's history along (``OWN_HISTORY``, ``LINEAGE``).
         """
         name = name_of(workflow)
@@ -241,14 +240,15 @@ class DaprWorkflowContext:
             "childWorkflowInstanceCreated", name, self.current_utc_datetime,
             None if raw_input is None else raw_input.decode(),
         )
-        sent = wrap_input(raw_input, self._envelope(propagation))
         inner = self.__obj.call_child_workflow(
             name,
-            input=None if sent is None else msgspec.Raw(sent),
+            input=None if raw_input is None else msgspec.Raw(raw_input),
             instance_id=instance_id,
             retry_policy=None if retry_policy is None else retry_policy.obj,
+            app_id=app_id,
+            propagated_history=self._envelope(propagation),
         )
-        return DaprTask(
+        return dapr_task(
             inner,
             describe_failure=task_failure("Child workflow", name),
             on_done=self._logger_of(
@@ -266,7 +266,7 @@ class DaprWorkflowContext:
         ``TimeoutError`` when it passes first.
         """
         if isinstance(timeout, timedelta) and timeout == timedelta(0):
-            return failed_task(TimeoutError(
+            return engine.Task.failed(TimeoutError(
                 f"Wait for external event {name!r} canceled immediately due to zero timeout"
             ))
         wait: timedelta | None
@@ -284,7 +284,7 @@ class DaprWorkflowContext:
                                     f"{name!r}")
             return error
 
-        return DaprTask(
+        return dapr_task(
             self.__obj.wait_for_external_event(name, timeout=wait), describe_failure=timed_out
         )
 
@@ -313,12 +313,10 @@ class DaprWorkflowContext:
 
     def _logger_of(
         self, completed: str, failed: str, scheduled: int
-    ) -> Callable[[DaprTask], None]:
-        def log_result(task: DaprTask) -> None:
-            error = task.get_exception()
+    ) -> Callable[[Any, BaseException | None], None]:
+        def log_result(result: Any, error: BaseException | None) -> None:
             when = self.current_utc_datetime
             if error is None:
-                result = task.get_result()
                 self._log.closed(
                     completed, scheduled, when,
                     output=None if result is None else to_json(result),

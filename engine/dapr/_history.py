@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.core.events import (
+from engine import (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,

@@ -2,9 +2,9 @@
 
 The caller's Dapr context keeps a log of its own calls and their results as it runs (it is
 rebuilt the same way on every replay). A call with ``propagation=`` sends that log, as one
-chunk per workflow, with the callee's input; the callee's context reads it back with
-``get_propagated_history()``. The chunks travel inside the input (see ``wrap_input``) until the
-engine carries them in a field of their own.
+chunk per workflow, beside the callee's input: the engine carries it in a field of its own
+(``propagated_history`` of ``call_activity``/``call_child_workflow``), so the input stays as
+the caller sent it. The callee's context reads it back with ``get_propagated_history()``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ import msgspec
 
 from engine.dapr._errors import FailureDetails
 from engine.dapr._history import WorkflowHistoryEvent, WorkflowHistoryEventType
-
-ENVELOPE_KEY = "__jetloom_propagated_history__"
-"""The key of the object that wraps an input together with propagated history."""
 
 
 class PropagationScope(enum.Enum):
@@ -287,37 +284,10 @@ class HistoryLog:
         return msgspec.to_builtins(_Envelope(scope.value, chunks))  # type: ignore[no-any-return]
 
 
-def wrap_input(raw_input: bytes | None, envelope: dict[str, Any] | None) -> bytes | None:
-    """The callee's input with the propagated history beside it (unchanged without one)."""
-    if envelope is None:
-        return raw_input
-    return (
-        b'{"' + ENVELOPE_KEY.encode() + b'": ' + msgspec.json.encode(envelope)
-        + b', "input": ' + (raw_input or b"null") + b"}"
-    )
-
-
-def unwrap_input(value: Any) -> tuple[Any, PropagatedHistory | None]:
-    """A decoded input as (the caller's input, the history propagated with it)."""
-    if not (isinstance(value, dict) and ENVELOPE_KEY in value and set(value) == {
-        ENVELOPE_KEY, "input"
-    }):
-        return value, None
-    envelope = msgspec.convert(value[ENVELOPE_KEY], _Envelope)
-    return value["input"], PropagatedHistory(envelope.chunks, PropagationScope(envelope.scope))
-
-
-def unwrap_serialized(text: str | None) -> str | None:
-    """A stored input's JSON text without the propagation envelope (as the caller sent it)."""
-    if text is None or ENVELOPE_KEY not in text:
-        return text
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return text
-    inner, history = unwrap_input(value)
-    if history is None:
-        return text
-    from engine.dapr._payload import to_json
-
-    return None if inner is None else to_json(inner)
+def received_history(value: Any) -> PropagatedHistory | None:
+    """The propagated history a callee received (the engine's decoded ``propagated_history``),
+    or None if its caller sent none."""
+    if value is None:
+        return None
+    envelope = msgspec.convert(value, _Envelope)
+    return PropagatedHistory(envelope.chunks, PropagationScope(envelope.scope))

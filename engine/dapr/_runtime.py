@@ -27,7 +27,7 @@ from engine.dapr._context import (
 )
 from engine.dapr._loop import LoopThread
 from engine.dapr._payload import encode, input_model_of, input_value
-from engine.dapr._propagation import unwrap_input
+from engine.dapr._propagation import received_history
 
 log = structlog.get_logger("jetloom.dapr")
 
@@ -66,9 +66,10 @@ def workflow_entry(fn: Callable[..., Any], name: str, app_id: str) -> Callable[.
     takes_input, model = input_model_of(fn)
 
     def entry(ctx: engine.WorkflowContext, input: Any = None) -> Any:
-        value, propagated = unwrap_input(input)
-        dapr_ctx = DaprWorkflowContext(ctx, app_id=app_id, propagated_history=propagated)
-        produced = fn(dapr_ctx, input_value(value, model)) if takes_input else fn(dapr_ctx)
+        dapr_ctx = DaprWorkflowContext(
+            ctx, app_id=app_id, propagated_history=received_history(ctx.propagated_history)
+        )
+        produced = fn(dapr_ctx, input_value(input, model)) if takes_input else fn(dapr_ctx)
         if inspect.isgenerator(produced):
             return _encoded_generator(produced)
         if inspect.iscoroutine(produced):
@@ -84,9 +85,9 @@ def activity_entry(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     takes_input, model = input_model_of(fn)
 
     def arguments(ctx: engine.ActivityContext, input: Any) -> tuple[Any, ...]:
-        value, propagated = unwrap_input(input)
+        propagated = received_history(ctx.propagated_history)
         activity_ctx = WorkflowActivityContext(ActivityContext(ctx, propagated))
-        return (activity_ctx, input_value(value, model)) if takes_input else (activity_ctx,)
+        return (activity_ctx, input_value(input, model)) if takes_input else (activity_ctx,)
 
     entry: Callable[..., Any]
     if is_async_callable(fn):
@@ -121,10 +122,9 @@ class _Registration:
         elif self.version is None:
             native.register_workflow(self.entry, name=self.name)
         else:
-            native.registry.add_workflow(
-                self.entry, name=self.name, version=self.version, is_latest=self.is_latest
+            native.register_versioned_workflow(
+                self.entry, name=self.name, version_name=self.version, is_latest=self.is_latest
             )
-            self.entry.__jetloom_name__ = self.name  # type: ignore[attr-defined]
 
 
 def _decorated(fn: Any, name: str) -> Callable[[], Any]:
@@ -186,7 +186,11 @@ class WorkflowRuntime:
         self._settings: dict[str, Any] = {
             "nats_url": nats_url,
             "prefix": prefix,
+            "app_id": self._app_id,
             "task_queues": [task_queue_of(self._app_id)],
+            # Dapr replays the code from history on every task, lets replayed code issue
+            # calls history does not show yet, and stalls code that dropped a patch check.
+            "replay_rules": engine.ReplayRules.dapr(),
         }
         if maximum_concurrent_activity_work_items is not None:
             self._settings["max_concurrent_activities"] = maximum_concurrent_activity_work_items
@@ -205,7 +209,6 @@ class WorkflowRuntime:
         self._lock = threading.RLock()
         self._registrations: list[_Registration] = []
         self._native = engine.WorkflowRuntime(**self._settings)
-        self._serving: set[str] = set()  # kinds the running engine runtime consumes
         self._loop: LoopThread | None = None
 
     # ---------------------------------------------------------------------- registration
@@ -266,27 +269,12 @@ class WorkflowRuntime:
 
     def _register(self, registration: _Registration) -> None:
         with self._lock:
-            loop = self._loop
-            if loop is None or registration.kind in self._serving:
-                # Not started, or started and already consuming this kind: the engine looks
-                # up its registry for every task, so adding to it is all there is to do.
-                if loop is None:
-                    registration.add_to(self._native)
-                else:
-                    loop.run(_call(registration.add_to, self._native))
-                self._registrations.append(registration)
-                return
-            # Started without any function of this kind, so nothing consumes its work yet:
-            # bring up a runtime that does, then let the old one finish and go.
             self._registrations.append(registration)
-            replacement = self._new_native()
-            loop.run(replacement.start(), self._ready_timeout)
-            previous, self._native = self._native, replacement
-            self._serving = self._kinds()
-            loop.run(previous.shutdown())
-
-    def _kinds(self) -> set[str]:
-        return {r.kind for r in self._registrations}
+            if self._loop is None:
+                registration.add_to(self._native)
+            else:
+                # On the runtime's loop: the engine starts serving a kind registered late.
+                self._loop.run(_call(registration.add_to, self._native))
 
     def _new_native(self) -> engine.WorkflowRuntime:
         native = engine.WorkflowRuntime(**self._settings)
@@ -322,7 +310,6 @@ class WorkflowRuntime:
                 loop.stop()
                 raise
             self._loop = loop
-            self._serving = self._kinds()
 
     def shutdown(self) -> None:
         """Stop taking work, let in-flight work finish, disconnect and stop the thread."""
@@ -336,7 +323,6 @@ class WorkflowRuntime:
                 loop.stop()
                 # A runtime starts once: a later start() gets a fresh one.
                 self._native = self._new_native()
-                self._serving = set()
 
     # ------------------------------------------------------------------------ decorators
 

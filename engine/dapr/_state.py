@@ -13,7 +13,6 @@ import msgspec
 import engine
 from engine.dapr._errors import FailureDetails, OrchestrationFailedError
 from engine.dapr._history import naive_utc
-from engine.dapr._propagation import unwrap_serialized
 
 
 class WorkflowStatus(enum.Enum):
@@ -100,7 +99,7 @@ class WorkflowState:
                 runtime_status=status_of(state.runtime_status),
                 created_at=naive_utc(state.created_at),
                 last_updated_at=naive_utc(state.last_updated_at),
-                serialized_input=unwrap_serialized(state.serialized_input),
+                serialized_input=state.serialized_input,
                 serialized_output=state.serialized_output,
                 serialized_custom_status=custom_status_text(state.serialized_custom_status),
                 failure_details=None if failure is None else FailureDetails._of(failure),

@@ -1,8 +1,8 @@
 """Tasks as a Dapr workflow sees them, and ``RetryPolicy``.
 
-A Dapr workflow yields the engine's own tasks, each wrapped once so that its result is the
-value Dapr would have decoded (``SimpleNamespace`` for marked objects) and its failure is
-Dapr's ``TaskFailedError``. ``when_all``/``when_any`` combine wrapped tasks like any others.
+A Dapr workflow yields the engine's own tasks, each derived once (``Task.derive``) so that its
+result is the value Dapr would have decoded (``SimpleNamespace`` for marked objects) and its
+failure is Dapr's ``TaskFailedError``. ``when_all``/``when_any`` combine them like any others.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import engine
-from engine.core.tasks import CompositeTask
 from engine.dapr._errors import NonRetryableError, TaskFailedError
 from engine.dapr._payload import revive
 
@@ -22,50 +21,31 @@ _SMALLEST_INTERVAL = timedelta(milliseconds=1)
 """Dapr accepts a first retry interval of 0; the engine needs a positive one."""
 
 
-class DaprTask(CompositeTask[Any]):
+def dapr_task(
+    inner: engine.Task[Any],
+    *,
+    describe_failure: Callable[[BaseException], BaseException] | None = None,
+    on_done: Callable[[Any, BaseException | None], None] | None = None,
+) -> engine.Task[Any]:
     """One engine task as Dapr's: revived result, Dapr's failure and messages.
 
-    ``on_done`` (if given) sees the task once it is complete: the history propagation log
-    records results with it.
+    ``on_done`` (if given) is told the result, or the failure, once the task is complete: the
+    history propagation log records results with it.
     """
 
-    def __init__(
-        self,
-        inner: engine.Task[Any],
-        *,
-        describe_failure: Callable[[BaseException], BaseException] | None = None,
-        on_done: Callable[[DaprTask], None] | None = None,
-    ) -> None:
-        self._describe_failure = describe_failure
-        self._on_done = on_done
-        super().__init__([inner])
+    def result(value: Any) -> Any:
+        revived = revive(value)
+        if on_done is not None:
+            on_done(revived, None)
+        return revived
 
-    def _on_child_completed(self, task: engine.Task[Any]) -> None:
-        if self._complete:
-            return
-        error = task.get_exception()
-        if error is None:
-            self._set_result(revive(task.get_result()))
-        elif self._describe_failure is not None:
-            self._set_exception(self._describe_failure(error))
-        else:
-            self._set_exception(error)
-        if self._on_done is not None:
-            self._on_done(self)
+    def failure(error: BaseException) -> BaseException:
+        described = error if describe_failure is None else describe_failure(error)
+        if on_done is not None:
+            on_done(None, described)
+        return described
 
-
-def completed_task(value: Any) -> engine.Task[Any]:
-    """A task that is already complete with ``value``."""
-    task: engine.Task[Any] = engine.Task()
-    task._set_result(value)
-    return task
-
-
-def failed_task(error: BaseException) -> engine.Task[Any]:
-    """A task that has already failed with ``error``."""
-    task: engine.Task[Any] = engine.Task()
-    task._set_exception(error)
-    return task
+    return inner.derive(result=result, failure=failure)
 
 
 def task_failure(kind: str, name: str) -> Callable[[BaseException], BaseException]:
@@ -92,7 +72,7 @@ def when_any(tasks: Sequence[engine.Task[Any]]) -> engine.Task[Any]:
     With no tasks it is complete at once, with an empty list (as in Dapr).
     """
     if not tasks:
-        return completed_task([])
+        return engine.Task.completed([])
     return engine.when_any(list(tasks))
 
 

@@ -101,7 +101,8 @@ class DaprWorkflowClient:
             start_at: when to start it (naive datetimes are UTC; default: now).
             reuse_id_policy: deprecated in Dapr, no effect: an id can be reused once its
                 instance has finished.
-            app_id: accepted; all applications share one NATS namespace.
+            app_id: the application whose runtimes run the instance (default: this process's,
+                ``APP_ID``).
 
         Returns:
             The ID of the scheduled workflow instance.
@@ -117,7 +118,8 @@ class DaprWorkflowClient:
             start_at = start_at.replace(tzinfo=UTC)
         client = await self._native()
         return await client.schedule_new_workflow(
-            name_of(workflow), input=encode(input), instance_id=instance_id, start_at=start_at
+            name_of(workflow), input=encode(input), instance_id=instance_id, start_at=start_at,
+            app_id=app_id,
         )
 
     async def get_workflow_state(
@@ -152,9 +154,7 @@ class DaprWorkflowClient:
             return None
         try:
             state = await client.wait_for_workflow_start(
-                instance_id,
-                timeout=_limit(timeout_in_seconds),  # type: ignore[arg-type]  # None: no limit
-                fetch_payloads=fetch_payloads,
+                instance_id, timeout=_limit(timeout_in_seconds), fetch_payloads=fetch_payloads
             )
         except TimeoutError:
             raise TimeoutError("Timed-out waiting for the orchestration to start") from None
@@ -179,9 +179,7 @@ class DaprWorkflowClient:
             return None
         try:
             state = await client.wait_for_workflow_completion(
-                instance_id,
-                timeout=_limit(timeout_in_seconds),  # type: ignore[arg-type]  # None: no limit
-                fetch_payloads=fetch_payloads,
+                instance_id, timeout=_limit(timeout_in_seconds), fetch_payloads=fetch_payloads
             )
         except TimeoutError:
             raise TimeoutError("Timed-out waiting for the orchestration to complete") from None
@@ -228,13 +226,7 @@ class DaprWorkflowClient:
             TimeoutError: no worker took the pause within ``STEERING_TIMEOUT`` seconds.
         """
         client = await self._native()
-        await client.pause_workflow(instance_id)
-        await self._await_status(
-            client, instance_id,
-            lambda s: s in (engine.WorkflowStatus.SUSPENDED, engine.WorkflowStatus.STALLED)
-            or s.is_terminal,
-            "SUSPENDED",
-        )
+        await client.pause_workflow(instance_id, timeout=STEERING_TIMEOUT)
 
     async def resume_workflow(self, instance_id: str, *, app_id: str | None = None) -> None:
         """Resume a suspended instance; returns once it is no longer SUSPENDED.
@@ -243,25 +235,7 @@ class DaprWorkflowClient:
             TimeoutError: no worker took the resume within ``STEERING_TIMEOUT`` seconds.
         """
         client = await self._native()
-        await client.resume_workflow(instance_id)
-        await self._await_status(
-            client, instance_id, lambda s: s is not engine.WorkflowStatus.SUSPENDED, "resumed"
-        )
-
-    @staticmethod
-    async def _await_status(
-        client: engine.WorkflowClient,
-        instance_id: str,
-        reached: Callable[[engine.WorkflowStatus], bool],
-        what: str,
-    ) -> None:
-        try:
-            await client._wait_until(instance_id, reached, STEERING_TIMEOUT, False)
-        except TimeoutError:
-            raise TimeoutError(
-                f"instance {instance_id!r} was not {what} within {STEERING_TIMEOUT}s; is a "
-                "workflow runtime hosting it running?"
-            ) from None
+        await client.resume_workflow(instance_id, timeout=STEERING_TIMEOUT)
 
     async def purge_workflow(
         self, instance_id: str, recursive: bool = True, *, app_id: str | None = None

@@ -2,10 +2,10 @@
 
 Same paths, bodies and status codes as a Dapr sidecar (``/v1.0/workflows/dapr/...`` and the
 ``v1.0-beta1`` / ``v1.0-alpha1`` prefixes), so a Dapr HTTP client only needs its base URL
-pointed here. Errors are Dapr's body ``{"errorCode": ..., "message": ...}``. jetloom statuses
-that Dapr lacks are mapped (see ``dapr_status``) and kept in the property
-``jetloom.workflow.runtime_status``. The document is in ``engine/http/openapi.py``;
-docs/http.md has examples.
+pointed here; ``/v1.0/metadata`` and ``/v1.0/healthz`` answer as a sidecar does, for the SDKs
+that wait for one. Request content is passed as-is: a body that is not JSON is a string.
+Errors are Dapr's body ``{"errorCode": ..., "message": ...}``. The document is in
+``engine/http/openapi.py``; docs/http.md has examples.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 import structlog
@@ -38,13 +39,8 @@ _log = structlog.get_logger("jetloom.http")
 COMPONENT = "dapr"
 """The only workflow component name served (Dapr's built-in engine has the same name)."""
 
-_STATUS_FOR_DAPR = {
-    WorkflowStatus.STALLED: WorkflowStatus.RUNNING,
-    WorkflowStatus.CONTINUED_AS_NEW: WorkflowStatus.RUNNING,
-}
-"""jetloom statuses Dapr does not have. STALLED: a workflow task keeps failing (e.g.
-non-determinism) and is retried; the instance is alive, so RUNNING (the failure is in the
-failure properties). CONTINUED_AS_NEW: the instance restarts with fresh history, so RUNNING."""
+DEFAULT_APP_ID = "jetloom"
+"""The application id ``/v1.0/metadata`` names when none is set (``APP_ID``)."""
 
 _VERSION = r"{version:v1\.0(?:-beta1|-alpha1)?}"
 _PREFIX = f"/{_VERSION}/workflows/{{component}}"
@@ -63,8 +59,24 @@ class DaprError(Exception):
 
 
 def dapr_status(status: WorkflowStatus) -> str:
-    """The runtimeStatus a Dapr client sees for a jetloom status."""
-    return _STATUS_FOR_DAPR.get(status, status).value
+    """The runtimeStatus a Dapr client sees for a jetloom status: the same name, as every
+    jetloom status is one of Dapr's (``ORCHESTRATION_STATUS_<name>``, STALLED and
+    CONTINUED_AS_NEW included)."""
+    return status.value
+
+
+def _custom_status(serialized: str | None) -> str:
+    """A custom status as Dapr gives it: a string as the string, anything else as JSON."""
+    if not serialized:
+        return ""
+    if serialized.startswith('"'):
+        try:
+            value = json.loads(serialized)
+        except json.JSONDecodeError:
+            return serialized
+        if isinstance(value, str):
+            return value
+    return serialized
 
 
 def _timestamp(when: datetime) -> str:
@@ -74,7 +86,7 @@ def _timestamp(when: datetime) -> str:
 def dapr_state(state: WorkflowState) -> dict[str, Any]:
     """Dapr's GetWorkflow response for an instance (payloads as JSON text, like Dapr)."""
     properties = {
-        "dapr.workflow.custom_status": state.serialized_custom_status or "",
+        "dapr.workflow.custom_status": _custom_status(state.serialized_custom_status),
         "jetloom.workflow.runtime_status": state.runtime_status.value,
     }
     if state.serialized_input is not None:
@@ -130,20 +142,17 @@ def _instance_id(text: str) -> str:
         raise DaprError(400, code, str(exc)) from None
 
 
-async def _json_body(request: web.Request) -> Any:
-    """The body as a JSON value (empty: None), or Dapr's 400 ERR_MALFORMED_REQUEST."""
+async def _body(request: web.Request) -> Any:
+    """The request content as the input or event data, passed as-is as Dapr does: a JSON
+    body is its value, any other body the text itself (what an SDK sends for a string input,
+    ``text/plain`` ``hi``), an empty one None."""
     raw = await request.read()
     if not raw.strip():
         return None
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DaprError(
-            400,
-            "ERR_MALFORMED_REQUEST",
-            f"the request body is not valid JSON ({exc}); send a JSON value, "
-            "e.g. '{\"qty\": 2}' or '\"text\"'",
-        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw.decode("utf-8", errors="replace")
 
 
 def _not_found(instance_id: str) -> DaprError:
@@ -172,7 +181,7 @@ async def _start(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     given = request.query.get("instanceID") or None
     instance_id = None if given is None else _instance_id(given)
-    workflow_input = await _json_body(request)
+    workflow_input = await _body(request)
     try:
         instance_id = await _client(request).schedule_new_workflow(
             name, input=workflow_input, instance_id=instance_id
@@ -210,7 +219,7 @@ def _steer(
 
 
 async def _raise_event(client: WorkflowClient, instance_id: str, request: web.Request) -> None:
-    data = await _json_body(request)
+    data = await _body(request)
     await client.raise_workflow_event(instance_id, request.match_info["event"], data=data)
 
 
@@ -231,7 +240,34 @@ async def _purge(client: WorkflowClient, instance_id: str, request: web.Request)
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(status=204)
+    """204 while connected to NATS, else Dapr's 500 ERR_HEALTH_NOT_READY."""
+    if _client(request).is_connected:
+        return web.Response(status=204)
+    raise DaprError(500, "ERR_HEALTH_NOT_READY", "dapr is not ready: no connection to NATS")
+
+
+async def _metadata(request: web.Request) -> web.Response:
+    """The sidecar's metadata, as Dapr SDKs read it to find their sidecar: the application id
+    (``APP_ID``) and the workflow component."""
+    return web.json_response({
+        "id": _client(request).app_id or DEFAULT_APP_ID,
+        "runtimeVersion": _version(),
+        "enabledFeatures": [],
+        "actors": [],
+        "components": [
+            {"name": COMPONENT, "type": "workflow.dapr", "version": "v1", "capabilities": []}
+        ],
+        "extended": {},
+        "subscriptions": [],
+        "httpEndpoints": [],
+    })
+
+
+def _version() -> str:
+    try:
+        return f"jetloom-{metadata.version('jetloom')}"
+    except metadata.PackageNotFoundError:
+        return "jetloom"
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -312,6 +348,7 @@ def build_app(client: WorkflowClient, broker: JetStreamBroker | None = None) -> 
     )
     app.router.add_get(f"/{_VERSION}/healthz", _healthz)
     app.router.add_get(f"/{_VERSION}/healthz/outbound", _healthz)
+    app.router.add_get(f"/{_VERSION}/metadata", _metadata)
     app.router.add_get("/openapi.json", _openapi)
     return app
 

@@ -15,19 +15,9 @@ from engine.core.instance_ids import INSTANCE_ID_PATTERN
 API_VERSIONS = ("v1.0", "v1.0-beta1", "v1.0-alpha1")
 """Dapr's workflow API prefixes; all serve the same operations."""
 
-DAPR_STATUSES = tuple(
-    status.value
-    for status in (
-        WorkflowStatus.RUNNING,
-        WorkflowStatus.COMPLETED,
-        WorkflowStatus.FAILED,
-        WorkflowStatus.TERMINATED,
-        WorkflowStatus.PENDING,
-        WorkflowStatus.SUSPENDED,
-    )
-)
-"""The runtimeStatus strings a Dapr client knows (jetloom's, but for STALLED and
-CONTINUED_AS_NEW)."""
+DAPR_STATUSES = tuple(status.value for status in WorkflowStatus)
+"""The runtimeStatus strings served: every jetloom status, each named as Dapr names it (Dapr's
+``ORCHESTRATION_STATUS_<name>``; Dapr also has CANCELED, which jetloom never reports)."""
 
 _PREFIX = "/{apiVersion}/workflows/{workflowComponent}"
 
@@ -71,11 +61,26 @@ _INSTANCE_PARAM = {
 
 _ANY_JSON: dict[str, Any] = {"description": "Any JSON value."}
 
+
+def _content(what: str) -> dict[str, Any]:
+    """A request body passed as-is, as Dapr does: JSON is its value, anything else a string."""
+    return {
+        "required": False,
+        "description": (
+            f"{what}: a JSON body is its value; any other body (e.g. text/plain `hi`) is the "
+            "string itself; an empty body means null."
+        ),
+        "content": {
+            "application/json": {"schema": _ANY_JSON},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+
+
 _COMMON_ERRORS = {
     "400": _error(
-        "Malformed request: unknown component (ERR_WORKFLOW_COMPONENT_NOT_FOUND), invalid "
-        "instance id (ERR_INSTANCE_ID_INVALID, ERR_INSTANCE_ID_TOO_LONG) or body that is not "
-        "JSON (ERR_MALFORMED_REQUEST)."
+        "Malformed request: unknown component (ERR_WORKFLOW_COMPONENT_NOT_FOUND) or invalid "
+        "instance id (ERR_INSTANCE_ID_INVALID, ERR_INSTANCE_ID_TOO_LONG)."
     ),
     "404": _error("No instance with that id (ERR_INSTANCE_ID_NOT_FOUND)."),
 }
@@ -92,11 +97,7 @@ def _steer(summary: str, code: str, *, body: bool = False) -> dict[str, Any]:
         },
     }
     if body:
-        operation["requestBody"] = {
-            "required": False,
-            "description": "The event data (JSON); empty means null.",
-            "content": {"application/json": {"schema": _ANY_JSON}},
-        }
+        operation["requestBody"] = _content("The event data")
     return {"parameters": _PATH_PARAMS, "post": operation}
 
 
@@ -151,16 +152,12 @@ OPENAPI: dict[str, Any] = {
                         "description": "Instance id; generated when absent or empty.",
                     },
                 ],
-                "requestBody": {
-                    "required": False,
-                    "description": "The workflow input (JSON); empty means null.",
-                    "content": {"application/json": {"schema": _ANY_JSON}},
-                },
+                "requestBody": _content("The workflow input"),
                 "responses": {
                     "202": _json(_ref("StartResponse"), "Started."),
                     "400": _error(
-                        "Bad instance id, workflow name or JSON body (ERR_INSTANCE_ID_INVALID, "
-                        "ERR_INSTANCE_ID_TOO_LONG, ERR_START_WORKFLOW, ERR_MALFORMED_REQUEST)."
+                        "Bad instance id or workflow name (ERR_INSTANCE_ID_INVALID, "
+                        "ERR_INSTANCE_ID_TOO_LONG, ERR_START_WORKFLOW)."
                     ),
                     "500": _error(
                         "The id's instance is still running, or NATS failed (ERR_START_WORKFLOW)."
@@ -190,9 +187,13 @@ OPENAPI: dict[str, Any] = {
                 {"name": "eventName", "in": "path", "required": True, "schema": {"type": "string"}},
             ],
         },
-        f"{_PREFIX}/{{instanceId}}/pause": _steer("Suspend an instance.", "ERR_PAUSE_WORKFLOW"),
+        f"{_PREFIX}/{{instanceId}}/pause": _steer(
+            "Suspend an instance; answers once it is SUSPENDED (up to 60 s).",
+            "ERR_PAUSE_WORKFLOW",
+        ),
         f"{_PREFIX}/{{instanceId}}/resume": _steer(
-            "Resume a suspended instance.", "ERR_RESUME_WORKFLOW"
+            "Resume a suspended instance; answers once it is no longer SUSPENDED (up to 60 s).",
+            "ERR_RESUME_WORKFLOW",
         ),
         f"{_PREFIX}/{{instanceId}}/purge": _steer(
             "Delete a finished instance's history and state (and its children's).",
@@ -279,15 +280,31 @@ OPENAPI: dict[str, Any] = {
         "/{apiVersion}/healthz": {
             "parameters": [_PATH_PARAMS[0]],
             "get": {
-                "summary": "Liveness, as a Dapr sidecar answers it.",
-                "responses": {"204": {"description": "Healthy."}},
+                "summary": "Health, as a Dapr sidecar answers it.",
+                "responses": {
+                    "204": {"description": "Healthy: connected to NATS."},
+                    "500": _error("Not connected to NATS (ERR_HEALTH_NOT_READY)."),
+                },
             },
         },
         "/{apiVersion}/healthz/outbound": {
             "parameters": [_PATH_PARAMS[0]],
             "get": {
                 "summary": "Readiness of outbound calls (what Dapr SDKs wait for).",
-                "responses": {"204": {"description": "Healthy."}},
+                "responses": {
+                    "204": {"description": "Healthy: connected to NATS."},
+                    "500": _error("Not connected to NATS (ERR_HEALTH_NOT_READY)."),
+                },
+            },
+        },
+        "/{apiVersion}/metadata": {
+            "parameters": [_PATH_PARAMS[0]],
+            "get": {
+                "summary": (
+                    "The sidecar's metadata (Dapr SDKs read it to find their sidecar): the "
+                    "application id and the workflow component."
+                ),
+                "responses": {"200": _json(_ref("Metadata"), "The metadata.")},
             },
         },
         "/openapi.json": {
@@ -325,13 +342,43 @@ OPENAPI: dict[str, Any] = {
                     "properties": {
                         "type": "object",
                         "description": (
-                            "String values: dapr.workflow.input / output / custom_status (JSON "
-                            "text), dapr.workflow.failure.error_type / error_message / "
+                            "String values: dapr.workflow.input / output (JSON text), "
+                            "dapr.workflow.custom_status (a string as itself, anything else "
+                            "as JSON text), dapr.workflow.failure.error_type / error_message / "
                             "stack_trace, and jetloom.workflow.runtime_status (jetloom's own "
-                            "status, e.g. STALLED)."
+                            "status, the same as runtimeStatus)."
                         ),
                         "additionalProperties": {"type": "string"},
                     },
+                },
+            },
+            "Metadata": {
+                "type": "object",
+                "required": ["id", "runtimeVersion", "components"],
+                "properties": {
+                    "id": {
+                        "type": "string",
+                        "description": "The application id (APP_ID), else `jetloom`.",
+                    },
+                    "runtimeVersion": {"type": "string"},
+                    "enabledFeatures": {"type": "array", "items": {"type": "string"}},
+                    "actors": {"type": "array"},
+                    "components": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "type", "version"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "type": {"type": "string"},
+                                "version": {"type": "string"},
+                                "capabilities": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                    "extended": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "subscriptions": {"type": "array"},
+                    "httpEndpoints": {"type": "array"},
                 },
             },
             "RerunRequest": {

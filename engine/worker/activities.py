@@ -13,10 +13,11 @@ import msgspec
 import structlog
 
 from brokers import TRANSIENT_ERRORS, JetStreamBroker, PullStream, WorkMessage
-from engine.core.codec import to_json
+from engine.core.codec import from_json, to_json
 from engine.core.errors import ActivityNotRegisteredError, InputDecodeError
 from engine.core.events import (
     ActivityTask,
+    FailureDetails,
     HistoryEvent,
     TaskCompleted,
     TaskFailed,
@@ -36,6 +37,12 @@ _activity_log = structlog.get_logger("jetloom.activity")
 
 RESULT_PUBLISH_ATTEMPTS = 100
 """Attempts to publish an activity's result through a fail-over before giving up."""
+UNHOSTED_RETRY_DELAY = 2.0
+"""Seconds after which a task for an activity this runtime does not host is delivered again
+(to a runtime of the same queue that does, if there is one)."""
+UNHOSTED_LIMIT = timedelta(minutes=5)
+"""How long a task may wait for a runtime that hosts its activity: a task older than this
+that reaches a runtime which does not host it is dead-lettered, and the attempt fails."""
 
 
 class ActivityContext:
@@ -91,6 +98,12 @@ class ActivityContext:
     def attempt(self) -> int:
         """1 for the first attempt, 2 for the first retry, ..."""
         return self._task.attempt
+
+    @property
+    def propagated_history(self) -> Any:
+        """What the calling workflow passed as ``propagated_history`` to ``call_activity``
+        (the decoded JSON value), or None."""
+        return from_json(self._task.propagated)
 
     @property
     def is_cancelled(self) -> bool:
@@ -161,6 +174,8 @@ class ActivityPipeline:
         self.confirm_acks = confirm_acks
         self._spawn = spawn
         self._server_lease = lease.total_seconds()
+        self.unhosted_limit = UNHOSTED_LIMIT
+        """How long a task waits for a runtime hosting its activity (see ``_not_hosted``)."""
         self.cancels = ActivityCancels(broker)
         self.stopping = False
 
@@ -211,37 +226,68 @@ class ActivityPipeline:
             await self.broker.dead_letter("activity", msg, f"invalid activity task: {exc}")
             await msg.settle(confirm=self.confirm_acks)
             return
+        queue = msg.subject.rsplit(".", 1)[-1]
         try:
             definition = self.registry.activity(task.name)
         except ActivityNotRegisteredError as exc:
-            log.warning("activity.not_registered_here", activity=task.name, error=str(exc))
-            await msg.settle(nak_delay=2.0, confirm=self.confirm_acks)
+            await self._not_hosted(msg, task, queue, exc)
             return
         if await self.cancels.cancelled_before_start(task, msg.stream_seq):
             log.info("activity.cancelled_before_start", instance_id=task.instance_id,
                      activity=task.name, task_id=task.task_id)
             await msg.settle(confirm=self.confirm_acks)
             return
-        consumer = self.broker.subjects.activities_consumer(msg.subject.rsplit(".", 1)[-1])
+        consumer = self.broker.subjects.activities_consumer(queue)
         # observability: the attempt's span, metrics and log context
         with ActivityTrace(task, msg, consumer) as activity_trace:
             event = await self._attempt(definition, task, msg, activity_trace)
             if event is None:  # cancelled: the attempt ends without a result
                 await msg.settle(confirm=self.confirm_acks)
                 return
-            item = await offload(
-                self.broker.payloads, task.instance_id,
-                WorkItem(task.instance_id, [event], task.execution_id),
-            )
             crash_point("activity_before_result")
-            inbox = self.broker.subjects.inbox(task.instance_id)
-            with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
-                await self._publish_result(
-                    msg, inbox, encode(item), f"{task.execution_id}:{task.task_id}:result",
-                    trace_headers,
-                )
+            await self._send_result(msg, task, event)
             crash_point("activity_before_ack")
             await msg.settle(confirm=self.confirm_acks)
+
+    async def _send_result(self, msg: WorkMessage, task: ActivityTask, event: HistoryEvent) -> None:
+        """Publish an attempt's result to the calling instance's inbox (of its application)."""
+        item = await offload(
+            self.broker.payloads, task.instance_id,
+            WorkItem(task.instance_id, [event], task.execution_id),
+        )
+        inbox = self.broker.subjects.inbox(task.instance_id, task.workflow_app_id)
+        with publish_span(inbox, inbox.rsplit(".", 1)[0] + ".*") as trace_headers:
+            await self._publish_result(
+                msg, inbox, encode(item), f"{task.execution_id}:{task.task_id}:result",
+                trace_headers,
+            )
+
+    async def _not_hosted(
+        self, msg: WorkMessage, task: ActivityTask, queue: str, exc: ActivityNotRegisteredError
+    ) -> None:
+        """A task for an activity this runtime does not host: handed back, so that a runtime
+        of the queue that hosts it can take it, until it is older than ``unhosted_limit``;
+        then nobody hosts it: it is dead-lettered and the attempt fails in the workflow."""
+        waited = datetime.now(UTC) - msg.stored_at
+        if waited < self.unhosted_limit:
+            log.warning("activity.not_registered_here", activity=task.name, queue=queue,
+                        error=str(exc))
+            await msg.settle(nak_delay=UNHOSTED_RETRY_DELAY, confirm=self.confirm_acks)
+            return
+        reason = (
+            f"no runtime serving task queue {queue!r} hosts activity {task.name!r} (handed "
+            f"back {msg.num_delivered} times over {int(waited.total_seconds())}s); register "
+            "it in a runtime of that queue, or call it with the task queue of one that does"
+        )
+        log.error("activity.not_hosted", activity=task.name, queue=queue,
+                  instance_id=task.instance_id, deliveries=msg.num_delivered, reason=reason)
+        await self.broker.dead_letter("activity", msg, reason)
+        failed = TaskFailed(
+            timestamp=datetime.now(UTC), task_id=task.task_id,
+            failure=FailureDetails(type=ActivityNotRegisteredError.__name__, message=reason),
+        )
+        await self._send_result(msg, task, failed)
+        await msg.settle(confirm=self.confirm_acks)
 
     async def _attempt(
         self,

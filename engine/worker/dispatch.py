@@ -117,7 +117,7 @@ class Dispatcher:
     def _trigger(self, instance_id: str, new_run: ExecutionStarted) -> DispatchMessage:
         """Asks for the first task of a run that continued as new."""
         return DispatchMessage(
-            self.subjects.outbox_workflow(instance_id),
+            self.subjects.outbox_workflow(instance_id, new_run.app_id),
             encode(WorkItem(instance_id, [], new_run.execution_id)),
             self._headers(f"{new_run.execution_id}:trigger"),
         )
@@ -136,6 +136,8 @@ class Dispatcher:
             input=event.input,
             attempt=event.attempt,
             start_to_close_timeout=event.start_to_close_timeout,
+            workflow_app_id=started.app_id,
+            propagated=event.propagated,
         )
         return DispatchMessage(
             self.subjects.outbox_activity(event.task_queue),
@@ -155,7 +157,8 @@ class Dispatcher:
             self.subjects.timer(instance_id, f"{started.execution_id[:8]}-{event.timer_id}"),
             encode(fired),
             schedule_headers(
-                event.fire_at, self.subjects.outbox_workflow(instance_id), self.ttl
+                event.fire_at, self.subjects.outbox_workflow(instance_id, started.app_id),
+                self.ttl,
             ),
         )
 
@@ -190,7 +193,8 @@ class Dispatcher:
             self.subjects.retention_timer(instance_id),
             encode(purge),
             schedule_headers(
-                completed.timestamp + keep_for, self.subjects.outbox_workflow(instance_id),
+                completed.timestamp + keep_for,
+                self.subjects.outbox_workflow(instance_id, started.app_id),
                 self.ttl,
             ),
         )
@@ -204,12 +208,14 @@ class Dispatcher:
             name=event.name,
             execution_id=f"{started.execution_id[:16]}-{event.task_id}",
             input=event.input,
-            parent=ParentInfo(instance_id, started.execution_id, event.task_id),
+            parent=ParentInfo(instance_id, started.execution_id, event.task_id, started.app_id),
             traceparent=trace.get("traceparent", ""),
             tracestate=trace.get("tracestate", ""),
+            app_id=event.app_id,
+            propagated=event.propagated,
         )
         return DispatchMessage(
-            self.subjects.outbox_workflow(event.instance_id),
+            self.subjects.outbox_workflow(event.instance_id, event.app_id),
             encode(WorkItem(event.instance_id, [child_start])),
             {**self._headers(f"{started.execution_id}:{event.task_id}:child"), **trace},
         )
@@ -243,7 +249,7 @@ class Dispatcher:
                     timestamp=completed.timestamp, task_id=parent.task_id, failure=failure
                 )
             out.append(DispatchMessage(
-                self.subjects.outbox_workflow(parent.instance_id),
+                self.subjects.outbox_workflow(parent.instance_id, parent.app_id),
                 encode(WorkItem(parent.instance_id, [report], parent.execution_id)),
                 self._headers(f"{started.execution_id}:report"),
             ))
@@ -254,12 +260,13 @@ class Dispatcher:
                 (e for e in reversed(history) if isinstance(e, ExecutionTerminated)), None
             )
             if terminated is not None and terminated.recursive:
+                apps = _child_apps(history)
                 for child_id in running_children(history):
                     stop = ExecutionTerminated(
                         timestamp=completed.timestamp, output=terminated.output, recursive=True
                     )
                     out.append(DispatchMessage(
-                        self.subjects.outbox_workflow(child_id),
+                        self.subjects.outbox_workflow(child_id, apps.get(child_id, "")),
                         encode(WorkItem(child_id, [stop])),
                         self._headers(f"{started.execution_id}:terminate:{child_id}"),
                     ))
@@ -295,6 +302,11 @@ def running_children(events: list[HistoryEvent]) -> list[str]:
         if isinstance(e, ChildWorkflowCompleted | ChildWorkflowFailed):
             scheduled.pop(e.task_id, None)
     return list(scheduled.values())
+
+
+def _child_apps(events: list[HistoryEvent]) -> dict[str, str]:
+    """The application of each child workflow scheduled in ``events``."""
+    return {e.instance_id: e.app_id for e in events if isinstance(e, ChildWorkflowScheduled)}
 
 
 def open_activities(run: list[HistoryEvent]) -> list[int]:

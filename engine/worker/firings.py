@@ -121,6 +121,7 @@ class ScheduleFirings:
             name=record.workflow,
             execution_id=uuid.uuid5(uuid.NAMESPACE_URL, f"jetloom:schedule:{instance_id}").hex,
             input=record.input,
+            app_id=record.app_id,
         )
         claimed = await self.broker.claim_record(
             instance_id, pending_record(instance_id, started, 0), None
@@ -136,7 +137,7 @@ class ScheduleFirings:
                 return  # started before, and taken by a worker since
         s = self.broker.subjects
         await self.broker.publish(
-            s.outbox_workflow(instance_id),
+            s.outbox_workflow(instance_id, record.app_id),
             encode(WorkItem(instance_id, [started], started.execution_id, after_seq=0)),
             msg_id=f"{instance_id}:start:0",
             headers={"Nats-TTL": self.broker.outbox_ttl},

@@ -78,6 +78,7 @@ class RecordProjector:
             failure=failure,
             parent_instance_id=started.parent.instance_id if started.parent else "",
             children=children,
+            app_id=started.app_id,
         )
         visible = (
             status, bytes(record.output), bytes(record.custom_status), failure,

@@ -19,10 +19,14 @@ from brokers import (
     JetStreamBroker,
     Subjects,
     WorkerHeartbeat,
+    WorkStreamLayout,
+    app_id_or_default,
     connect_nats,
     watch_sourcing,
 )
-from engine.core.registry import Registry
+from engine.core.executor import ReplayRules
+from engine.core.instance_ids import app_token
+from engine.core.registry import Registry, check_name
 from engine.core.retention import RetentionPolicy
 from engine.signals import stop_signal
 from engine.worker.activities import ActivityContext, ActivityPipeline
@@ -66,6 +70,8 @@ class WorkflowRuntime:
         stall_retry_max: timedelta = timedelta(seconds=30),
         connect_options: dict[str, Any] | None = None,
         large_payload_threshold: int = DEFAULT_THRESHOLD,
+        app_id: str | None = None,
+        replay_rules: ReplayRules | None = None,
         retention: RetentionPolicy | None = None,
         dispatch_ttl: timedelta = timedelta(hours=24),
     ) -> None:
@@ -90,6 +96,12 @@ class WorkflowRuntime:
             large_payload_threshold: inputs, outputs and event data whose JSON is larger than
                 this many bytes are kept in the Object Store bucket ``<prefix>_payloads`` and
                 referenced from history (default 256 KiB; at least 1 KiB).
+            app_id: the application this runtime belongs to (default APP_ID, else none). It
+                takes only the workflow work of its application's instances: those started
+                for it, and children called with its ``app_id`` (see docs/protocol.md).
+                Characters other than letters, digits, '-' and '_' become '_'.
+            replay_rules: how replay holds code to history (default: jetloom's; ``engine.dapr``
+                uses ``ReplayRules.dapr()``).
             retention: how long instances are kept once they finished; each is purged (as
                 ``purge_workflow`` does) when its time has passed, by a message schedule set
                 with its last workflow task. Applies to instances that finish after it is set
@@ -112,7 +124,7 @@ class WorkflowRuntime:
         self.nats_url = nats_url
         self.max_concurrent_workflow_tasks = max_concurrent_workflow_tasks
         self.max_concurrent_activities = max_concurrent_activities
-        self.task_queues = list(task_queues or ["default"])
+        self.task_queues = [check_name("task queue", q) for q in task_queues or ["default"]]
         self.subjects = Subjects.of(prefix)
         self.activity_lease = activity_lease
         self.workflow_task_lease = workflow_task_lease
@@ -121,9 +133,13 @@ class WorkflowRuntime:
         self.connect_options = dict(connect_options or {})
         self.registry = Registry()
         self.history_cache_size = history_cache_size
+        self.app_id = app_token(app_id_or_default(app_id))
+        self.replay_rules = replay_rules or ReplayRules()
         self.retention = retention
         self.dispatch_ttl = dispatch_ttl
         self._broker: JetStreamBroker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._work_stream: WorkStreamLayout | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self.workflow_pipeline: WorkflowPipeline | None = None
@@ -131,23 +147,55 @@ class WorkflowRuntime:
         self.activity_pipeline: ActivityPipeline | None = None
         """Serving activities (once started, if the runtime hosts activities)."""
         self._started = False
+        self._late_starts: set[str] = set()
 
     # ------------------------------------------------------------ registration
 
     def register_workflow(self, fn: F, *, name: str | None = None) -> F:
-        """Host ``fn`` as a workflow (name defaults to the function's name)."""
+        """Host ``fn`` as a workflow (name defaults to the function's name).
+
+        Allowed after ``start()`` too: the first workflow registered then starts serving
+        workflow work.
+        """
         definition = self.registry.add_workflow(fn, name=name)
         fn.__jetloom_name__ = definition.name  # type: ignore[attr-defined]
+        self._serve_late("workflows")
+        return fn
+
+    def register_versioned_workflow(
+        self,
+        fn: F,
+        *,
+        name: str,
+        version_name: str | None = None,
+        is_latest: bool = False,
+    ) -> F:
+        """Host ``fn`` as version ``version_name`` (default: the function's name) of workflow
+        ``name``.
+
+        New instances run the latest version (the last registered with ``is_latest``, else the
+        first registered); a running instance keeps the version it started with, recorded in
+        its history, so old instances finish on old code.
+        """
+        version = version_name if version_name is not None else fn.__name__
+        self.registry.add_workflow(fn, name=name, version=version, is_latest=is_latest)
+        fn.__jetloom_name__ = name  # type: ignore[attr-defined]
+        self._serve_late("workflows")
         return fn
 
     def register_activity(
         self, fn: F, *, name: str | None = None, start_to_close_timeout: timedelta | None = None
     ) -> F:
-        """Host ``fn`` as an activity (plain ``def`` runs in a thread pool)."""
+        """Host ``fn`` as an activity (plain ``def`` runs in a thread pool).
+
+        Allowed after ``start()`` too: the first activity registered then starts serving the
+        runtime's task queues.
+        """
         definition = self.registry.add_activity(
             fn, name=name, start_to_close_timeout=start_to_close_timeout
         )
         fn.__jetloom_name__ = definition.name  # type: ignore[attr-defined]
+        self._serve_late("activities")
         return fn
 
     @overload
@@ -205,17 +253,16 @@ class WorkflowRuntime:
 
         return register
 
-    def versioned_workflow(self, *, name: str, is_latest: bool = False) -> Callable[[F], F]:
-        """Decorator registering one version (the function's name) of workflow ``name``.
-
-        New instances run the latest version; a running instance keeps the version it started
-        with, recorded in its history.
-        """
+    def versioned_workflow(
+        self, *, name: str, version_name: str | None = None, is_latest: bool = False
+    ) -> Callable[[F], F]:
+        """Decorator registering one version (``version_name``, default the function's name)
+        of workflow ``name`` (see ``register_versioned_workflow``)."""
 
         def register(fn: F) -> F:
-            self.registry.add_workflow(fn, name=name, version=fn.__name__, is_latest=is_latest)
-            fn.__jetloom_name__ = name  # type: ignore[attr-defined]
-            return fn
+            return self.register_versioned_workflow(
+                fn, name=name, version_name=version_name, is_latest=is_latest
+            )
 
         return register
 
@@ -248,35 +295,17 @@ class WorkflowRuntime:
             outbox_ttl=f"{int(self.dispatch_ttl.total_seconds())}s",
         )
         await broker.ensure_topology()
-        # Acknowledgements are confirmed only where a consumer leader can change under a live
-        # connection (see brokers.WorkMessage.settle).
-        work_stream = await broker.work_stream_layout()
-        confirm_acks = work_stream.replicas > 1
+        # The work stream as the server has it: its replicas and its routing.
+        self._work_stream = await broker.work_stream_layout()
+        self._loop = asyncio.get_running_loop()
         s = self.subjects
         watched: list[str] = []
         if self.registry.workflow_names:
-            await broker.ensure_consumer(
-                s.workflows_consumer, work_stream.workflow_filters,
-                ack_wait=self.workflow_task_lease.total_seconds(), max_ack_pending=100_000,
-            )
-            self.workflow_pipeline = self._workflow_pipeline(broker, confirm_acks)
-            self._loops.append(asyncio.create_task(self.workflow_pipeline.serve()))
-            watched.append(s.workflows_consumer)
+            await self._ensure_workflow_consumer()
+            watched.append(self._serve_workflows())
         if self.registry.activity_names:
-            self.activity_pipeline = ActivityPipeline(
-                broker, self.registry, capacity=self.max_concurrent_activities,
-                lease=self.activity_lease, confirm_acks=confirm_acks, spawn=self._spawn,
-            )
-            await self.activity_pipeline.start()  # hears cancel requests from now on
-            for queue in self.task_queues:
-                await broker.ensure_consumer(
-                    s.activities_consumer(queue), [s.outbox_activity(queue)],
-                    ack_wait=self.activity_lease.total_seconds(), max_ack_pending=100_000,
-                )
-                self._loops.append(asyncio.create_task(
-                    self.activity_pipeline.serve(queue, len(self.task_queues))
-                ))
-                watched.append(s.activities_consumer(queue))
+            await self._ensure_activity_consumers()
+            watched.extend(await self._serve_activities())
         # On a cluster, restart a stalled source of dispatches (see brokers._sourcing).
         self._loops.append(asyncio.create_task(
             watch_sourcing(broker.api, s.work_stream, s.history_stream)
@@ -295,22 +324,101 @@ class WorkflowRuntime:
             workflows=self.registry.workflow_names,
             activities=self.registry.activity_names,
             task_queues=self.task_queues,
+            **({"app_id": self.app_id} if self.app_id else {}),
         )
 
-    def _workflow_pipeline(self, broker: JetStreamBroker, confirm_acks: bool) -> WorkflowPipeline:
+    @property
+    def workflows_consumer(self) -> str:
+        """The durable consumer of this runtime's workflow work (its application's)."""
+        return self.subjects.app_workflows_consumer(self.app_id)
+
+    @property
+    def _confirm_acks(self) -> bool:
+        # Acknowledgements are confirmed where a consumer leader can change under a live
+        # connection: on a replicated work stream.
+        return self._work_stream is not None and self._work_stream.replicas > 1
+
+    async def _ensure_workflow_consumer(self) -> None:
+        assert self._work_stream is not None
+        await self.broker.ensure_consumer(
+            self.workflows_consumer,
+            self.subjects.workflow_filters(self.app_id, routed=self._work_stream.routed),
+            ack_wait=self.workflow_task_lease.total_seconds(), max_ack_pending=100_000,
+        )
+
+    def _serve_workflows(self) -> str:
+        """Start the workflow pipeline; the consumer it serves."""
+        broker = self.broker
         projector = RecordProjector(broker)
-        reader = WorkReader(self.subjects, self.registry)
+        reader = WorkReader(self.subjects, self.registry, self.app_id)
         tasks = WorkflowTasks(
             broker, self.registry, HistoryCache(self.history_cache_size), projector, reader,
-            self.retention,
+            rules=self.replay_rules, retention=self.retention,
         )
-        return WorkflowPipeline(
+        self.workflow_pipeline = WorkflowPipeline(
             broker, tasks, projector, reader,
+            consumer=self.workflows_consumer,
             capacity=self.max_concurrent_workflow_tasks,
             stall_retry_max=self.stall_retry_max,
-            confirm_acks=confirm_acks,
+            confirm_acks=self._confirm_acks,
             spawn=self._spawn,
         )
+        self._loops.append(asyncio.create_task(self.workflow_pipeline.serve()))
+        return self.workflows_consumer
+
+    async def _ensure_activity_consumers(self) -> None:
+        s = self.subjects
+        for queue in self.task_queues:
+            await self.broker.ensure_consumer(
+                s.activities_consumer(queue), [s.outbox_activity(queue)],
+                ack_wait=self.activity_lease.total_seconds(), max_ack_pending=100_000,
+            )
+
+    async def _serve_activities(self) -> list[str]:
+        """Start the activity pipeline; the consumers it serves."""
+        self.activity_pipeline = ActivityPipeline(
+            self.broker, self.registry, capacity=self.max_concurrent_activities,
+            lease=self.activity_lease, confirm_acks=self._confirm_acks, spawn=self._spawn,
+        )
+        await self.activity_pipeline.start()  # hears cancel requests from now on
+        for queue in self.task_queues:
+            self._loops.append(asyncio.create_task(
+                self.activity_pipeline.serve(queue, len(self.task_queues))
+            ))
+        return [self.subjects.activities_consumer(queue) for queue in self.task_queues]
+
+    def _serve_late(self, kind: str) -> None:
+        """After ``start()``, start the pipeline of ``kind`` ("workflows" or "activities") if
+        nothing serves that kind yet: the runtime was started without any."""
+        if not self._started or self._loop is None:
+            return
+        pipeline = self.workflow_pipeline if kind == "workflows" else self.activity_pipeline
+        if pipeline is not None or kind in self._late_starts:
+            return
+        self._late_starts.add(kind)
+
+        async def serve() -> None:
+            try:
+                if kind == "workflows":
+                    await self._ensure_workflow_consumer()
+                    self._serve_workflows()
+                else:
+                    await self._ensure_activity_consumers()
+                    await self._serve_activities()
+                log.info("runtime.serving_late_registration", kind=kind)
+            except Exception as exc:
+                log.error("runtime.late_registration_failed", kind=kind, error=repr(exc))
+            finally:
+                self._late_starts.discard(kind)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._spawn(serve())
+        else:  # registered from another thread than the runtime's loop
+            asyncio.run_coroutine_threadsafe(serve(), self._loop)
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking work, let in-flight work finish (up to ``timeout``), disconnect."""

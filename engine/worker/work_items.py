@@ -38,11 +38,13 @@ class Work(NamedTuple):
 
 
 class WorkReader:
-    """Turns work messages of one prefix into ``Work`` for the workflows this runtime hosts."""
+    """Turns work messages of one prefix into ``Work`` for the workflows this runtime hosts
+    (for application ``app``: a start event runs there)."""
 
-    def __init__(self, subjects: Subjects, registry: Registry) -> None:
+    def __init__(self, subjects: Subjects, registry: Registry, app: str = "") -> None:
         self.subjects = subjects
         self.registry = registry
+        self.app = app
 
     def start_problem(self, msg: WorkMessage) -> tuple[str | None, str | None]:
         """(the instance id, None) for a usable start or work item; (None, why) for a message
@@ -94,6 +96,7 @@ class WorkReader:
                 version=self.registry.workflow(name).version,
                 traceparent=msg.headers.get("traceparent", ""),
                 tracestate=msg.headers.get("tracestate", ""),
+                app_id=self.app,
             )
             return Work(started, [], "", 0)
         try:

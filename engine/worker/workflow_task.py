@@ -31,7 +31,7 @@ from engine.core.events import (
     run_is_finished,
     task_commits,
 )
-from engine.core.executor import WorkflowExecution
+from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
 from engine.core.results import TaskResult, termination
 from engine.core.retention import RetentionPolicy
@@ -89,10 +89,12 @@ class WorkflowTasks:
         cache: HistoryCache,
         projector: RecordProjector,
         reader: WorkReader,
+        rules: ReplayRules | None = None,
         retention: RetentionPolicy | None = None,
     ) -> None:
         self.broker = broker
         self.registry = registry
+        self.rules = rules or ReplayRules()
         self.cache = cache
         self.projector = projector
         self.reader = reader
@@ -198,8 +200,9 @@ class WorkflowTasks:
                 run.kv_revision = awaited[1]  # its first record update replaces that record
         first = history[0]
         assert isinstance(first, ExecutionStarted)
-        # Events sent to an earlier run of this instance id are stale.
-        incoming = [e for e, run_id in received if run_id in ("", first.execution_id)]
+        # Events sent to an earlier run of this instance id are stale, but for those sent to
+        # the run this one continued with save_events: they are this run's.
+        incoming = [e for e, run_id in received if _is_for(first, run_id)]
         if first.scheduled_start_at and first.scheduled_start_at > now and len(history) == 1:
             return max(0.05, (first.scheduled_start_at - now).total_seconds())
         return _Task(
@@ -261,7 +264,9 @@ class WorkflowTasks:
         """Replay the run with the incoming events and commit what the code decided."""
         history, pinned_version = self._pin_version(task.history)
         first, run = task.first, task.run
-        execution = run.execution
+        # With replay_every_task the code is replayed from history on every task (as Dapr
+        # does), so code changed in the running process takes effect at once.
+        execution = None if self.rules.replay_every_task else run.execution
         from_cache = execution is not None and execution.history_length == len(history)
         if task_trace is not None:  # observability: opens the workflow task span
             task_trace.begin(first, history, from_cache=from_cache)
@@ -269,7 +274,7 @@ class WorkflowTasks:
         run.execution = None
         try:
             if execution is None or execution.history_length != len(history):
-                execution = WorkflowExecution(self.registry, task.instance_id, history)
+                execution = WorkflowExecution(self.registry, task.instance_id, history, self.rules)
             result = None if execution.is_complete else execution.run_task(task.incoming, task.now)
         except (NonDeterminismError, WorkflowNotRegisteredError) as exc:
             await self._without_code(task, history, exc, msgs, task_trace)
@@ -405,8 +410,9 @@ class WorkflowTasks:
             task_trace.committed(result, instance_id)
         crash_point("after_append")
         children = run.children_after(result.new_events)
+        live = None if self.rules.replay_every_task else execution
         cached = CachedRun(next_run, last_seq) if next_run else CachedRun(
-            history + result.new_events, last_seq, execution,
+            history + result.new_events, last_seq, live,
             projected=run.projected, kv_revision=run.kv_revision, children=children,
         )
         self.cache.remember(instance_id, cached)
@@ -497,7 +503,15 @@ def _is_stale(run: CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:
     first = run.events[0]
     assert isinstance(first, ExecutionStarted)
     ended = isinstance(run.events[-1], ExecutionCompleted)
-    return ended or any(rid and rid != first.execution_id for _, rid in received)
+    return ended or any(not _is_for(first, rid) for _, rid in received)
+
+
+def _is_for(run: ExecutionStarted, run_id: str) -> bool:
+    """True if events addressed to ``run_id`` belong to the run that ``run`` started: any run
+    (''), that run, or the run it continued as new with save_events."""
+    return run_id in ("", run.execution_id) or (
+        bool(run.continued_from) and run_id == run.continued_from
+    )
 
 
 def _changes_nothing(

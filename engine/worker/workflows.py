@@ -46,7 +46,7 @@ async def settle_all(
 
 
 class WorkflowPipeline:
-    """Serves the ``workflows`` consumer for one runtime.
+    """Serves the workflows consumer (of the runtime's application) for one runtime.
 
     At most ``capacity`` work messages are held at once. Messages for an instance whose task
     is running wait for it and make up its next task, so a process never runs two tasks of
@@ -60,6 +60,7 @@ class WorkflowPipeline:
         projector: RecordProjector,
         reader: WorkReader,
         *,
+        consumer: str,
         capacity: int,
         stall_retry_max: timedelta,
         confirm_acks: bool,
@@ -69,6 +70,8 @@ class WorkflowPipeline:
         self.tasks = tasks
         self.projector = projector
         self.reader = reader
+        self.consumer = consumer
+        """The durable consumer served (``workflows``, or ``workflows-<app>``)."""
         self.capacity = capacity
         self.stall_retry_max = stall_retry_max
         self.confirm_acks = confirm_acks
@@ -84,7 +87,7 @@ class WorkflowPipeline:
     async def serve(self) -> None:
         """Take work until ``stopping`` (or cancelled)."""
         s = self.broker.subjects
-        stream = PullStream(self.broker.nc, s.work_stream, s.workflows_consumer, self.capacity)
+        stream = PullStream(self.broker.nc, s.work_stream, self.consumer, self.capacity)
         self._stream = stream
         await stream.start()
         try:
@@ -173,9 +176,8 @@ class WorkflowPipeline:
         cache = self.tasks.cache
         for attempt in range(TASK_ATTEMPTS):
             try:
-                with WorkflowTaskTrace(
-                    instance_id, msgs, self.broker.subjects.workflows_consumer
-                ) as task_trace:  # observability: span, metrics, log context of this task
+                # observability: span, metrics, log context of this task
+                with WorkflowTaskTrace(instance_id, msgs, self.consumer) as task_trace:
                     delay = await self.tasks.run(
                         instance_id, msgs, task_trace, may_skip_read=attempt == 0
                     )

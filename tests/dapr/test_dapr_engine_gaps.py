@@ -1,8 +1,7 @@
-"""What the native engine must change so that Dapr programs behave as under Dapr (phase 2).
+"""What the native engine does so that Dapr programs behave as under Dapr (phase 2).
 
-Each test states Dapr's behaviour and fails today (xfail, strict): the engine change that
-makes it pass is named in its reason and described in docs/dapr.md ("Phase 2"). When one
-passes, drop its marker and the matching workaround in engine/dapr.
+Each test states Dapr's behaviour, through the public engine API that ``engine.dapr`` uses
+instead of a workaround (docs/dapr.md lists the changes).
 """
 
 from __future__ import annotations
@@ -20,20 +19,19 @@ from aiohttp.test_utils import TestServer
 import engine
 import engine.dapr as wf
 from engine.core.events import EventRaised, ExecutionStarted, TimerFired
-from engine.core.executor import WorkflowExecution
+from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
 from engine.http import build_app
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=f"phase 2: {reason}", strict=True)
-
-
-def replay(registry: Registry, history: list[Any], incoming: list[Any], now: datetime) -> Any:
+def replay(
+    registry: Registry, history: list[Any], incoming: list[Any], now: datetime,
+    rules: ReplayRules | None = None,
+) -> Any:
     """One workflow task of a run with ``history``, fed ``incoming`` at ``now``."""
-    return WorkflowExecution(registry, "i1", history).run_task(incoming, now)
+    return WorkflowExecution(registry, "i1", history, rules).run_task(incoming, now)
 
 
 def started(name: str, payload: bytes = b"null") -> ExecutionStarted:
@@ -42,11 +40,8 @@ def started(name: str, payload: bytes = b"null") -> ExecutionStarted:
 
 
 class TestExecutor:
-    """engine/_executor.py: replay rules Dapr programs rely on."""
+    """engine/core/executor.py: replay rules Dapr programs rely on (``ReplayRules.dapr()``)."""
 
-    @xfail("WorkflowExecution.run_task drops an EventRaised that arrives in the same task "
-           "after the event that made the run continue as new; with save_events it belongs "
-           "to the next run")
     def test_save_events_keeps_events_of_the_last_task(self) -> None:
         """An event raised just before continue_as_new(save_events=True) is carried over."""
         registry = Registry()
@@ -66,11 +61,9 @@ class TestExecutor:
         assert "CONTINUED_AS_NEW" == result.status
         assert ["go"] == [e.name for e in result.carried_events]
 
-    @xfail("WorkflowExecution._check_no_pending raises NonDeterminismError for calls that "
-           "replayed code issues after the last recorded event; Dapr sends them as new calls "
-           "(versioning example, test5/test6)")
     def test_calls_past_recorded_history_are_new(self) -> None:
-        """Code that now calls one more activity before waiting goes on with that call."""
+        """Under Dapr's rules, code that now calls one more activity before waiting goes on
+        with that call (versioning example, test5/test6)."""
         v1, v2 = Registry(), Registry()
 
         async def flow_v1(ctx: engine.WorkflowContext) -> Any:
@@ -89,14 +82,35 @@ class TestExecutor:
         done = engine.core.events.TaskCompleted(timestamp=T0, task_id=1)
         task2 = replay(v1, [first, *task1.new_events], [done], T0)
         history = [first, *task1.new_events, *task2.new_events]
-        result = replay(v2, history, [], T0 + timedelta(seconds=1))
+        result = replay(v2, history, [], T0 + timedelta(seconds=1), ReplayRules.dapr())
         assert ["b"] == [e.name for e in result.new_events if hasattr(e, "input")]
 
-    @xfail("a patch recorded in history that the replayed code no longer checks is not "
-           "reported; Dapr stalls such an instance (versioning example, test8)")
+    def test_calls_past_recorded_history_stall_by_default(self) -> None:
+        """jetloom's own rule stays: the same change is a NonDeterminismError."""
+        v1, v2 = Registry(), Registry()
+
+        async def flow_v1(ctx: engine.WorkflowContext) -> Any:
+            await ctx.call_activity("a")
+            return await ctx.wait_for_external_event("e")
+
+        async def flow_v2(ctx: engine.WorkflowContext) -> Any:
+            await ctx.call_activity("a")
+            await ctx.call_activity("b")
+            return await ctx.wait_for_external_event("e")
+
+        v1.add_workflow(flow_v1, name="flow")
+        v2.add_workflow(flow_v2, name="flow")
+        first = started("flow")
+        task1 = replay(v1, [first], [], T0)
+        done = engine.core.events.TaskCompleted(timestamp=T0, task_id=1)
+        task2 = replay(v1, [first, *task1.new_events], [done], T0)
+        with pytest.raises(engine.NonDeterminismError):
+            replay(v2, [first, *task1.new_events, *task2.new_events], [], T0)
+
     def test_removed_patch_check_is_non_deterministic(self) -> None:
-        """Replaying history that applied patch 'p1' with code that no longer asks for it
-        fails the task with NonDeterminismError."""
+        """Under Dapr's rules, replaying history that applied patch 'p1' with code that no
+        longer asks for it fails the task with NonDeterminismError (versioning example,
+        test8)."""
         v1, v2 = Registry(), Registry()
 
         async def flow_v1(ctx: engine.WorkflowContext) -> Any:
@@ -112,14 +126,14 @@ class TestExecutor:
         task1 = replay(v1, [first], [], T0)
         with pytest.raises(engine.NonDeterminismError):
             replay(v2, [first, *task1.new_events],
-                   [EventRaised(timestamp=T0, name="e", event_id="x")], T0)
+                   [EventRaised(timestamp=T0, name="e", event_id="x")], T0, ReplayRules.dapr())
+        assert "COMPLETED" == replay(v2, [first, *task1.new_events],  # jetloom: no check
+                      [EventRaised(timestamp=T0, name="e", event_id="x")], T0).status
 
 
 class TestRuntimeAndClient:
-    """engine/_runtime.py and engine/_client.py: public API Dapr programs need."""
+    """engine/worker/runtime.py and engine/client.py: public API Dapr programs need."""
 
-    @xfail("WorkflowRuntime.start creates the activity consumer only if activities are "
-           "registered then; engine.dapr rebuilds the runtime to serve a late registration")
     async def test_activity_registered_after_start(
         self, nats_url: str, prefix: str, client: engine.WorkflowClient
     ) -> None:
@@ -140,12 +154,32 @@ class TestRuntimeAndClient:
             state = await client.wait_for_workflow_completion(iid, timeout=5)
         assert '"served"' == state.serialized_output
 
-    @xfail("WorkflowClient.pause_workflow/resume_workflow return before the instance takes "
-           "the status; engine.dapr waits with the private WorkflowClient._wait_until")
+    async def test_workflow_registered_after_start(
+        self, nats_url: str, prefix: str, client: engine.WorkflowClient
+    ) -> None:
+        """A workflow registered after start() of a runtime that hosted none is served."""
+        runtime = engine.WorkflowRuntime(nats_url, prefix=prefix)
+
+        async def step(ctx: engine.ActivityContext) -> str:
+            return "stepped"
+
+        runtime.register_activity(step)
+        async with runtime:
+
+            async def late(ctx: engine.WorkflowContext) -> Any:
+                return await ctx.call_activity("step")
+
+            runtime.register_workflow(late)
+            iid = await client.schedule_new_workflow(late)
+            state = await client.wait_for_workflow_completion(iid, timeout=10)
+        assert '"stepped"' == state.serialized_output
+
     async def test_pause_waits_for_the_status(
         self, nats_url: str, prefix: str, client: engine.WorkflowClient
     ) -> None:
-        """pause_workflow(timeout=...) waits for SUSPENDED: with no worker, it times out."""
+        """pause_workflow(timeout=...) waits for SUSPENDED: with no worker, it times out;
+        with a worker it returns with the instance SUSPENDED, and resume_workflow returns
+        with it RUNNING."""
         runtime = engine.WorkflowRuntime(nats_url, prefix=prefix)
 
         async def waits(ctx: engine.WorkflowContext) -> Any:
@@ -156,24 +190,69 @@ class TestRuntimeAndClient:
             iid = await client.schedule_new_workflow(waits)
             await client.wait_for_workflow_start(iid)
         with pytest.raises(TimeoutError):
-            await client.pause_workflow(iid, timeout=0.5)  # type: ignore[call-arg]
+            await client.pause_workflow(iid, timeout=0.5)
+        async with runtime:
+            await client.pause_workflow(iid)
+            paused = await client.get_workflow_state(iid)
+            await client.resume_workflow(iid)
+            resumed = await client.get_workflow_state(iid)
+            await client.terminate_workflow(iid)
+        assert paused is not None and resumed is not None
+        assert [engine.WorkflowStatus.SUSPENDED, engine.WorkflowStatus.RUNNING] == [
+            paused.runtime_status, resumed.runtime_status
+        ]
 
-    @xfail("no public registration of a workflow version under an explicit version name; "
-           "engine.dapr calls WorkflowRuntime.registry.add_workflow(version=...)")
-    def test_versioned_registration(self) -> None:
-        """WorkflowRuntime.register_versioned_workflow(fn, name=, version_name=, is_latest=)."""
-        assert hasattr(engine.WorkflowRuntime, "register_versioned_workflow")
+    async def test_waits_take_no_limit(
+        self, nats_url: str, prefix: str, client: engine.WorkflowClient
+    ) -> None:
+        """timeout=None waits without a limit; wait_for_workflow_status takes statuses."""
+        runtime = engine.WorkflowRuntime(nats_url, prefix=prefix)
+
+        async def quick(ctx: engine.WorkflowContext) -> int:
+            return 7
+
+        runtime.register_workflow(quick)
+        async with runtime:
+            iid = await client.schedule_new_workflow(quick)
+            done = await client.wait_for_workflow_completion(iid, timeout=None)
+            again = await client.wait_for_workflow_status(
+                iid, {engine.WorkflowStatus.COMPLETED}, timeout=None
+            )
+        assert ("7", engine.WorkflowStatus.COMPLETED) == (
+            done.serialized_output, again.runtime_status
+        )
+
+    async def test_versioned_registration(
+        self, nats_url: str, prefix: str, client: engine.WorkflowClient
+    ) -> None:
+        """register_versioned_workflow(fn, name=, version_name=, is_latest=) records the
+        version's own name; a new instance runs the latest."""
+        runtime = engine.WorkflowRuntime(nats_url, prefix=prefix)
+
+        def v1(ctx: engine.WorkflowContext) -> str:
+            return "one"
+
+        def v2(ctx: engine.WorkflowContext) -> str:
+            return "two"
+
+        runtime.register_versioned_workflow(v1, name="flow", version_name="1.0", is_latest=False)
+        runtime.register_versioned_workflow(v2, name="flow", version_name="2.0", is_latest=True)
+        async with runtime:
+            iid = await client.schedule_new_workflow("flow")
+            state = await client.wait_for_workflow_completion(iid, timeout=10)
+            history = await client.get_history(iid)
+        assert '"two"' == state.serialized_output
+        assert "2.0" in [getattr(e, "version", "") for e in history]
 
     def test_rerun_from_event(self) -> None:
         """The client can rerun a finished instance from one of its events."""
         assert hasattr(engine.WorkflowClient, "rerun_workflow_from_event")
 
-    @xfail("propagated history travels inside the callee's input (an envelope engine.dapr "
-           "adds and strips); the engine should carry it in a field of its own")
     def test_propagated_history_leaves_the_input_alone(
         self, nats_url: str, prefix: str
     ) -> None:
-        """A child called with propagation= has its caller's input, as any client sees it."""
+        """A child called with propagation= has its caller's input, as any client sees it:
+        the history travels in a field of its own."""
         wfr = wf.WorkflowRuntime(nats_url=nats_url, prefix=prefix)
 
         @wfr.workflow
@@ -218,9 +297,9 @@ async def http(client: engine.WorkflowClient) -> AsyncIterator[tuple[ClientSessi
 
 
 class TestHttp:
-    """engine/_http.py: answer as a Dapr sidecar does (the Dapr JS SDK against serve-http)."""
+    """engine/http/dapr_api.py: answer as a Dapr sidecar does (the Dapr JS SDK against
+    serve-http)."""
 
-    @xfail("GET /v1.0/metadata is not served (404); Dapr SDKs read it to find the sidecar")
     async def test_metadata(self, http: tuple[ClientSession, str]) -> None:
         """The sidecar metadata names the app and the built-in workflow component."""
         session, base = http
@@ -229,8 +308,6 @@ class TestHttp:
             body = await response.json()
         assert {"name": "dapr", "type": "workflow.dapr"}.items() <= body["components"][0].items()
 
-    @xfail("_json_body refuses a body that is not JSON (400 ERR_MALFORMED_REQUEST); Dapr passes "
-           "request content to the workflow as-is")
     async def test_text_body_is_the_input(
         self, http: tuple[ClientSession, str], client: engine.WorkflowClient
     ) -> None:
@@ -242,8 +319,6 @@ class TestHttp:
         state = await client.get_workflow_state("t1")
         assert state is not None and '"hello"' == state.serialized_input
 
-    @xfail("dapr_status reports STALLED (and CONTINUED_AS_NEW) as RUNNING; Dapr has both "
-           "statuses and reports them")
     async def test_stalled_is_reported(
         self, http: tuple[ClientSession, str], client: engine.WorkflowClient,
         nats_url: str, prefix: str,
@@ -257,14 +332,14 @@ class TestHttp:
         runtime.register_workflow(stalls)
         async with runtime:
             iid = await client.schedule_new_workflow(stalls)
-            await client._wait_until(iid, lambda s: s is engine.WorkflowStatus.STALLED, 10,
-                                     False)
+            await client.wait_for_workflow_status(
+                iid, {engine.WorkflowStatus.STALLED}, timeout=10
+            )
         session, base = http
         async with session.get(f"{base}/v1.0/workflows/dapr/{iid}") as response:
             body = await response.json()
         assert "STALLED" == body["runtimeStatus"]
 
-    @xfail("dapr_state gives a string custom status JSON-quoted; Dapr gives the string")
     async def test_string_custom_status(
         self, http: tuple[ClientSession, str], client: engine.WorkflowClient,
         nats_url: str, prefix: str,

@@ -17,17 +17,6 @@ import pytest
 
 from tests.dapr.dapr_examples_support import missing_lines, steps_running
 
-ROUTING_BY_APP_ID = (
-    "phase 2: workflow work is not routed by application id; a workflow task may go to a "
-    "runtime of another app, which stalls it until a retry lands on the right app "
-    "(engine/_runtime.py, brokers/_jetstream.py Subjects: per-app workflow consumers)"
-)
-REPLAY_SEMANTICS = (
-    "phase 2: Dapr replays the workflow code on every task, lets replayed code issue calls "
-    "past the recorded history, and stalls an instance whose code no longer checks a "
-    "recorded patch (engine/_executor.py, engine/_runtime.py)"
-)
-
 
 def assert_printed(example, expected: list[str], *, ordered: bool = True) -> None:
     """Every expected line was printed (in order, unless not ``ordered``)."""
@@ -65,7 +54,6 @@ class TestReadmeSteps:
         example = run_example("pydantic_models.py", APP_ID="wf-pydantic-example").wait(60)
         assert_printed(example, step.expected_lines, ordered=step.ordered)
 
-    @pytest.mark.xfail(reason=ROUTING_BY_APP_ID, strict=True)
     def test_multi_app(self, run_example, prefix: str) -> None:
         """Three apps (APP_ID) calling each other's workflows and activities by app_id, in the
         README's three modes (normal, failing activity, failing workflow); as with Dapr, no
@@ -82,15 +70,14 @@ class TestReadmeSteps:
             apps = {name: example.stop() for name, example in apps.items()}
             apps["multi-app1.py"] = first
             for script, example in apps.items():
-                prefix = f"app{script[-4]} - "
-                expected = [line for line in step.expected_lines if line.startswith(prefix)]
+                label = f"app{script[-4]} - "
+                expected = [line for line in step.expected_lines if line.startswith(label)]
                 missing = missing_lines(expected, example.stdout, ordered=True)
                 misrouted = "WorkflowNotRegisteredError" in example.stderr
                 if missing or misrouted:
                     failures.append((step.env, script, missing, misrouted))
         assert [] == failures
 
-    @pytest.mark.xfail(reason=REPLAY_SEMANTICS, strict=True)
     def test_versioning(self, run_example) -> None:
         """Versioned workflows and patches, stalled instances, and (part 2, a new process)
         the stalled instances finishing on the code that fixes them."""
@@ -137,10 +124,12 @@ class TestReadmeSamples:
         assert 0 == example.proc.returncode, example.report()
 
     def test_child_workflow(self, run_example) -> None:
-        """A workflow calls a child with an instance id of its own making."""
+        """A workflow calls a child with an instance id of its own making. As under Dapr,
+        the workflow replays on every task, so its unguarded print may come more than once,
+        always naming the same child."""
         example = run_example("child_workflow.py").wait(60)
         calling = [line for line in example.lines if line.startswith("*** Calling child")]
-        assert 1 == len(calling), example.report()
+        assert 1 == len(set(calling)), example.report()
         child_id = calling[0].rsplit(" ", 1)[1]
         assert child_id.endswith("-child")
         assert_printed(example, [f"*** Child workflow {child_id} called"])

@@ -53,10 +53,13 @@ class TestStart:
         state = await client.wait_for_workflow_completion("b1", timeout=20)
         assert (202, WorkflowStatus.COMPLETED) == (reply.status, state.runtime_status)
 
-    async def test_bad_json_body(self, api: Api) -> None:
-        """A body that is not JSON is 400 ERR_MALFORMED_REQUEST."""
-        reply = await api.post(f"{WF}/doubler/start?instanceID=bad", "{oops")
-        assert (400, "ERR_MALFORMED_REQUEST") == (reply.status, reply.body["errorCode"])
+    async def test_body_that_is_not_json_is_a_string(
+        self, api: Api, client: WorkflowClient
+    ) -> None:
+        """A body that is not JSON is passed as-is, as Dapr does: the input is that text."""
+        reply = await api.post(f"{WF}/approval/start?instanceID=text", "{oops")
+        state = await client.get_workflow_state("text")
+        assert (202, '"{oops"') == (reply.status, state and state.serialized_input)
 
     async def test_running_id_is_refused(self, api: Api) -> None:
         """Starting an id whose instance still runs is Dapr's ERR_START_WORKFLOW (500)."""
@@ -143,8 +146,9 @@ class TestGet:
 
 
 class TestStatusMapping:
-    def test_jetloom_only_statuses_map_to_running(self) -> None:
-        """STALLED and CONTINUED_AS_NEW read as RUNNING; Dapr's own statuses are unchanged."""
+    def test_statuses_are_named_as_dapr_names_them(self) -> None:
+        """Every jetloom status is one of Dapr's (STALLED and CONTINUED_AS_NEW included) and
+        keeps its name."""
         assert {
             "PENDING": "PENDING",
             "RUNNING": "RUNNING",
@@ -152,8 +156,8 @@ class TestStatusMapping:
             "FAILED": "FAILED",
             "TERMINATED": "TERMINATED",
             "SUSPENDED": "SUSPENDED",
-            "STALLED": "RUNNING",
-            "CONTINUED_AS_NEW": "RUNNING",
+            "STALLED": "STALLED",
+            "CONTINUED_AS_NEW": "CONTINUED_AS_NEW",
         } == {s.value: dapr_status(s) for s in WorkflowStatus}
 
 
@@ -172,11 +176,17 @@ class TestRaiseEvent:
             json.loads(state.serialized_output or "null"),
         )
 
-    async def test_bad_json_body(self, api: Api) -> None:
-        """Event data that is not JSON is 400 ERR_MALFORMED_REQUEST."""
+    async def test_event_data_that_is_not_json_is_a_string(
+        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """Event data that is not JSON is passed as-is: the event's data is that text."""
         await start(api, "approval", "r2", '"o"')
+        await wait_for_status(broker, "r2", "RUNNING")
         reply = await api.post(f"{WF}/r2/raiseEvent/approve", "not json")
-        assert (400, "ERR_MALFORMED_REQUEST") == (reply.status, reply.body["errorCode"])
+        state = await client.wait_for_workflow_completion("r2", timeout=20)
+        assert (202, {"order": "o", "approved": "not json"}) == (
+            reply.status, json.loads(state.serialized_output or "null")
+        )
 
     async def test_unknown_instance_is_404(self, api: Api) -> None:
         """Raising to an unknown id is 404 ERR_INSTANCE_ID_NOT_FOUND."""
@@ -294,3 +304,12 @@ class TestDocument:
         """The sidecar health endpoints Dapr SDKs wait for answer 204."""
         replies = [await api.get(p) for p in ("/v1.0/healthz", "/v1.0/healthz/outbound")]
         assert [204, 204] == [r.status for r in replies]
+
+    async def test_metadata(self, api: Api) -> None:
+        """GET /v1.0/metadata answers as a sidecar: the app id and the workflow component."""
+        reply = await api.get("/v1.0/metadata")
+        assert (200, "jetloom", [("dapr", "workflow.dapr", "v1")]) == (
+            reply.status,
+            reply.body["id"],
+            [(c["name"], c["type"], c["version"]) for c in reply.body["components"]],
+        )

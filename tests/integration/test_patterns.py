@@ -136,6 +136,27 @@ class TestMonitor:
         assert 1 == len(starts)
         assert b"3" == bytes(starts[0].input)
 
+    async def test_save_events_keeps_every_event_across_runs(self, nats_url, prefix, client):
+        """Events raised in a burst to an instance that continues as new after each one
+        (save_events) all reach a run, whether they came in the task that continued, were
+        buffered, or were addressed to the run that had just continued."""
+        wfr = WorkflowRuntime(nats_url, prefix=prefix)
+
+        @wfr.workflow
+        async def counter(ctx: WorkflowContext, seen: int) -> int:
+            await ctx.wait_for_external_event("tick")
+            if seen + 1 == 10:
+                return seen + 1
+            ctx.continue_as_new(seen + 1, save_events=True)
+
+        async with wfr:
+            iid = await client.schedule_new_workflow(counter, input=0)
+            await client.wait_for_workflow_start(iid, timeout=10)
+            for _ in range(10):
+                await client.raise_workflow_event(iid, "tick")
+            state = await client.wait_for_workflow_completion(iid, timeout=30)
+        assert (WorkflowStatus.COMPLETED, "10") == (state.runtime_status, state.serialized_output)
+
 
 class TestDurableTimer:
     async def test_timer_delays_the_workflow(self, nats_url, prefix, client):

@@ -181,6 +181,18 @@ class TestStartFromAnyService:
         assert WorkflowStatus.COMPLETED is state.runtime_status
         assert {expected_id: 1} == dict(runs)
 
+    async def test_generated_id_follows_the_message_id(self, nats_url, prefix, client):
+        """A start event without instance_id but with Nats-Msg-Id runs under the id derived
+        from that message id (docs/protocol.md, Instance ids), known before publishing."""
+        runs: Counter[str] = Counter()
+        expected_id = uuid.uuid5(uuid.NAMESPACE_URL, "jetloom:msg-id:order-form-7").hex
+        async with order_runtime(nats_url, prefix, runs):
+            await publish_start(nats_url, f"{prefix}.start.greet_order", start_body(),
+                                headers={"Nats-Msg-Id": "order-form-7"})
+            state = await client.wait_for_workflow_completion(expected_id, timeout=30)
+
+        assert WorkflowStatus.COMPLETED is state.runtime_status
+
     async def test_traceparent_is_recorded(self, nats_url, prefix, client):
         """The start event's traceparent header is recorded in execution_started."""
         runs: Counter[str] = Counter()

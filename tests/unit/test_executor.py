@@ -19,6 +19,7 @@ import pytest
 import structlog
 from harness import T0, Simulation, commands, output, registry_of, task_started
 
+import engine
 from engine import RetryPolicy, TaskFailedError, WorkflowContext, when_all, when_any
 from engine.core.codec import to_json
 from engine.core.errors import NonDeterminismError
@@ -422,6 +423,48 @@ class TestWhenAny:
         assert [("COMPLETED", "b")] == commands(sim.step(sim.completed(2, "b")))
 
 
+async def derived_async(ctx: WorkflowContext, x: int) -> list[Any]:
+    tenfold = await ctx.call_activity("step", input=x).derive(result=lambda v: v * 10)
+    try:
+        await ctx.call_activity("step", input=x).derive(failure=lambda e: KeyError(str(e)))
+    except KeyError as exc:
+        return [tenfold, type(exc).__name__]
+    return [tenfold, "no failure"]
+
+
+def derived_gen(ctx: WorkflowContext, x: int):
+    tenfold = yield ctx.call_activity("step", input=x).derive(result=lambda v: v * 10)
+    try:
+        yield ctx.call_activity("step", input=x).derive(failure=lambda e: KeyError(str(e)))
+    except KeyError as exc:
+        return [tenfold, type(exc).__name__]
+    return [tenfold, "no failure"]
+
+
+class TestDerivedTasks:
+    @pytest.mark.parametrize("workflow", both(derived_async, derived_gen))
+    def test_result_and_failure_are_mapped(self, workflow: Any) -> None:
+        """A derived task completes with its source's result mapped, or fails with its
+        source's failure mapped."""
+        sim = Simulation(registry_of(workflow), 4)
+        sim.step()
+        sim.step(sim.completed(1, 2))
+
+        result = sim.step(sim.failed(2, "ValueError", "bad"))
+
+        assert [("COMPLETED", [20, "KeyError"])] == commands(result)
+
+    def test_completed_and_failed_tasks(self) -> None:
+        """Task.completed and Task.failed are complete at once; a map that raises fails the
+        derived task with that error."""
+        error = ValueError("no")
+        done, failed = engine.Task.completed(3), engine.Task.failed(error)
+        broken = done.derive(result=lambda v: 1 / 0)
+
+        assert (3, error) == (done.get_result(), failed.get_exception())
+        assert isinstance(broken.get_exception(), ZeroDivisionError)
+
+
 class TestActivityFailure:
     @pytest.mark.parametrize("workflow", both(saga_async, saga_gen))
     def test_failure_raises_task_failed_error_and_compensates(self, workflow: Any) -> None:
@@ -444,6 +487,18 @@ class TestActivityFailure:
         sim.step()
 
         assert [("COMPLETED", "charged")] == commands(sim.step(sim.completed(1)))
+
+    def test_task_queue_must_be_a_subject_token(self) -> None:
+        """A task queue other than letters, digits, '-' and '_' fails the workflow, naming
+        the rule, rather than publishing to a subject of the wrong shape."""
+
+        async def dotted(ctx: WorkflowContext) -> Any:
+            return await ctx.call_activity("step", task_queue="eu.west")
+
+        result = Simulation(registry_of(dotted)).step()
+
+        assert "FAILED" == result.status
+        assert "invalid task queue name 'eu.west'" in result.failure.message
 
 
 class TestRetryPolicy:

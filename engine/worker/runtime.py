@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import os
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -35,7 +34,7 @@ from engine.worker.projection import RecordProjector
 from engine.worker.work_items import WorkReader
 from engine.worker.workflow_task import WorkflowTasks
 from engine.worker.workflows import WorkflowPipeline
-from observability import watch_consumers
+from observability import configure_logging, watch_consumers
 
 __all__ = ["ActivityContext", "WorkflowRuntime"]
 
@@ -281,13 +280,9 @@ class WorkflowRuntime:
             return
         _tune_gc()
         if not structlog.is_configured():
-            # structlog's own default prints every level; a worker logs at INFO (or
-            # JETLOOM_LOG_LEVEL) unless the process configured logging itself. Only the level
-            # changes: the lines look as structlog's default makes them.
-            level = os.environ.get("JETLOOM_LOG_LEVEL", "INFO").upper()
-            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(
-                logging.getLevelNamesMapping().get(level, logging.INFO)
-            ))
+            # structlog's own default prints every level, to stdout; a worker logs at INFO (or
+            # JETLOOM_LOG_LEVEL), to stderr, unless the process configured logging itself.
+            configure_logging(level=os.environ.get("JETLOOM_LOG_LEVEL", "INFO"))
         nc = await connect_nats(self.nats_url, **self.connect_options)
         broker = self._broker = JetStreamBroker(
             nc, self.subjects, replicas=self.replicas,

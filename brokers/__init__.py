@@ -46,6 +46,7 @@ from brokers._subjects import (
     recurring_schedule_headers,
     schedule_headers,
 )
+from brokers._tasks import stop_tasks
 from brokers._topology import WorkStreamLayout
 
 __all__ = [
@@ -129,6 +130,7 @@ __all__ += [
     "check_reachable",
     "connect_fail_fast",
     "consumer_stats",
+    "stop_tasks",
     "storage_stats",
     "stream_stats",
     "with_default_auth",

@@ -43,6 +43,7 @@ from nats.aio.subscription import Subscription
 from brokers._errors import TRANSIENT_ERRORS, api_error, retry_transient
 from brokers._jetstream import JetStreamBroker
 from brokers._records import RecordEntry, _record_entry
+from brokers._tasks import stop_tasks
 from brokers._topology import READ_TIMEOUT
 
 log = structlog.get_logger("jetloom.records")
@@ -213,9 +214,7 @@ class RecordWatch:
         subscriptions still open raise ``WatchClosedError``."""
         self._closed = True
         tasks = [t for t in (self._task, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
         self._fail_all(WatchClosedError("the record watch was closed (its client was closed)"))
 
     # ----------------------------------------------------------------- reading

@@ -15,7 +15,7 @@ from typing import Any
 from rich.live import Live
 from rich.table import Table
 
-from brokers import RecordWatch
+from brokers import RecordWatch, stop_tasks
 from engine import InstanceNotFoundError, WorkflowState, WorkflowStatus, stop_signal
 from engine.cli.connecting import Session, session
 from engine.cli.errors import CliError
@@ -71,9 +71,8 @@ class _Updates:
         return True, task.result()
 
     async def close(self) -> None:
-        if self._next is not None:
-            self._next.cancel()
-            await asyncio.wait([self._next])  # the reader it drives stops before it is closed
+        if self._next is not None:  # the reader it drives stops before it is closed
+            await stop_tasks([self._next])
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from brokers import (
     WorkStreamLayout,
     app_id_or_default,
     connect_nats,
+    stop_tasks,
     watch_sourcing,
 )
 from engine.core.executor import ReplayRules
@@ -422,10 +423,7 @@ class WorkflowRuntime:
         for pipeline in (self.workflow_pipeline, self.activity_pipeline):
             if pipeline is not None:
                 pipeline.stopping = True
-        for loop in self._loops:
-            loop.cancel()
-        if self._loops:  # a loop that swallows its cancellation must not hold up the exit
-            await asyncio.wait(self._loops, timeout=LOOP_STOP_TIMEOUT)
+        await stop_tasks(self._loops, timeout=LOOP_STOP_TIMEOUT)
         self._loops.clear()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)

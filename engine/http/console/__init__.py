@@ -10,13 +10,12 @@ docs/console.md describes what it shows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
 
-from brokers import JetStreamBroker
+from brokers import JetStreamBroker, stop_tasks
 from engine import WorkflowClient
 from engine.http.console._access import TokenGuard
 from engine.http.console._feed import InstanceFeed
@@ -61,9 +60,7 @@ def add_console(
     async def follow_instances(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(feed.run())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
 
     async def end_event_streams(app: web.Application) -> None:
         feed.closing.set()  # open event streams end, so shutdown does not wait for them

@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 
 from brokers._errors import JetStreamError
 from brokers._jetstream import JetStreamBroker
-from brokers._sourcing import raise_if_cancelling
+from brokers._tasks import raise_if_cancelling
 
 _log = structlog.get_logger("jetloom.heartbeat")
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import structlog
 
+from brokers._tasks import raise_if_cancelling
+
 log = structlog.get_logger("jetloom.sourcing")
 
 SILENCE_LIMIT = 8.0
@@ -147,14 +149,3 @@ async def watch_sourcing(
             log.debug("sourcing.check_failed", stream=work_stream, error=repr(exc))
         raise_if_cancelling()
         await asyncio.sleep(pause * (0.75 + random.random() / 2))
-
-
-def raise_if_cancelling() -> None:
-    """Raise CancelledError if the current task was asked to stop.
-
-    On Python 3.11 ``asyncio.wait_for`` (inside nats-py's ``request``) drops a cancellation
-    that arrives as its reply does; a polling loop that carries on would then never stop.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["CANCEL_AGAIN_AFTER", "stop_tasks"]
+__all__ = ["CANCEL_AGAIN_AFTER", "raise_if_cancelling", "stop_tasks"]
 
 CANCEL_AGAIN_AFTER = 0.5
 """Seconds to wait for cancelled tasks to end before cancelling the ones still running again."""
@@ -49,3 +49,14 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout: float | None =
         if not task.cancelled():
             task.exception()
     return True
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task was asked to stop.
+
+    For a polling loop, between its rounds: a cancellation lost in nats-py (see above) still
+    stops it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

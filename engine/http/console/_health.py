@@ -10,35 +10,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.api import ConsumerInfo
 
-from brokers import JetStreamBroker, read_workers
+from brokers import ConsumerStats, JetStreamBroker, consumer_stats, read_workers
 
 DEAD_LETTERS_SHOWN = 50
 """The latest dead letters the page lists."""
 _PREVIEW_BYTES = 300
 
 
-def _consumer_row(info: ConsumerInfo, activities_prefix: str) -> dict[str, Any]:
-    name = info.name
+def _consumer_row(stats: ConsumerStats, activities_prefix: str) -> dict[str, Any]:
+    name = stats.name
     is_activities = name.startswith(activities_prefix)
     return {
         "consumer": name,
         "kind": "activities" if is_activities else "workflows",
         "task_queue": name[len(activities_prefix):] if is_activities else None,
-        "pending": info.num_pending or 0,
-        "in_flight": info.num_ack_pending or 0,
-        "redelivered": info.num_redelivered or 0,
-        "waiting_pulls": info.num_waiting or 0,
+        "pending": stats.pending,
+        "in_flight": stats.in_flight,
+        "redelivered": stats.redelivered,
+        "waiting_pulls": stats.waiting_pulls,
     }
 
 
 async def work_consumers(broker: JetStreamBroker) -> list[dict[str, Any]]:
     """Backlog (pending), in flight, redeliveries and waiting pulls of each work consumer."""
     subjects = broker.subjects
-    infos = await broker.js.consumers_info(subjects.work_stream)
     prefix = subjects.activities_consumer("")
-    rows = [_consumer_row(info, prefix) for info in infos]
+    rows = [_consumer_row(s, prefix) for s in await consumer_stats(broker, subjects.work_stream)]
     return sorted(rows, key=lambda r: (r["kind"] != "workflows", r["consumer"]))
 
 

@@ -23,6 +23,7 @@ from brokers._errors import (
     api_error,
     retry_transient,
 )
+from brokers._requests import publish_acked, request
 from brokers._subjects import DispatchMessage
 from brokers._topology import READ_TIMEOUT, BrokerBase
 
@@ -128,8 +129,8 @@ class HistoryStore(BrokerBase):
 
         async def send(message: DispatchMessage) -> None:
             async def once() -> None:
-                await self.js.publish(
-                    message.subject, message.data, headers=message.headers or None, timeout=10
+                await publish_acked(
+                    self.nc, message.subject, message.data, headers=message.headers or None
                 )
 
             await retry_transient(once)
@@ -241,8 +242,8 @@ class HistoryStore(BrokerBase):
 
     async def _last_message_on(self, subject: str) -> tuple[int, bytes | None]:
         try:
-            msg = await self.nc.request(
-                f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
+            msg = await request(
+                self.nc, f"$JS.API.DIRECT.GET.{self.subjects.history_stream}",
                 json.dumps({"last_by_subj": subject}).encode(),
                 timeout=READ_TIMEOUT,
             )

@@ -36,6 +36,7 @@ from brokers._history import HistoryStore, _DirectGetReply
 from brokers._payload_store import DEFAULT_THRESHOLD, PayloadStore
 from brokers._pull import WorkMessage
 from brokers._records import RecordStore
+from brokers._requests import publish_acked
 from brokers._signals import SignalStore
 from brokers._subjects import Subjects
 
@@ -91,11 +92,11 @@ class JetStreamBroker(HistoryStore, RecordStore, SignalStore):
         """
         hdrs = dict(headers or {})
         if not msg_id:
-            return (await self.js.publish(subject, data, headers=hdrs or None, timeout=10)).seq
+            return int((await publish_acked(self.nc, subject, data, headers=hdrs or None))["seq"])
         hdrs["Nats-Msg-Id"] = msg_id
 
         async def send() -> int:
-            return (await self.js.publish(subject, data, headers=hdrs, timeout=10)).seq
+            return int((await publish_acked(self.nc, subject, data, headers=hdrs))["seq"])
 
         return await retry_transient(send)
 

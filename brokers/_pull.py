@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from brokers._errors import TRANSIENT_ERRORS, retry_transient
+from brokers._requests import request
 
 log = structlog.get_logger("jetloom.pull")
 
@@ -77,7 +78,7 @@ async def settle(
     async def send() -> None:
         nonlocal attempts
         attempts += 1
-        await msg._client.request(msg.reply, payload, timeout=timeout)
+        await request(msg._client, msg.reply, payload, timeout=timeout)
 
     try:
         await retry_transient(

@@ -27,6 +27,7 @@ from brokers._errors import (
     api_error,
     retry_transient,
 )
+from brokers._requests import request
 from brokers._topology import READ_TIMEOUT, BrokerBase
 
 RECORD_READ_BATCH = 1000
@@ -179,8 +180,8 @@ class RecordStore(BrokerBase):
 
         The same message as ``KeyValue.update``, without its layers (a write per task).
         """
-        reply = await self.nc.request(
-            f"$KV.{self.subjects.instances_bucket}.{instance_id}", value,
+        reply = await request(
+            self.nc, f"$KV.{self.subjects.instances_bucket}.{instance_id}", value,
             headers={"Nats-Expected-Last-Subject-Sequence": str(revision)}, timeout=10,
         )
         ack: dict[str, Any] = json.loads(reply.data)

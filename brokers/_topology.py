@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 
 from brokers._errors import api_error, retry_transient
 from brokers._payload_store import PayloadStore
+from brokers._requests import request
 from brokers._subjects import Subjects
 
 PURGE_MARKER_TTL = 60.0
@@ -222,7 +223,7 @@ class BrokerBase:
         timeout: float = 10,
     ) -> dict[str, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
-        msg = await self.nc.request(f"$JS.API.{path}", payload, timeout=timeout)
+        msg = await request(self.nc, f"$JS.API.{path}", payload, timeout=timeout)
         reply: dict[str, Any] = json.loads(msg.data)
         if not allow_error and "error" in reply:
             raise api_error(reply["error"])

@@ -16,7 +16,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from brokers._commit import MAX_GROUP_MESSAGES, GroupCommitter, publish_expecting
+from brokers._commit import MAX_BATCH_MESSAGES, append_batch, publish_expecting
 from brokers._errors import (
     JetStreamError,
     UnavailableError,
@@ -26,8 +26,6 @@ from brokers._errors import (
 from brokers._requests import publish_acked, request
 from brokers._subjects import DispatchMessage
 from brokers._topology import READ_TIMEOUT, BrokerBase
-
-MAX_BATCH = MAX_GROUP_MESSAGES
 
 
 @dataclass
@@ -55,7 +53,6 @@ class HistoryStore(BrokerBase):
     _direct_sub: Subscription | None
     _direct_token: int
     _direct_waiting: dict[str, _DirectGetReply]
-    _committer: GroupCommitter
     outbox_ttl: str
 
 
@@ -66,17 +63,18 @@ class HistoryStore(BrokerBase):
         events: Sequence[bytes],
         dispatches: Sequence[DispatchMessage] = (),
     ) -> int:
-        """Append history events and their dispatches atomically.
-
-        The append is written in one atomic batch together with other instances' appends that
-        are waiting (group commit), and commits only if the instance's last history sequence is
-        still ``expected_last_seq`` (0: no history yet).
+        """Append history events and their dispatches atomically: one atomic batch (ADR-50),
+        stored only if the instance's last history sequence is still ``expected_last_seq`` (0:
+        no history yet).
 
         Returns:
             The stream sequence of the last appended history event.
 
         Raises:
-            AppendConflictError: another writer advanced the history first.
+            ValueError: more messages than one atomic batch takes.
+            MaxPayloadError: a message is over the server's max payload; nothing was stored.
+            AppendConflictError: another writer advanced the history first, or a dispatch's
+                message id is already stored.
             UnavailableError: the stream had no (ready) leader for several seconds; nothing was
                 stored.
         """
@@ -86,13 +84,15 @@ class HistoryStore(BrokerBase):
         ] + list(dispatches)
         if not messages:
             return expected_last_seq
-        if len(messages) > MAX_BATCH:
+        if len(messages) > MAX_BATCH_MESSAGES:
             raise ValueError(
                 f"a workflow task of {instance_id!r} produced {len(messages)} messages; "
-                f"at most {MAX_BATCH} fit one atomic append: split the fan-out"
+                f"at most {MAX_BATCH_MESSAGES} fit one atomic append: split the fan-out"
             )
-        # Group commit: written together with other instances' appends that are waiting.
-        return await self._committer.append(subject, expected_last_seq, messages, len(events))
+        # The batch is stored contiguously, history events first: count back past the
+        # dispatches to the last event.
+        last_seq = await append_batch(self.nc, expected_last_seq, messages)
+        return last_seq - len(dispatches)
 
     async def commit(
         self, instance_id: str, expected_last_seq: int, messages: Sequence[bytes]
@@ -236,9 +236,6 @@ class HistoryStore(BrokerBase):
         asked again for a few seconds while a leader is being elected."""
         subject = self.subjects.history(instance_id)
         return await retry_transient(lambda: self._last_message_on(subject))
-
-    async def _last_seq_on(self, subject: str) -> int:
-        return (await self._last_message_on(subject))[0]
 
     async def _last_message_on(self, subject: str) -> tuple[int, bytes | None]:
         try:

@@ -30,7 +30,6 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from brokers._commit import GroupCommitter
 from brokers._errors import retry_transient
 from brokers._history import HistoryStore, _DirectGetReply
 from brokers._payload_store import DEFAULT_THRESHOLD, PayloadStore
@@ -72,7 +71,6 @@ class JetStreamBroker(HistoryStore, RecordStore, SignalStore):
         self._direct_sub: Subscription | None = None
         self._direct_token = 0
         self._direct_waiting: dict[str, _DirectGetReply] = {}
-        self._committer = GroupCommitter(nc, self._last_seq_on)
 
 
     # ------------------------------------------------------------------ messages

@@ -192,19 +192,6 @@ class RecordStore(BrokerBase):
             raise api_error(error)
         return int(ack["seq"])
 
-    async def watch_record(self, instance_id: str) -> AsyncGenerator[bytes | None, None]:
-        """Yield the record's current value, then every change, until the caller stops."""
-        kv = await self.instances()
-        watcher = await kv.watch(instance_id)
-        try:
-            while True:
-                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    continue
-                yield entry.value if entry.operation is None else None
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-
     async def list_records(self) -> list[bytes]:
         """Every instance record (deleted and purged ones left out)."""
         latest: dict[str, bytes | None] = {}

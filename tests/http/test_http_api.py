@@ -3,27 +3,23 @@ nats-server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from openapi_spec_validator import validate
 
-from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowStatus
-from engine.core.state import decode_record
 from engine.http import OPENAPI, dapr_status
 from tests.http.http_support import Api
 
 WF = "/v1.0/workflows/dapr"
 
 
-async def wait_for_status(broker: JetStreamBroker, instance_id: str, status: str) -> None:
-    """Watch (not poll) the instance's KV record until it has ``status``."""
-    async with asyncio.timeout(20):
-        async for value in broker.watch_record(instance_id):
-            if value is not None and decode_record(value).status == status:
-                return
+async def wait_for_status(
+    client: WorkflowClient, instance_id: str, status: WorkflowStatus
+) -> None:
+    """Watch (not poll) the instance's record until it has ``status``."""
+    await client.wait_for_workflow_status(instance_id, {status}, timeout=20)
 
 
 async def start(api: Api, workflow: str, instance_id: str, body: str = "") -> None:
@@ -124,10 +120,10 @@ class TestGet:
             "dapr.workflow.output" in properties,
         )
 
-    async def test_custom_status(self, api: Api, broker: JetStreamBroker) -> None:
+    async def test_custom_status(self, api: Api, client: WorkflowClient) -> None:
         """The custom status appears as JSON text in dapr.workflow.custom_status."""
         await start(api, "progress", "g3", "3")
-        await wait_for_status(broker, "g3", "RUNNING")
+        await wait_for_status(client, "g3", WorkflowStatus.RUNNING)
         body = (await api.get(f"{WF}/g3")).body
         assert ("RUNNING", {"step": 1, "of": 3}) == (
             body["runtimeStatus"],
@@ -164,11 +160,11 @@ class TestStatusMapping:
 @pytest.mark.usefixtures("runtime")
 class TestRaiseEvent:
     async def test_event_completes_a_waiting_workflow(
-        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+        self, api: Api, client: WorkflowClient
     ) -> None:
         """POST raiseEvent delivers the JSON body as the event's data."""
         await start(api, "approval", "r1", '"order-1"')
-        await wait_for_status(broker, "r1", "RUNNING")
+        await wait_for_status(client, "r1", WorkflowStatus.RUNNING)
         reply = await api.post(f"{WF}/r1/raiseEvent/approve", "true")
         state = await client.wait_for_workflow_completion("r1", timeout=20)
         assert (202, {"order": "order-1", "approved": True}) == (
@@ -177,11 +173,11 @@ class TestRaiseEvent:
         )
 
     async def test_event_data_that_is_not_json_is_a_string(
-        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+        self, api: Api, client: WorkflowClient
     ) -> None:
         """Event data that is not JSON is passed as-is: the event's data is that text."""
         await start(api, "approval", "r2", '"o"')
-        await wait_for_status(broker, "r2", "RUNNING")
+        await wait_for_status(client, "r2", WorkflowStatus.RUNNING)
         reply = await api.post(f"{WF}/r2/raiseEvent/approve", "not json")
         state = await client.wait_for_workflow_completion("r2", timeout=20)
         assert (202, {"order": "o", "approved": "not json"}) == (
@@ -205,11 +201,11 @@ class TestRaiseEvent:
 @pytest.mark.usefixtures("runtime")
 class TestTerminate:
     async def test_terminates_a_running_instance(
-        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+        self, api: Api, client: WorkflowClient
     ) -> None:
         """POST terminate answers 202 and the instance ends TERMINATED."""
         await start(api, "approval", "t1", '"o"')
-        await wait_for_status(broker, "t1", "RUNNING")
+        await wait_for_status(client, "t1", WorkflowStatus.RUNNING)
         reply = await api.post(f"{WF}/t1/terminate")
         state = await client.wait_for_workflow_completion("t1", timeout=20)
         assert (202, None, "TERMINATED") == (
@@ -235,13 +231,13 @@ class TestTerminate:
 @pytest.mark.usefixtures("runtime")
 class TestPauseResume:
     async def test_pause_shows_suspended_and_resume_continues(
-        self, api: Api, client: WorkflowClient, broker: JetStreamBroker
+        self, api: Api, client: WorkflowClient
     ) -> None:
         """pause makes GET say SUSPENDED; after resume the held event completes the instance."""
         await start(api, "approval", "p1", '"o"')
-        await wait_for_status(broker, "p1", "RUNNING")
+        await wait_for_status(client, "p1", WorkflowStatus.RUNNING)
         paused = await api.post(f"{WF}/p1/pause")
-        await wait_for_status(broker, "p1", "SUSPENDED")
+        await wait_for_status(client, "p1", WorkflowStatus.SUSPENDED)
         suspended = (await api.get(f"{WF}/p1")).body["runtimeStatus"]
         raised = await api.post(f"{WF}/p1/raiseEvent/approve", "false")
         resumed = await api.post(f"{WF}/p1/resume")

@@ -159,10 +159,8 @@ class TestChildWorkflows:
 
 
 async def _wait_exists(client, iid: str) -> None:
-    async with asyncio.timeout(10):
-        async for value in client._broker.watch_record(iid):
-            if value is not None:
-                return
+    """Wait (watching the instance's record) until the instance exists, in any status."""
+    await client.wait_for_workflow_status(iid, lambda _: True, timeout=10)
 
 
 class TestClientOperations:
@@ -396,8 +394,9 @@ class TestVersioningAndStalls:
 
 async def _wait_custom_status(client, iid: str, text: str) -> None:
     """Wait (watching the instance's record) until its custom status says ``text``."""
-    async with asyncio.timeout(10):
-        async for _ in client._broker.watch_record(iid):
+    async with asyncio.timeout(10), client._watch.subscribe(iid) as changes:
+        while True:  # subscribed before each read: no change between read and wait is missed
             state = await client.get_workflow_state(iid)
             if state is not None and state.serialized_custom_status == f'"{text}"':
                 return
+            await changes.next()

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError
 
 from brokers._errors import ERR_BATCH_INCOMPLETE, UnavailableError, append_error
+from brokers._requests import request
 from brokers._subjects import DispatchMessage
 
 MAX_BATCH_MESSAGES = 1000
@@ -45,7 +46,7 @@ async def publish_expecting(nc: NATS, subject: str, data: bytes, expected_last_s
     headers = {_EXPECTED_LAST_SEQ: str(expected_last_seq)}
 
     async def send() -> bytes:
-        return (await nc.request(subject, data, headers=headers, timeout=10)).data
+        return (await request(nc, subject, data, headers=headers, timeout=10)).data
 
     return await _write_guarded(send, "append")
 
@@ -91,7 +92,9 @@ async def _send_batch(
             headers[_EXPECTED_LAST_SEQ] = str(expected_last_seq)
         if n == last:
             headers["Nats-Batch-Commit"] = "1"
-            reply = await nc.request(message.subject, message.data, headers=headers, timeout=10)
+            reply = await request(
+                nc, message.subject, message.data, headers=headers, timeout=10
+            )
             return reply.data
         await nc.publish(message.subject, message.data, headers=headers)
     raise AssertionError("unreachable: the last message is sent as a request")

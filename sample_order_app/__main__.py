@@ -31,17 +31,13 @@ from brokers import EmbeddedNatsServer
 from engine import WorkflowClient, WorkflowState, WorkflowStatus
 from sample_order_app import stock
 from sample_order_app.model import Faults, Order, OrderResult
+from sample_order_app.provider import DEMO_PROVIDERS
 from sample_order_app.storefront import StartEvent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 ORDER_TIMEOUT = 40.0
 
-PROVIDERS: dict[str, list[str]] = {
-    "swift": ["--price", "14.90", "--latency", "0.2"],
-    "budget": ["--price", "7.50", "--latency", "0.3", "--slow-latency", "5"],
-    "parcelly": ["--price", "9.90", "--latency", "0.25", "--failure-rate", "0.25"],
-}
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class DemoOrder:
 
 def demo_orders(tag: str) -> list[DemoOrder]:
     """The batch: each order has its own SKU, so its stock before/after is its own doing."""
-    every = tuple(PROVIDERS)
+    every = tuple(DEMO_PROVIDERS)
     return [
         DemoOrder(f"order-1001{tag}", 10, Order("widget", 2), "shipped", "ships"),
         DemoOrder(f"order-1002{tag}", 6, Order("gadget", 3), "shipped", "ships"),
@@ -174,11 +170,11 @@ def _services(prefix: str, orders: list[DemoOrder], log_dir: Path) -> list[Servi
         Service(
             "orchestrator",
             "orchestrator",
-            [*common, "--providers", ",".join(PROVIDERS), "--quote-timeout", "1.5"],
+            [*common, "--providers", ",".join(DEMO_PROVIDERS), "--quote-timeout", "1.5"],
             log_dir,
         ),
     ]
-    for name, flags in PROVIDERS.items():
+    for name, flags in DEMO_PROVIDERS.items():
         services.append(
             Service(f"provider {name}", "provider", [*common, "--name", name, *flags], log_dir)
         )

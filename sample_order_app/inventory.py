@@ -8,6 +8,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from nats.js.kv import KeyValue
 
@@ -28,10 +29,18 @@ TASK_QUEUE = "inventory"
 def build_runtime(args: argparse.Namespace, kv: KeyValue) -> WorkflowRuntime:
     """A runtime hosting the inventory activities on the stock bucket ``kv``."""
     runtime = new_runtime(args, task_queues=[TASK_QUEUE])
+    register_inventory(runtime, lambda: kv)
+    return runtime
+
+
+def register_inventory(runtime: WorkflowRuntime, stock_bucket: Callable[[], KeyValue]) -> None:
+    """Register ``reserve`` and ``restore`` on ``runtime`` (which must serve the ``inventory``
+    task queue); ``stock_bucket`` gives the stock bucket when an activity runs."""
 
     @runtime.activity(name="reserve")
     async def reserve(ctx: ActivityContext, request: ReserveRequest) -> Reservation:
         """Check and decrement the stock in one compare-and-set (idempotent per order)."""
+        kv = stock_bucket()
         reservation = await stock.reserve(kv, request.order_id, request.sku, request.quantity)
         ctx.logger.info(
             "inventory.reserve",
@@ -45,13 +54,11 @@ def build_runtime(args: argparse.Namespace, kv: KeyValue) -> WorkflowRuntime:
     @runtime.activity(name="restore")
     async def restore(ctx: ActivityContext, request: RestoreRequest) -> int:
         """Give back what the order reserved (compensation; at most once per order)."""
-        restored = await stock.restore(kv, request.order_id, request.sku)
+        restored = await stock.restore(stock_bucket(), request.order_id, request.sku)
         ctx.logger.info(
             "inventory.restore", order_id=request.order_id, sku=request.sku, restored=restored
         )
         return restored
-
-    return runtime
 
 
 def _parse_seed(value: str) -> tuple[str, int]:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import hashlib
 import random
+from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -45,13 +46,31 @@ def started_subject(prefix: str) -> str:
     return f"{prefix}.sample.shipping.started"
 
 
+async def shipments_bucket(nc: NATS, prefix: str) -> KeyValue:
+    """The bucket of registered shipments (one key per order), created if missing."""
+    return await nc.jetstream().create_key_value(bucket=f"{prefix}_sample_shipments")
+
+
 def build_runtime(args: argparse.Namespace, nc: NATS, shipments: KeyValue) -> WorkflowRuntime:
     """A runtime hosting ``register_shipment``; shipments are recorded in ``shipments``."""
     runtime = new_runtime(args, task_queues=[TASK_QUEUE])
+    register_shipping(runtime, args, lambda: (nc, shipments))
+    return runtime
+
+
+def register_shipping(
+    runtime: WorkflowRuntime,
+    args: argparse.Namespace,
+    connection: Callable[[], tuple[NATS, KeyValue]],
+) -> None:
+    """Register ``register_shipment`` on ``runtime`` (which must serve the ``shipping`` task
+    queue), behaving as ``args`` (the flags ``argument_parser`` reads) say; ``connection``
+    gives the NATS connection and the shipments bucket when an activity runs."""
 
     @runtime.activity(name="register_shipment")
     async def register_shipment(ctx: ActivityContext, request: ShipmentRequest) -> Shipment:
         """Register the shipment once per order (a redelivery returns the same tracking id)."""
+        nc, shipments = connection()
         await nc.publish(started_subject(args.prefix), request.order_id.encode())
         await nc.flush()
         if args.hang_prefix and request.order_id.startswith(args.hang_prefix):
@@ -77,11 +96,9 @@ def build_runtime(args: argparse.Namespace, nc: NATS, shipments: KeyValue) -> Wo
         )
         return shipment
 
-    return runtime
 
-
-async def main(argv: list[str] | None = None) -> None:
-    """Run the shipping service until SIGTERM."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The shipping service's flags."""
     parser = service_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--failure-rate", type=float, default=0.0, help="share of attempts that fail (0..1)"
@@ -92,11 +109,16 @@ async def main(argv: list[str] | None = None) -> None:
         default="",
         help="attempts for order ids with this prefix block until killed (crash tests)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+async def main(argv: list[str] | None = None) -> None:
+    """Run the shipping service until SIGTERM."""
+    args = argument_parser().parse_args(argv)
     configure_logging(args.log_level)
     nc = await connect(args)
     try:
-        shipments = await nc.jetstream().create_key_value(bucket=f"{args.prefix}_sample_shipments")
+        shipments = await shipments_bucket(nc, args.prefix)
         await serve(build_runtime(args, nc, shipments), "shipping")
     finally:
         await nc.close()

@@ -10,6 +10,7 @@ way, so compensation also happens at most once per order.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import msgspec
@@ -53,6 +54,13 @@ async def seed_stock(kv: KeyValue, levels: dict[str, int]) -> None:
     """Set each SKU's available units, forgetting its holds (for demos and tests)."""
     for sku, available in levels.items():
         await kv.put(sku, msgspec.json.encode(StockRecord(available=available)))
+
+
+async def seed_missing_stock(kv: KeyValue, levels: dict[str, int]) -> None:
+    """Give each SKU that has no record yet its available units; known SKUs keep theirs."""
+    for sku, available in levels.items():
+        with contextlib.suppress(KeyWrongLastSequenceError):  # stocked before: keep it
+            await kv.create(sku, msgspec.json.encode(StockRecord(available=available)))
 
 
 async def read_stock(kv: KeyValue, sku: str) -> StockRecord | None:

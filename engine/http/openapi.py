@@ -3,6 +3,10 @@
 The paths, bodies and status codes are Dapr's (docs.dapr.io/reference/api/workflow_api), so the
 document also describes what a Dapr client expects; jetloom's own operations (rerun, schedules,
 storage) are marked so. Tests validate every response against it.
+
+With an API token set (``--api-token`` / ``JETLOOM_API_TOKEN``) every operation but the public
+ones (health checks, this document), which say ``security: []``, answers 401 without it: the
+security schemes list the ways to pass it, and each guarded operation lists the 401.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 from engine import WorkflowStatus
 from engine.core.instance_ids import INSTANCE_ID_PATTERN
+from engine.http.console import SESSION_COOKIE, TOKEN_HEADER
 
 API_VERSIONS = ("v1.0", "v1.0-beta1", "v1.0-alpha1")
 """Dapr's workflow API prefixes; all serve the same operations."""
@@ -77,6 +82,22 @@ def _content(what: str) -> dict[str, Any]:
     }
 
 
+_PUBLIC: list[dict[str, list[str]]] = []
+"""The ``security`` of an operation that needs no token even when the server has one."""
+
+_UNAUTHORIZED: dict[str, Any] = {
+    **_error(
+        "The server requires an API token and the request carries none, or a wrong one "
+        "(ERR_UNAUTHORIZED); nothing was changed."
+    ),
+    "headers": {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="jetloom"',
+            "schema": {"type": "string"},
+        }
+    },
+}
+
 _COMMON_ERRORS = {
     "400": _error(
         "Malformed request: unknown component (ERR_WORKFLOW_COMPONENT_NOT_FOUND) or invalid "
@@ -129,9 +150,15 @@ OPENAPI: dict[str, Any] = {
         "version": "1.0",
         "description": (
             "Dapr's workflow HTTP API served by `jetloom serve-http` on top of NATS JetStream. "
-            "Errors carry Dapr's body: {errorCode, message}."
+            "Errors carry Dapr's body: {errorCode, message}. A server started with an API "
+            "token (--api-token or JETLOOM_API_TOKEN) answers every operation but the health "
+            "checks and this document with 401 ERR_UNAUTHORIZED unless the request carries "
+            f"the token, in Dapr's `{TOKEN_HEADER}` header or as `Authorization: Bearer "
+            "TOKEN`; without a token set, no credentials are needed."
         ),
     },
+    # Either scheme, or none when the server runs without a token.
+    "security": [{"daprApiToken": []}, {"bearerToken": []}, {}],
     "paths": {
         f"{_PREFIX}/{{workflowName}}/start": {
             "parameters": _PATH_PARAMS,
@@ -281,6 +308,7 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_PATH_PARAMS[0]],
             "get": {
                 "summary": "Health, as a Dapr sidecar answers it.",
+                "security": _PUBLIC,
                 "responses": {
                     "204": {"description": "Healthy: connected to NATS."},
                     "500": _error("Not connected to NATS (ERR_HEALTH_NOT_READY)."),
@@ -291,6 +319,7 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_PATH_PARAMS[0]],
             "get": {
                 "summary": "Readiness of outbound calls (what Dapr SDKs wait for).",
+                "security": _PUBLIC,
                 "responses": {
                     "204": {"description": "Healthy: connected to NATS."},
                     "500": _error("Not connected to NATS (ERR_HEALTH_NOT_READY)."),
@@ -310,11 +339,31 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": {
             "get": {
                 "summary": "This document.",
+                "security": _PUBLIC,
                 "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
             }
         },
     },
     "components": {
+        "securitySchemes": {
+            "daprApiToken": {
+                "type": "apiKey",
+                "in": "header",
+                "name": TOKEN_HEADER,
+                "description": (
+                    "The API token in Dapr's header, as Dapr SDKs send it when DAPR_API_TOKEN "
+                    "is set."
+                ),
+            },
+            "bearerToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": (
+                    "The API token as `Authorization: Bearer TOKEN`. (The web console uses "
+                    f"its `{SESSION_COOKIE}` session cookie instead, set by its login.)"
+                ),
+            },
+        },
         "schemas": {
             "StartResponse": {
                 "type": "object",
@@ -467,3 +516,18 @@ OPENAPI: dict[str, Any] = {
         }
     },
 }
+
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _list_unauthorized(document: dict[str, Any]) -> None:
+    """Add the 401 to every operation of ``document`` that is not public."""
+    for item in document["paths"].values():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is not None and operation.get("security") != _PUBLIC:
+                operation["responses"]["401"] = _UNAUTHORIZED
+
+
+_list_unauthorized(OPENAPI)

@@ -48,9 +48,12 @@ that reaches a runtime which does not host it is dead-lettered, and the attempt 
 class ActivityContext:
     """What an activity function receives as ``ctx``."""
 
-    def __init__(self, task: ActivityTask, msg: WorkMessage | None) -> None:
+    def __init__(
+        self, task: ActivityTask, msg: WorkMessage | None, *, task_queue: str = "default"
+    ) -> None:
         self._task = task
         self._msg = msg
+        self._task_queue = task_queue
         self._logger: Any = None
         self._cancelled = [False]
         """Set (from the event loop) when the activity is to stop."""
@@ -83,6 +86,11 @@ class ActivityContext:
     def activity_name(self) -> str:
         """This activity's registered name."""
         return self._task.name
+
+    @property
+    def task_queue(self) -> str:
+        """The task queue this attempt was taken from (one runtime may serve several)."""
+        return self._task_queue
 
     @property
     def task_id(self) -> int:
@@ -240,7 +248,7 @@ class ActivityPipeline:
         consumer = self.broker.subjects.activities_consumer(queue)
         # observability: the attempt's span, metrics and log context
         with ActivityTrace(task, msg, consumer) as activity_trace:
-            event = await self._attempt(definition, task, msg, activity_trace)
+            event = await self._attempt(definition, task, msg, queue, activity_trace)
             if event is None:  # cancelled: the attempt ends without a result
                 await msg.settle(confirm=self.confirm_acks)
                 return
@@ -294,6 +302,7 @@ class ActivityPipeline:
         definition: ActivityDefinition,
         task: ActivityTask,
         msg: WorkMessage,
+        queue: str,
         activity_trace: ActivityTrace,
     ) -> HistoryEvent | None:
         """Call the activity, keeping its lease; its result or failure as a history event
@@ -303,7 +312,7 @@ class ActivityPipeline:
         ctx: ActivityContext | None = None
         try:
             task = await resolve(self.broker.payloads, task)
-            ctx = ActivityContext(task, msg)
+            ctx = ActivityContext(task, msg, task_queue=queue)
             result = await self._call_cancellable(definition, ctx, task)
             if ctx.is_cancelled:
                 _activity_log.info(

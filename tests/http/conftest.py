@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
+from brokers import JetStreamBroker
 from engine import WorkflowClient, WorkflowContext, WorkflowRuntime
 from engine.http import build_app
+from engine.http.console import add_console
 from tests.cli_workflows import build_runtime
 from tests.http.http_support import Api
 
@@ -30,10 +33,31 @@ async def runtime(nats_url: str, prefix: str) -> AsyncIterator[WorkflowRuntime]:
         yield rt
 
 
+API_TOKEN = "s3cret-token"
+"""The token ``guarded_api`` requires."""
+
+
 @pytest.fixture
 async def api(client: WorkflowClient) -> AsyncIterator[Api]:
     """The HTTP API served in-process on a free port, over the test's client."""
-    server = TestServer(build_app(client), host="127.0.0.1")
+    async with _serve(build_app(client)) as served:
+        yield served
+
+
+@pytest.fixture
+async def guarded_api(client: WorkflowClient, broker: JetStreamBroker) -> AsyncIterator[Api]:
+    """The HTTP API and the console as ``jetloom serve-http --api-token API_TOKEN`` serves
+    them; the calls carry no token."""
+    app = build_app(client)
+    add_console(app, client, broker, api_token=API_TOKEN)
+    async with _serve(app) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: web.Application) -> AsyncIterator[Api]:
+    """``app`` served in-process on a free loopback port, and an ``Api`` calling it."""
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         async with ClientSession() as session:

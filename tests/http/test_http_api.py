@@ -4,6 +4,8 @@ nats-server."""
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
@@ -286,10 +288,74 @@ class TestPurge:
         assert (404, "ERR_INSTANCE_ID_NOT_FOUND") == (reply.status, reply.body["errorCode"])
 
 
+_EXAMPLE_PARAMS = {
+    "apiVersion": "v1.0",
+    "workflowComponent": "dapr",
+    "workflowName": "doubler",
+    "instanceId": "no-such-instance",
+    "eventName": "approve",
+    "scheduleId": "nightly",
+}
+"""A value for each path parameter of the document."""
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path template, operation) of every operation in the document."""
+    return [
+        (method.upper(), template, item[method])
+        for template, item in OPENAPI["paths"].items()
+        for method in ("get", "post", "delete")
+        if method in item
+    ]
+
+
 class TestDocument:
     def test_openapi_document_is_valid(self) -> None:
         """The OpenAPI document passes the OpenAPI 3.1 validator."""
         assert None is validate(OPENAPI)
+
+    def test_guarded_operations_list_401_and_the_token_schemes(self) -> None:
+        """Every operation but the public ones (security: []) lists the 401 of the API
+        token, which may come as Dapr's dapr-api-token header or as a bearer token."""
+        public = [
+            f"{method} {template}"
+            for method, template, operation in _operations()
+            if operation.get("security") == []
+        ]
+        unlisted = [
+            f"{method} {template}"
+            for method, template, operation in _operations()
+            if operation.get("security") != [] and "401" not in operation["responses"]
+        ]
+        schemes = OPENAPI["components"]["securitySchemes"]
+        assert [
+            "GET /{apiVersion}/healthz",
+            "GET /{apiVersion}/healthz/outbound",
+            "GET /openapi.json",
+        ] == public
+        assert [] == unlisted
+        header, bearer = schemes["daprApiToken"], schemes["bearerToken"]
+        assert ("apiKey", "header", "dapr-api-token") == (
+            header["type"], header["in"], header["name"]
+        )
+        assert ("http", "bearer") == (bearer["type"], bearer["scheme"])
+        assert [{"daprApiToken": []}, {"bearerToken": []}, {}] == OPENAPI["security"]
+
+    async def test_the_document_lists_401_where_the_token_is_required(
+        self, guarded_api: Api
+    ) -> None:
+        """On a server with an API token, a request without it gets 401 (as documented,
+        the reply checked against the document) from exactly the operations that list 401;
+        the public ones answer."""
+        listed: dict[str, bool] = {}
+        refused: dict[str, bool] = {}
+        for method, template, operation in _operations():
+            path = re.sub(r"\{(\w+)\}", lambda m: _EXAMPLE_PARAMS[m.group(1)], template)
+            reply = await guarded_api.call(method, path)
+            listed[f"{method} {template}"] = "401" in operation["responses"]
+            refused[f"{method} {template}"] = 401 == reply.status
+        assert listed == refused
+        assert 3 == list(refused.values()).count(False)
 
     async def test_document_is_served(self, api: Api) -> None:
         """GET /openapi.json serves the document."""

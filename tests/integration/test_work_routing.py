@@ -228,6 +228,31 @@ class TestUnhostedActivities:
         assert f"{prefix}.outbox.activity.default" == dead.headers["Jetloom-Original-Subject"]
 
 
+class TestTaskQueues:
+    async def test_an_activity_knows_the_task_queue_it_was_taken_from(
+        self, nats_url, prefix, client
+    ):
+        """One runtime serving several task queues runs an activity called on each; the
+        activity's ctx.task_queue names the queue of its call."""
+        wfr = WorkflowRuntime(nats_url, prefix=prefix, task_queues=["default", "east", "west"])
+
+        @wfr.activity
+        async def queue_of(ctx) -> str:
+            return ctx.task_queue
+
+        @wfr.workflow
+        async def ask_each(ctx) -> list:
+            return [
+                await ctx.call_activity(queue_of, task_queue=queue)
+                for queue in ("east", "west", None)
+            ]
+
+        async with wfr:
+            iid = await client.schedule_new_workflow(ask_each)
+            state = await client.wait_for_workflow_completion(iid, timeout=20)
+        assert '["east","west","default"]' == state.serialized_output
+
+
 def _lifecycle_runtime(nats_url: str, prefix: str, app: str, **options: object
                        ) -> WorkflowRuntime:
     """The only runtime of the test, of application ``app``: work addressed to the default

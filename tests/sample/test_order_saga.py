@@ -9,19 +9,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-import msgspec
 import nats
 import pytest
-from nats.js.kv import KeyValue
 
-from engine import WorkflowClient, WorkflowStatus
 from sample_order_app import stock
-from sample_order_app.model import OrderResult
 from sample_order_app.shipping import started_subject
 from tests.processes import ROOT, LineProcess, child_env
+from tests.sample.orders import ORDER_TIMEOUT, order_result
 
 READY_TIMEOUT = 30.0
-ORDER_TIMEOUT = 30.0
 PROVIDER_PRICES = {"budget": 5.0, "parcelly": 7.0, "swift": 9.0}
 
 
@@ -147,29 +143,12 @@ async def fleet(nats_url: str, prefix: str, tmp_path: Path) -> AsyncIterator[Fle
         await services.stop_all()
 
 
-@pytest.fixture
-async def stock_kv(nats_url: str, prefix: str) -> AsyncIterator[KeyValue]:
-    """The sample's stock bucket on the test's namespace, read with plain nats-py."""
-    nc = await nats.connect(nats_url)
-    try:
-        yield await stock.stock_bucket(nc.jetstream(), prefix)
-    finally:
-        await nc.close()
-
-
-async def _result(client: WorkflowClient, order_id: str) -> OrderResult:
-    state = await client.wait_for_workflow_completion(order_id, timeout=ORDER_TIMEOUT)
-    assert WorkflowStatus.COMPLETED == state.runtime_status
-    assert state.serialized_output is not None
-    return msgspec.json.decode(state.serialized_output, type=OrderResult)
-
-
 class TestOrderOutcomes:
     async def test_order_ships_with_the_cheapest_provider(self, fleet, client, stock_kv):
         """An order in stock reserves its units and ships with the cheapest provider."""
         await fleet.start_saga({"widget": 10})
         await fleet.place_order("order-1", "widget", 3)
-        result = await _result(client, "order-1")
+        result = await order_result(client, "order-1")
         assert ("shipped", "budget", 5.0) == (result.status, result.provider, result.price)
         assert result.tracking_id.startswith("BUD-")
         assert 7 == await stock.available(stock_kv, "widget")
@@ -185,7 +164,7 @@ class TestOrderOutcomes:
         """An order larger than the stock ends as rejected with the reason, stock untouched."""
         await fleet.start_saga({"gizmo": 2})
         await fleet.place_order("order-2", "gizmo", 5)
-        result = await _result(client, "order-2")
+        result = await order_result(client, "order-2")
         assert "rejected" == result.status
         assert "insufficient stock of 'gizmo': 5 ordered, 2 available" == result.reason
         assert 2 == await stock.available(stock_kv, "gizmo")
@@ -195,7 +174,7 @@ class TestOrderOutcomes:
         await fleet.start_saga({"sprocket": 4}, attempts=3)
         before = await stock.available(stock_kv, "sprocket")
         await fleet.place_order("fail-ship-3", "sprocket", 2)
-        result = await _result(client, "fail-ship-3")
+        result = await order_result(client, "fail-ship-3")
         assert "failed" == result.status
         assert "compensated: stock restored" in result.reason
         assert before == await stock.available(stock_kv, "sprocket")
@@ -211,7 +190,7 @@ class TestOrderOutcomes:
         """faults.fail_shipping in the order fails shipping like a fail-ship id does."""
         await fleet.start_saga({"bolt": 6}, attempts=2)
         await fleet.place_order("order-4", "bolt", 1, "--fail-shipping")
-        result = await _result(client, "order-4")
+        result = await order_result(client, "order-4")
         assert "failed" == result.status
         assert 6 == await stock.available(stock_kv, "bolt")
 
@@ -219,7 +198,7 @@ class TestOrderOutcomes:
         """A provider slower than the quote timeout is skipped; the next cheapest ships."""
         await fleet.start_saga({"doohickey": 5})
         await fleet.place_order("order-5", "doohickey", 1, "--slow-provider", "budget")
-        result = await _result(client, "order-5")
+        result = await order_result(client, "order-5")
         assert ("shipped", "parcelly", 7.0) == (result.status, result.provider, result.price)
         assert {"budget": "timed out after 1s"} == result.skipped_providers
         assert 4 == await stock.available(stock_kv, "doohickey")
@@ -229,7 +208,7 @@ class TestOrderOutcomes:
         await fleet.start_saga({"flange": 3})
         flags = [f for name in PROVIDER_PRICES for f in ("--failing-provider", name)]
         await fleet.place_order("order-6", "flange", 2, *flags)
-        result = await _result(client, "order-6")
+        result = await order_result(client, "order-6")
         assert "failed" == result.status
         assert sorted(PROVIDER_PRICES) == sorted(result.skipped_providers)
         assert 3 == await stock.available(stock_kv, "flange")
@@ -280,7 +259,7 @@ class TestCrashes:
             await hanging.kill()
             assert -signal.SIGKILL == hanging.proc.returncode
             await fleet.start("shipping-2", "shipping", "--activity-lease", "2")
-            result = await _result(client, "crash-7")
+            result = await order_result(client, "crash-7")
             assert "crash-7" == await asyncio.wait_for(started.get(), 5)
         finally:
             await nc.close()

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from brokers import JetStreamBroker, stop_tasks
 from engine import WorkflowClient
-from engine.http.console._access import TokenGuard
+from engine.http.console._access import SESSION_COOKIE, TOKEN_HEADER, TokenGuard
 from engine.http.console._feed import InstanceFeed
 from engine.http.console._routes import CONSOLE_KEY, Console, add_routes
 
-__all__ = ["DEFAULT_JAEGER_URL", "add_console", "serve_app"]
+__all__ = ["DEFAULT_JAEGER_URL", "SESSION_COOKIE", "TOKEN_HEADER", "add_console", "serve_app"]
 
 DEFAULT_JAEGER_URL = "http://localhost:16686"
 """Where the trace links point unless told otherwise (Jaeger's UI on its usual port)."""

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 SESSION_COOKIE = "jetloom_session"
+"""The console's session cookie, set by ``POST /console/api/login``."""
 TOKEN_HEADER = "dapr-api-token"
+"""Dapr's header for the API token (what Dapr SDKs send when DAPR_API_TOKEN is set)."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -69,6 +69,7 @@ from engine.core.state import (
     history_seq_of,
     pending_record,
     run_seq_of,
+    started_of_record,
 )
 from engine.core.status import WorkflowStatus
 from engine.offload import offload, offload_all, resolve, resolve_all
@@ -536,8 +537,9 @@ class WorkflowClient:
 
         Any unfinished instance can be terminated. One whose run has not run a workflow task
         (no worker took its start yet, or none can: its workflow is hosted nowhere) ends here
-        at once; the others end in their next workflow task, which records the termination
-        without running the workflow's code if that code cannot run.
+        at once, or, for a child workflow (whose parent hears of its end), in the next
+        workflow task a worker runs for it; the others end in their next workflow task, which
+        records the termination without running the workflow's code if that code cannot run.
 
         Raises:
             InstanceNotFoundError: no such instance.
@@ -555,16 +557,19 @@ class WorkflowClient:
     ) -> bool:
         """End a run that has not run a workflow task: append its termination (and, if it
         has no history yet, its start, as the record shows it) and write the record. False
-        if the run has run, or a worker took its start meanwhile (the append conflicted)."""
+        if the run has run, a worker took its start meanwhile (the append conflicted), or it
+        is a child's (a worker ends it, so that its parent hears of it)."""
         if record.status not in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
+            return False
+        if record.parent is not None:
+            # A child's end is reported to its parent, which only a worker's dispatch does:
+            # the terminate goes to the child's inbox, and a worker ends the run at once.
             return False
         last_seq, last_data = await self._broker.last_history_seq(iid)
         last = [] if last_data is None else decode_commit(last_data).events
         if last_seq == record.history_seq and (not last or run_is_finished(last)):
-            events: list[HistoryEvent] = [ExecutionStarted(
-                timestamp=record.created_at, name=record.name,
-                execution_id=record.execution_id, input=record.input, app_id=record.app_id,
-            )]  # its start is still on its way to a worker (or cannot be run by any)
+            # its start is still on its way to a worker (or cannot be run by any)
+            events: list[HistoryEvent] = [started_of_record(record)]
         elif (
             len(last) == 1
             and isinstance(last[0], ExecutionStarted)

@@ -129,15 +129,76 @@ def _find_runtimes(
     return hosted
 
 
+LARGEST_WINS = (
+    "max_concurrent_workflow_tasks",
+    "max_concurrent_activities",
+    "history_cache_size",
+    "activity_lease",
+    "workflow_task_lease",
+)
+"""Settings the one runtime of several modules takes the largest of. They size one process
+(or how long a crashed one keeps its work), never a bound other code may rely on: many
+processes may host the same workflows, so a limit of one never serialises anything."""
+MUST_AGREE = (
+    "app_id",
+    "replay_rules",
+    "retention",
+    "stall_retry_max",
+    "large_payload_threshold",
+    "dispatch_ttl",
+    "replicas",
+)
+"""Settings modules hosted in one runtime must set alike: no one value serves modules that
+ask for different ones."""
+
+
+def _shown(runtime: WorkflowRuntime, setting: str) -> str:
+    """A runtime's setting in an error line (strings quoted, so that '' shows)."""
+    value = getattr(runtime, setting)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _merge_settings(members: list[tuple[str, WorkflowRuntime]]) -> list[str]:
+    """Give the first of ``members`` (the runtime that hosts them all) the largest of each
+    ``LARGEST_WINS`` setting; a note for each on which they differ.
+
+    Raises:
+        CliError: they set a ``MUST_AGREE`` setting differently.
+    """
+    host = members[0][1]
+    disagreements = [
+        f"{setting} ({', '.join(f'{label}: {_shown(r, setting)}' for label, r in members)})"
+        for setting in MUST_AGREE
+        if any(getattr(r, setting) != getattr(host, setting) for _, r in members[1:])
+    ]
+    if disagreements:
+        labels = " and ".join(label for label, _ in members)
+        raise CliError(
+            f"cannot host {labels} in one runtime: they set {'; '.join(disagreements)} "
+            "differently; set them alike in every module, or host the modules in separate "
+            "processes"
+        )
+    notes = []
+    for setting in LARGEST_WINS:
+        label, largest = max(members, key=lambda m: getattr(m[1], setting))
+        value = getattr(largest, setting)
+        if any(getattr(r, setting) != value for _, r in members):
+            notes.append(f"{setting}={value} (the largest, from {label})")
+        setattr(host, setting, value)
+    return notes
+
+
 def _one_runtime_each(
     hosted: dict[tuple[str, str], WorkflowRuntime],
-) -> list[tuple[list[str], WorkflowRuntime]]:
+) -> list[tuple[list[str], WorkflowRuntime, list[str]]]:
     """One runtime per namespace (prefix and server) hosting everything the modules' runtimes
-    register there, each named by the runtimes it stands for (``a.py:wfr and b.py:wfr``).
+    register there, each named by the runtimes it stands for (``a.py:wfr and b.py:wfr``), with
+    notes on the settings it took from them.
 
     Runtimes of one namespace would compete for the same work, each taking starts and
-    activities it does not host; so the first hosts all of them (its settings, and the task
-    queues of all). A name two of them register for different functions is refused.
+    activities it does not host; so the first hosts all of them: the task queues of all, the
+    largest of each capacity setting (``LARGEST_WINS``), and the other settings, which must
+    agree (``MUST_AGREE``). A name two of them register for different functions is refused.
     """
     groups: dict[tuple[str, str | None], list[tuple[str, WorkflowRuntime]]] = {}
     for (target, name), runtime in hosted.items():
@@ -158,14 +219,17 @@ def _one_runtime_each(
     hosts = []
     for members in groups.values():
         host = members[0][1]
+        notes = _merge_settings(members)
         for _, other in members[1:]:
             host.registry.include(other.registry)
             host.task_queues += [q for q in other.task_queues if q not in host.task_queues]
-        hosts.append(([label for label, _ in members], host))
+        hosts.append(([label for label, _ in members], host, notes))
     return hosts
 
 
-def _describe_runtime(labels: list[str], runtime: WorkflowRuntime, prefix: str) -> None:
+def _describe_runtime(
+    labels: list[str], runtime: WorkflowRuntime, prefix: str, notes: list[str]
+) -> None:
     workflows = ", ".join(runtime.registry.workflow_names) or "-"
     activities = ", ".join(runtime.registry.activity_names) or "-"
     label = " and ".join([", ".join(labels[:-1]), labels[-1]]) if labels[1:] else labels[0]
@@ -181,6 +245,8 @@ def _describe_runtime(labels: list[str], runtime: WorkflowRuntime, prefix: str) 
             f"not {prefix!r}; run the other commands with --prefix {runtime.subjects.prefix}",
             flush=True,
         )
+    if notes:
+        print(f"jetloom dev: note: the modules' runtime takes {', '.join(notes)}", flush=True)
 
 
 # ------------------------------------------------------------------------ NATS
@@ -325,11 +391,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
         os.environ["JETLOOM_PREFIX"] = args.prefix
         hosts = _one_runtime_each(_find_runtimes(args.modules, url, nats_auth(args)))
         _start_nats(args, url, server)
-        for labels, runtime in hosts:
-            _describe_runtime(labels, runtime, args.prefix)
+        for labels, runtime, notes in hosts:
+            _describe_runtime(labels, runtime, args.prefix, notes)
         ready = _ready_line(args, url)
         run_service(_serve(
-            [runtime for _, runtime in hosts], lambda: print(ready, flush=True),
+            [runtime for _, runtime, _ in hosts], lambda: print(ready, flush=True),
             _console_server(args, url),
         ))
         print("jetloom dev: stopped", flush=True)

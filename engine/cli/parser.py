@@ -125,7 +125,11 @@ def _instance_command(command: _Command, name: str, help_text: str) -> argparse.
 def _add_hosting_commands(command: _Command) -> None:
     """``dev`` and ``serve-http``: long-running services, stopped by a signal."""
     p = command("dev", "host the WorkflowRuntimes of modules (embedded nats-server by default)")
-    p.add_argument("modules", nargs="+", metavar="MODULE_OR_FILE", help="dotted name or .py file")
+    p.add_argument(
+        "modules", nargs="+", metavar="MODULE_OR_FILE",
+        help="dotted name or .py file; several share one runtime, with the largest of their "
+        "concurrency limits (other settings must agree)",
+    )
     p.add_argument(
         "--port",
         type=int,

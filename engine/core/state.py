@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from engine.core.events import NULL, ExecutionStarted, FailureDetails
+from engine.core.events import NULL, ExecutionStarted, FailureDetails, ParentInfo
 from engine.core.status import WorkflowStatus
 
 
@@ -31,6 +31,9 @@ class InstanceRecord(msgspec.Struct, omit_defaults=True):
     custom_status: msgspec.Raw = NULL
     failure: FailureDetails | None = None
     parent_instance_id: str = ""
+    parent: ParentInfo | None = None
+    """On a child whose run has no history yet: the parent to report to, should the child be
+    terminated before its run starts."""
     children: list[str] = []
     app_id: str = ""
     """The application whose runtimes run the instance ('': the default one): events for it go
@@ -109,8 +112,19 @@ def pending_record(instance_id: str, started: ExecutionStarted, history_seq: int
         execution_id=started.execution_id,
         history_seq=history_seq,
         input=started.input,
+        parent_instance_id=started.parent.instance_id if started.parent else "",
+        parent=started.parent,
         app_id=started.app_id,
     ))
+
+
+def started_of_record(record: InstanceRecord) -> ExecutionStarted:
+    """The ``execution_started`` of the run a PENDING or STALLED record shows, for a run that is
+    ended before its start reached history (terminated before any worker could run it)."""
+    return ExecutionStarted(
+        timestamp=record.created_at, name=record.name, execution_id=record.execution_id,
+        input=record.input, parent=record.parent, app_id=record.app_id,
+    )
 
 
 def run_seq_of(execution_id: str) -> Callable[[bytes], int]:

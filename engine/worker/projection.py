@@ -8,7 +8,7 @@ import msgspec
 import structlog
 
 from brokers import JetStreamBroker
-from engine.core.events import NULL, ExecutionStarted, ExecutionTerminated, HistoryEvent
+from engine.core.events import NULL, ExecutionStarted, HistoryEvent
 from engine.core.results import TaskResult, failure_from
 from engine.core.state import (
     InstanceRecord,
@@ -121,19 +121,3 @@ class RecordProjector:
         record = decode_record(stored[0])
         waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
         return (record, stored[1]) if record.status in waiting else None
-
-    async def terminate_unstarted(
-        self, instance_id: str, pending: tuple[InstanceRecord, int], events: list[HistoryEvent]
-    ) -> None:
-        """A terminate for an instance whose start never came (its record stays PENDING, e.g.
-        the starting client died between writing the record and sending the start) ends the
-        record as TERMINATED, so the id can be purged or started again."""
-        terminate = next((e for e in events if isinstance(e, ExecutionTerminated)), None)
-        if terminate is None:
-            return
-        record, revision = pending
-        record.status = TERMINATED
-        record.output = terminate.output
-        record.last_updated_at = datetime.now(UTC)
-        log.info("workflow.terminated_before_start", instance_id=instance_id)
-        await self.broker.claim_record(instance_id, encode_record(record), revision)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,10 +21,13 @@ from brokers import AppendConflictError, JetStreamBroker, WorkMessage
 from engine.core.codec import to_json
 from engine.core.errors import NonDeterminismError, WorkflowNotRegisteredError
 from engine.core.events import (
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
     ExecutionCompleted,
     ExecutionStarted,
     ExecutionTerminated,
     HistoryEvent,
+    ParentInfo,
     WorkflowTaskStarted,
     current_run,
     decode_commit,
@@ -35,8 +39,9 @@ from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
 from engine.core.results import TaskResult, termination
 from engine.core.retention import RetentionPolicy
+from engine.core.state import InstanceRecord, pending_record, started_of_record
 from engine.core.status import WorkflowStatus
-from engine.offload import offload_all, resolve, resolve_all, stored_names
+from engine.offload import offload, offload_all, resolve, resolve_all, stored_names
 from engine.worker.dispatch import Dispatcher, still_open
 from engine.worker.faults import crash_point
 from engine.worker.history_cache import CachedRun, HistoryCache, scheduled_children
@@ -194,7 +199,13 @@ class WorkflowTasks:
             if started is None:
                 if not received:
                     return None  # nothing but a start that is no longer wanted
-                return await self._no_run(instance_id, msgs, [e for e, _ in received])
+                unstarted = await self._no_run(instance_id, msgs, [e for e, _ in received])
+                if not isinstance(unstarted, tuple):
+                    return unstarted
+                # A terminate for a run whose start has not reached history: the run is
+                # the one its record shows, ended in this task (see _decide).
+                awaited = unstarted
+                started = await resolve(self.broker.payloads, started_of_record(awaited[0]))
             history, prefix_events = [started], [started]
             if awaited is not None and awaited[0].execution_id == started.execution_id:
                 run.kv_revision = awaited[1]  # its first record update replaces that record
@@ -239,17 +250,22 @@ class WorkflowTasks:
 
     async def _no_run(
         self, instance_id: str, msgs: list[WorkMessage], events: list[HistoryEvent]
-    ) -> float | None:
-        """Events for an instance without a run: wait for a start that is on its way, end a
-        start that never came if they terminate it, else dead-letter them."""
+    ) -> tuple[InstanceRecord, int] | float | None:
+        """Events for an instance without a run: a terminate of a run whose record waits for
+        its start ends that run now (returns the record and its revision); other events wait
+        for a start that is on its way (returns the delay), else are dead-lettered."""
         pending = await self.projector.awaiting_start(instance_id)
         if pending is not None:
+            if any(isinstance(e, ExecutionTerminated) for e in events):
+                # Whether its start overtook this or never comes (no worker hosts its
+                # workflow, the starting client died), the run ends at once: a start that
+                # arrives later finds it ended, and runs nothing.
+                return pending
             if max(m.num_delivered for m in msgs) < START_WAIT_DELIVERIES:
                 # Events that overtook their instance's start (raised right after a client
                 # start, before it reached the work stream): deliver them again.
                 log.info("work_item.waiting_for_start", instance_id=instance_id)
                 return START_WAIT
-            await self.projector.terminate_unstarted(instance_id, pending, events)
         reason = f"no instance {instance_id!r}: nothing to deliver the events to"
         log.warning("work_item.dead_lettered", instance_id=instance_id, reason=reason)
         for msg in msgs:
@@ -272,6 +288,14 @@ class WorkflowTasks:
             task_trace.begin(first, history, from_cache=from_cache)
         # From here the live execution is ahead of the stored history until the append commits.
         run.execution = None
+        terminate = next((e for e in task.incoming if isinstance(e, ExecutionTerminated)), None)
+        if task.prefix_events and terminate is not None:
+            # Terminated before its first task: the run ends without running its code (as a
+            # client's terminate of a run no worker took yet does).
+            log.info("workflow.terminated_before_start", instance_id=task.instance_id)
+            now = max(task.now, first.timestamp)
+            await self._commit(task, history, None, termination(terminate, now), msgs, task_trace)
+            return
         try:
             if execution is None or execution.history_length != len(history):
                 execution = WorkflowExecution(self.registry, task.instance_id, history, self.rules)
@@ -322,11 +346,34 @@ class WorkflowTasks:
             return
         terminate = next((e for e in task.incoming if isinstance(e, ExecutionTerminated)), None)
         if terminate is None:
+            child_start = task.prefix_events and task.first.parent is not None
+            if child_start and not await self._child_record(task.instance_id, task.first):
+                return
             raise exc
         log.info("workflow.terminated_without_code", instance_id=task.instance_id,
                  error_type=type(exc).__name__, error=str(exc))
         now = max(task.now, history[-1].timestamp)
         await self._commit(task, history, None, termination(terminate, now), msgs, task_trace)
+
+    async def _child_record(self, instance_id: str, started: ExecutionStarted) -> bool:
+        """Give a child whose run cannot start here a record (PENDING; the stall that follows
+        shows it STALLED with the reason), so that it can be seen, terminated and purged, as
+        a client's start can. False if its parent no longer waits for it (it was terminated
+        or purged meanwhile): the start is stale and runs nothing."""
+        if await self.broker.get_record(instance_id) is not None:
+            return True
+        parent = started.parent
+        assert parent is not None
+        stored = await self.broker.load_history(parent.instance_id)
+        if not parent_waits(history_events(item.data for item in stored), parent):
+            log.info("start.dropped", instance_id=instance_id,
+                     reason="its parent no longer waits for it")
+            return False
+        stored_start = await offload(self.broker.payloads, instance_id, started)
+        await self.broker.claim_record(
+            instance_id, pending_record(instance_id, stored_start, 0), None
+        )
+        return True
 
     async def _already_complete(
         self, task: _Task, execution: WorkflowExecution, history: list[HistoryEvent]
@@ -495,6 +542,21 @@ class WorkflowTasks:
             log.info("workflow.dispatches_resent", instance_id=instance_id,
                      messages=len(dispatches))
             await self.broker.send_dispatches(dispatches)
+
+
+def parent_waits(parent_history: Iterable[HistoryEvent], parent: ParentInfo) -> bool:
+    """True if the parent's run ``parent.execution_id`` is in ``parent_history``, unfinished,
+    and has not heard of the end of its child task ``parent.task_id``."""
+    waiting = False
+    for event in parent_history:
+        if isinstance(event, ExecutionStarted):
+            waiting = event.execution_id == parent.execution_id
+        elif isinstance(event, ExecutionCompleted) or (
+            isinstance(event, ChildWorkflowCompleted | ChildWorkflowFailed)
+            and event.task_id == parent.task_id
+        ):
+            waiting = False
+    return waiting
 
 
 def _is_stale(run: CachedRun, received: list[tuple[HistoryEvent, str]]) -> bool:

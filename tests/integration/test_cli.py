@@ -556,6 +556,24 @@ class TestDev:
         )
         assert "" == result.stdout
 
+    async def test_modules_that_set_a_setting_differently_are_refused(
+        self, nats_url: str, prefix: str, tmp_path: Path
+    ) -> None:
+        """dev refuses, before starting anything, modules whose runtimes set differently a
+        setting one runtime cannot serve both ways (here the application id)."""
+        (tmp_path / "greeter.py").write_text(GREETER.replace("WorkflowRuntime()",
+                                                             'WorkflowRuntime(app_id="shop")'))
+        (tmp_path / "exclaimer.py").write_text(EXCLAIMER)
+        result = await run_cli(
+            "dev", "greeter.py", "exclaimer.py", "--nats-url", nats_url, "--prefix", prefix,
+            cwd=tmp_path,
+        )
+        assert_one_line_error(
+            result, "greeter.py:wfr and exclaimer.py:wfr", "app_id (greeter.py:wfr: 'shop', "
+            "exclaimer.py:wfr: '')", "separate processes",
+        )
+        assert "" == result.stdout
+
     async def test_missing_file_is_reported_before_a_taken_port(
         self, nats_server: EmbeddedNatsServer
     ) -> None:

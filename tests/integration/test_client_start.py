@@ -13,7 +13,13 @@ import pytest
 import structlog
 
 from brokers import JetStreamBroker
-from engine import WorkflowClient, WorkflowContext, WorkflowRuntime, WorkflowStatus
+from engine import (
+    WorkflowClient,
+    WorkflowContext,
+    WorkflowRuntime,
+    WorkflowState,
+    WorkflowStatus,
+)
 from engine.core.codec import to_json
 from engine.core.errors import InstanceAlreadyRunningError, InstanceNotFoundError
 from engine.core.events import (
@@ -24,7 +30,8 @@ from engine.core.events import (
     encode,
     history_events,
 )
-from engine.core.state import InstanceRecord, encode_record
+from engine.core.state import InstanceRecord, decode_record, encode_record
+from engine.worker.workflow_task import START_WAIT, START_WAIT_DELIVERIES
 
 
 def echo_runtime(nats_url: str, prefix: str) -> WorkflowRuntime:
@@ -52,6 +59,23 @@ async def stored_starts(broker: JetStreamBroker, instance_id: str) -> list[str]:
     """The inputs of every ``execution_started`` still stored in the instance's history."""
     events = history_events(item.data for item in await broker.load_history(instance_id))
     return [bytes(e.input).decode() for e in events if isinstance(e, ExecutionStarted)]
+
+
+async def start_held_back(
+    nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker,
+    instance_id: str, input: str, *, delay: float,
+) -> None:
+    """Start ``echo`` with no worker running, and hold its start back for ``delay`` seconds,
+    as if it were slow to arrive."""
+    async with echo_runtime(nats_url, prefix):
+        pass  # creates the workflows consumer
+    await client.schedule_new_workflow("echo", input=input, instance_id=instance_id)
+    work = await broker.js.pull_subscribe_bind(
+        durable=broker.subjects.workflows_consumer, stream=broker.subjects.work_stream
+    )
+    (start,) = await work.fetch(1, timeout=10)
+    await start.nak(delay=delay)
+    await work.unsubscribe()
 
 
 class TestClientStart:
@@ -195,16 +219,7 @@ class TestEventsBeforeTheStart:
         """An event raised right after a client start can reach a worker before the start
         does (the start travels through the history stream); it is delivered again until the
         run exists, not dead-lettered."""
-        async with echo_runtime(nats_url, prefix):
-            pass  # creates the workflows consumer
-        await client.schedule_new_workflow("echo", input="held", instance_id="overtaken")
-        # Hold the start back, as if it were slow to arrive.
-        work = await broker.js.pull_subscribe_bind(
-            durable=broker.subjects.workflows_consumer, stream=broker.subjects.work_stream
-        )
-        (start,) = await work.fetch(1, timeout=10)
-        await start.nak(delay=3)
-        await work.unsubscribe()
+        await start_held_back(nats_url, prefix, client, broker, "overtaken", "held", delay=3)
         await client.raise_workflow_event("overtaken", "go")
         async with echo_runtime(nats_url, prefix):
             state = await client.wait_for_workflow_completion("overtaken", timeout=30)
@@ -229,6 +244,66 @@ class TestEventsBeforeTheStart:
         assert (WorkflowStatus.TERMINATED, '"gone"', '"again"') == (
             ended.runtime_status, ended.serialized_output, output
         )
+
+
+    async def test_terminate_published_to_the_inbox_ends_a_run_without_history_at_once(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """A terminate published straight to the inbox (a WorkItem as another language sends
+        it, no client) of an instance whose record shows a run with no history ends that run
+        in the first workflow task that takes it: the history records the run and its end.
+        (Redelivered until a start that never comes was given up on, it would take at least
+        START_WAIT * START_WAIT_DELIVERIES, longer than the guard.)"""
+        assert START_WAIT * START_WAIT_DELIVERIES > 8
+        now = datetime.now(UTC)
+        orphan = InstanceRecord(
+            instance_id="raw-stop", name="echo", status="PENDING", created_at=now,
+            last_updated_at=now, execution_id="never-sent",
+        )
+        assert await broker.claim_record("raw-stop", encode_record(orphan), None) is not None
+        body = (
+            '{"instance_id": "raw-stop", "execution_id": "never-sent", "events": ['
+            '{"type": "execution_terminated", "timestamp": "2026-01-02T03:04:05Z", '
+            '"output": "stopped", "recursive": true}]}'
+        )
+        async with echo_runtime(nats_url, prefix):
+            await broker.publish(broker.subjects.inbox("raw-stop"), body.encode())
+            ended = await client.wait_for_workflow_completion("raw-stop", timeout=8)
+        await assert_terminated_before_it_ran(client, ended, '"stopped"')
+
+    async def test_terminate_that_overtakes_the_start_ends_the_run_and_the_start_runs_nothing(
+        self, nats_url: str, prefix: str, client: WorkflowClient, broker: JetStreamBroker
+    ) -> None:
+        """A terminate sent to the inbox right after a client start, handled before the start
+        arrives, ends the run; the start, arriving later, runs nothing."""
+        await start_held_back(nats_url, prefix, client, broker, "outrun", "late", delay=2)
+        stop = ExecutionTerminated(timestamp=datetime.now(UTC), output=to_json("early"))
+        stored = await broker.get_record("outrun")
+        assert stored is not None
+        execution_id = decode_record(stored[0]).execution_id
+        with structlog.testing.capture_logs() as logs:
+            async with echo_runtime(nats_url, prefix):
+                await broker.publish(
+                    broker.subjects.inbox("outrun"),
+                    encode(WorkItem("outrun", [stop], execution_id)),
+                )
+                ended = await client.wait_for_workflow_completion("outrun", timeout=20)
+                async with asyncio.timeout(20):  # the held start comes back and is dropped
+                    while not _logged(logs, "start.dropped", "outrun"):
+                        await asyncio.sleep(0.05)
+        await assert_terminated_before_it_ran(client, ended, '"early"')
+
+
+async def assert_terminated_before_it_ran(
+    client: WorkflowClient, ended: WorkflowState, output: str
+) -> None:
+    """``ended`` is TERMINATED with ``output``, and its history holds the run's start and its
+    end, and no workflow task."""
+    history = await client.get_history(ended.instance_id)
+    assert (WorkflowStatus.TERMINATED, output) == (ended.runtime_status, ended.serialized_output)
+    assert [ExecutionStarted, ExecutionTerminated, ExecutionCompleted] == [
+        type(e) for e in history
+    ]
 
 
 async def wait_for_status(

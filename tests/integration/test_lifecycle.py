@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import structlog
 
 from engine import (
     RetryPolicy,
@@ -19,6 +20,7 @@ from engine.core.errors import (
     InstanceNotFoundError,
     InvalidInstanceIdError,
 )
+from engine.core.state import decode_record
 
 
 class TestRetries:
@@ -156,6 +158,96 @@ class TestChildWorkflows:
         assert WorkflowStatus.TERMINATED == parent_state.runtime_status
         assert '"stopped"' == parent_state.serialized_output
         assert WorkflowStatus.TERMINATED == child_state.runtime_status
+
+    async def test_child_of_a_workflow_nobody_hosts_is_visible_terminated_and_purged(
+        self, nats_url, prefix, client
+    ):
+        """A child whose workflow no worker hosts (a typo'd name) gets a record, PENDING then
+        STALLED with the reason; terminate ends it, its parent sees that as a failed child
+        task, and purge removes it for good."""
+        wfr = WorkflowRuntime(nats_url, prefix=prefix, stall_retry_max=timedelta(seconds=0.5))
+
+        @wfr.workflow
+        async def careless(ctx: WorkflowContext) -> str:
+            try:
+                await ctx.call_child_workflow("chlid", instance_id="typo-child")
+            except TaskFailedError as exc:
+                return f"child failed: {exc.error_type}"
+            return "child done"
+
+        kv = await client._broker.instances()
+        watcher = await kv.watch("typo-child")  # subscribed before the child can exist
+        async with wfr:
+            iid = await client.schedule_new_workflow(careless, instance_id="careless-1")
+            seen = await _statuses_until(watcher, WorkflowStatus.STALLED)
+            stalled = await client.get_workflow_state("typo-child")
+            await client.terminate_workflow("typo-child", output="typo")
+            ended = await client.wait_for_workflow_completion("typo-child", timeout=20)
+            parent = await client.wait_for_workflow_completion(iid, timeout=20)
+            start = await _child_start(client._broker, "typo-child")
+            purged = await client.purge_workflow("typo-child")
+            with structlog.testing.capture_logs() as logs:
+                # As a redelivery of the child's start after the purge would arrive.
+                await client._broker.publish(client._broker.subjects.inbox("typo-child"), start)
+                await _logged(logs, "start.dropped", "typo-child")
+            after = await client.get_workflow_state("typo-child")
+        await watcher.stop()
+        assert [WorkflowStatus.PENDING, WorkflowStatus.STALLED] == seen
+        assert "WorkflowNotRegisteredError" == stalled.failure_details.type
+        assert "chlid" in stalled.failure_details.message
+        assert (WorkflowStatus.TERMINATED, '"typo"') == (
+            ended.runtime_status, ended.serialized_output
+        )
+        assert (WorkflowStatus.COMPLETED, '"child failed: Terminated"') == (
+            parent.runtime_status, parent.serialized_output
+        )
+        assert (1, None) == (purged, after)
+
+    async def test_terminating_the_parent_ends_a_child_nobody_hosts(
+        self, nats_url, prefix, client
+    ):
+        """A recursive terminate of a parent ends its STALLED child too, and a recursive
+        purge of the parent removes both."""
+        wfr = WorkflowRuntime(nats_url, prefix=prefix, stall_retry_max=timedelta(seconds=0.5))
+
+        @wfr.workflow
+        async def hopeful(ctx: WorkflowContext) -> None:
+            await ctx.call_child_workflow("missing", instance_id="missing-child")
+
+        async with wfr:
+            iid = await client.schedule_new_workflow(hopeful, instance_id="hopeful-1")
+            await client._wait_until("missing-child", lambda s: s is WorkflowStatus.STALLED,
+                                     20, False)
+            await client.terminate_workflow(iid, recursive=True)
+            child = await client.wait_for_workflow_completion("missing-child", timeout=20)
+            purged = await client.purge_workflow(iid, recursive=True)
+        assert WorkflowStatus.TERMINATED == child.runtime_status
+        assert (2, None) == (purged, await client.get_workflow_state("missing-child"))
+
+
+async def _child_start(broker, iid: str) -> bytes:
+    """The work item that started child ``iid`` (its parent's dispatch, as the history stream
+    keeps a copy of it)."""
+    s = broker.subjects
+    return (await broker.js.get_last_msg(s.history_stream, s.outbox_workflow(iid))).data
+
+
+async def _logged(logs: list[dict], event: str, iid: str) -> None:
+    """Wait until ``event`` was logged for instance ``iid``."""
+    async with asyncio.timeout(20):
+        while not any(e["event"] == event and e.get("instance_id") == iid for e in logs):
+            await asyncio.sleep(0.02)
+
+
+async def _statuses_until(watcher, last: WorkflowStatus) -> list[WorkflowStatus]:
+    """The statuses a record watch shows, up to ``last``."""
+    seen: list[WorkflowStatus] = []
+    async with asyncio.timeout(20):
+        while not seen or seen[-1] is not last:
+            entry = await watcher.updates(timeout=None)
+            if entry is not None and entry.value:
+                seen.append(WorkflowStatus(decode_record(entry.value).status))
+    return seen
 
 
 async def _wait_exists(client, iid: str) -> None:

@@ -21,6 +21,11 @@ from brokers._topology import BrokerBase
 
 ERR_INVALID_SCHEDULE = 10189
 """The server refused a ``Nats-Schedule`` value."""
+ERR_INVALID_SCHEDULE_TIME_ZONE = 10223
+"""The server refused a ``Nats-Schedule-Time-Zone`` value (a zone it does not know)."""
+SCHEDULE_TIME_ZONES_SINCE = (2, 14)
+"""The first nats-server release that reads ``Nats-Schedule-Time-Zone`` (older ones ignore
+it, and would fire a cron in UTC)."""
 
 
 class CancelListener:
@@ -148,15 +153,20 @@ class SignalStore(BrokerBase):
         return values
 
     async def put_schedule_message(
-        self, schedule_id: str, body: bytes, schedule: str, target: str
+        self, schedule_id: str, body: bytes, schedule: str, target: str,
+        time_zone: str | None = None,
     ) -> None:
         """Store (or replace) the message schedule of ``schedule_id``: the server publishes
-        ``body`` to ``target`` on every tick of ``schedule``.
+        ``body`` to ``target`` on every tick of ``schedule`` (a cron read in ``time_zone``
+        when given).
 
         Raises:
-            ValueError: the server does not accept ``schedule``.
+            ValueError: the server does not accept ``schedule`` or ``time_zone``, or is too old
+                to read a time zone.
         """
-        headers = recurring_schedule_headers(schedule, target, self.outbox_ttl)
+        if time_zone is not None:
+            self._check_time_zones_supported(time_zone)
+        headers = recurring_schedule_headers(schedule, target, self.outbox_ttl, time_zone)
         try:
             await self.js.publish(
                 self.subjects.schedule(schedule_id), body, headers=headers, timeout=10
@@ -166,7 +176,28 @@ class SignalStore(BrokerBase):
                 raise ValueError(
                     f"nats-server refused the schedule {schedule!r}: {exc.description}"
                 ) from None
+            if exc.err_code == ERR_INVALID_SCHEDULE_TIME_ZONE:
+                raise ValueError(
+                    f"nats-server refused the time zone {time_zone!r}: {exc.description}; "
+                    "give a zone the server's time zone database knows, or none (UTC)"
+                ) from None
             raise JetStreamError(int(exc.err_code or 0), str(exc.description)) from exc
+
+    def _check_time_zones_supported(self, time_zone: str) -> None:
+        """Refuse a time zone the connected server would ignore (before 2.14).
+
+        Raises:
+            ValueError: the server is older than 2.14.
+        """
+        version = self.nc.connected_server_version
+        major_minor = (version.major, version.minor)
+        if (0, 0) < major_minor < SCHEDULE_TIME_ZONES_SINCE:  # (0, 0): not known
+            found = f"{version.major}.{version.minor}.{version.patch}"
+            raise ValueError(
+                f"nats-server {found} ignores the time zone {time_zone!r} of a schedule (time "
+                "zones need nats-server 2.14 or newer); upgrade the server, or give the cron "
+                "expression in UTC"
+            )
 
     async def remove_schedule_message(self, schedule_id: str) -> None:
         """Remove the message schedule of ``schedule_id``: it fires no more."""

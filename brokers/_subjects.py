@@ -231,13 +231,20 @@ def schedule_headers(fire_at: datetime, target: str, ttl: str | None = None) -> 
     return headers
 
 
-def recurring_schedule_headers(schedule: str, target: str, ttl: str) -> dict[str, str]:
+def recurring_schedule_headers(
+    schedule: str, target: str, ttl: str, time_zone: str | None = None
+) -> dict[str, str]:
     """Headers of a recurring message schedule (ADR-51): the server publishes the message's
     body to ``target`` on every tick of ``schedule`` (six-field cron or ``@every <d>``), each
-    copy with the per-message TTL ``ttl``. Every copy carries ``Nats-Scheduler`` (this
-    schedule's subject) and ``Nats-Schedule-Next`` (the following tick)."""
-    return {
+    copy with the per-message TTL ``ttl``. A cron expression is read in UTC, or in the IANA
+    ``time_zone`` (``Nats-Schedule-Time-Zone``: nats-server 2.14+, refused with ``@every``).
+    Every copy carries ``Nats-Scheduler`` (this schedule's subject) and ``Nats-Schedule-Next``
+    (the following tick)."""
+    headers = {
         "Nats-Schedule": schedule,
         "Nats-Schedule-Target": target,
         "Nats-Schedule-TTL": ttl,
     }
+    if time_zone is not None:
+        headers["Nats-Schedule-Time-Zone"] = time_zone
+    return headers

@@ -740,12 +740,16 @@ class WorkflowClient:
         every: timedelta | None = None,
         input: Any = None,
         overlap: str = "skip",
+        time_zone: str | None = None,
     ) -> None:
         """Start ``workflow`` on a recurring schedule, kept and fired by nats-server itself.
 
         Give ``cron`` (five fields, or six with seconds first, or an alias such as
-        ``@daily``; UTC) or ``every`` (whole seconds). Each firing starts one instance, with
-        ``input``, named ``<schedule_id>-<tick>`` (e.g. ``nightly-20261207T090000Z``), when a
+        ``@daily``) or ``every`` (whole seconds). A cron expression is read in UTC, or as
+        wall-clock times in ``time_zone`` (an IANA name such as ``"Europe/Amsterdam"``,
+        daylight saving time included: a time the clocks skip does not fire, one they repeat
+        fires twice). Each firing starts one instance, with ``input``, named
+        ``<schedule_id>-<tick>`` (the tick in UTC, e.g. ``nightly-20261207T090000Z``), when a
         worker takes it: firings made while no worker runs wait for one. With
         ``overlap="skip"`` a firing starts nothing while the instance the previous one started
         has not finished; ``"allow"`` starts one on every tick.
@@ -753,11 +757,12 @@ class WorkflowClient:
         Raises:
             ScheduleAlreadyExistsError: a schedule with that id exists (delete it first).
             ValueError: an invalid id (1-40 letters, digits, '-', '_'), cron expression,
-                interval or overlap, or an input over the large payload threshold.
+                interval or overlap, an unknown time zone or one with an interval (only cron
+                schedules take one), or an input over the large payload threshold.
         """
         await self._ensure_ready()
         check_schedule_id(schedule_id)
-        spec = schedule_spec(cron=cron, every=every)
+        spec = schedule_spec(cron=cron, every=every, time_zone=time_zone)
         raw = to_json(input)
         if len(raw) > self._broker.payloads.threshold:
             raise ValueError(
@@ -769,6 +774,7 @@ class WorkflowClient:
             workflow=_workflow_name(workflow),
             schedule=spec,
             created_at=datetime.now(UTC),
+            time_zone=time_zone,
             input=raw,
             overlap=check_overlap(overlap),
             app_id=self.app_id,
@@ -834,14 +840,15 @@ class WorkflowClient:
                 return record
 
     async def _put_schedule_message(self, record: ScheduleRecord) -> None:
-        """The message schedule that nats-server fires: its body names the schedule and its
-        spec, its target is the schedule's work subject."""
+        """The message schedule that nats-server fires: its body names the schedule, its spec
+        and time zone, its target is the schedule's work subject."""
         s = self._broker.subjects
         await self._broker.put_schedule_message(
             record.schedule_id,
-            encode(ScheduledStart(record.schedule_id, record.schedule)),
+            encode(ScheduledStart(record.schedule_id, record.schedule, record.time_zone)),
             record.schedule,
             s.outbox_workflow(record.schedule_id, record.app_id),
+            record.time_zone,
         )
 
     async def _send(

@@ -291,13 +291,15 @@ class CancelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
         return not self.task_ids or task_id in self.task_ids
 
 
-class ScheduledStart(msgspec.Struct, frozen=True):
+class ScheduledStart(msgspec.Struct, frozen=True, omit_defaults=True):
     """The body of a recurring schedule (``<prefix>.schedule.<schedule_id>``), which the server
-    publishes on every tick; ``schedule`` is its ``Nats-Schedule`` value, from which a worker
-    derives the tick (and so the instance id) of each firing."""
+    publishes on every tick; ``schedule`` is its ``Nats-Schedule`` value and ``time_zone`` its
+    ``Nats-Schedule-Time-Zone`` (the server strips both from the copies it fires), from which a
+    worker derives the tick (and so the instance id) of each firing."""
 
     schedule_id: str
     schedule: str
+    time_zone: str | None = None
 
 
 _event_encoder = msgspec.json.Encoder()

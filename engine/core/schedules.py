@@ -2,16 +2,21 @@
 
 A schedule is a message schedule (ADR-51) kept by nats-server itself, so it fires with no
 jetloom process running. Its ``Nats-Schedule`` value is a six-field cron expression (seconds
-first) or ``@every <duration>``; every firing carries ``Nats-Schedule-Next`` (the following
-tick), from which the tick of the firing itself is derived, and so the id of the instance it
-starts: the same firing always yields the same id, two ticks never do.
+first) or ``@every <duration>``; a cron expression is read in UTC, or in the IANA time zone of
+its ``Nats-Schedule-Time-Zone`` (nats-server 2.14+, cron only). Every firing carries
+``Nats-Schedule-Next`` (the following tick), from which the tick of the firing itself is
+derived, and so the id of the instance it starts: the same firing always yields the same id,
+two ticks never do.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import zoneinfo
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Literal
 
 import msgspec
@@ -39,6 +44,9 @@ _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _CRON_YEARS_BACK = 8
 """How far back a cron's previous tick is looked for (a 29 February on a given weekday)."""
+_CLOCKS_BACK_WITHIN = 26
+"""Hours before an instant within which clocks set back may have repeated its wall-clock time
+(they go back by an hour or two, never twice within an hour)."""
 
 
 def check_schedule_id(schedule_id: str) -> str:
@@ -60,18 +68,53 @@ def check_overlap(overlap: str) -> Overlap:
     raise ValueError(f"invalid overlap {overlap!r}: use 'skip' or 'allow'")
 
 
-def schedule_spec(*, cron: str | None = None, every: timedelta | None = None) -> str:
+def check_time_zone(time_zone: str) -> str:
+    """Return ``time_zone`` if it is an IANA time zone name known here (``Europe/Amsterdam``).
+
+    Raises:
+        ValueError: an unknown name, with the closest known ones.
+    """
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (ValueError, KeyError, OSError, TypeError):
+        close = difflib.get_close_matches(str(time_zone), zoneinfo.available_timezones(), n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ValueError(
+            f"unknown time zone {time_zone!r}: {hint}give an IANA time zone name such as "
+            "'Europe/Amsterdam' or 'America/New_York'"
+        ) from None
+    return time_zone
+
+
+def zone_of(time_zone: str | None) -> tzinfo:
+    """The ``tzinfo`` of a schedule's time zone name (None: UTC)."""
+    return UTC if time_zone is None else zoneinfo.ZoneInfo(time_zone)
+
+
+def schedule_spec(
+    *, cron: str | None = None, every: timedelta | None = None, time_zone: str | None = None
+) -> str:
     """The ``Nats-Schedule`` value of a schedule given as a cron expression or an interval.
 
     ``cron`` takes six fields (seconds first, as nats-server does), five (minutes first, the
-    classic crontab: the seconds are 0) or an alias such as ``@daily``; times are UTC.
-    ``every`` is a whole number of seconds, at least one.
+    classic crontab: the seconds are 0) or an alias such as ``@daily``; times are UTC, or
+    wall-clock times in ``time_zone`` (an IANA name) when given. ``every`` is a whole number of
+    seconds, at least one, and takes no time zone.
 
     Raises:
-        ValueError: neither or both given, or one that is not valid.
+        ValueError: neither or both given, one that is not valid, an unknown time zone, or a
+            time zone with an interval.
     """
     if (cron is None) == (every is None):
         raise ValueError("give a schedule either a cron expression or an interval (every=)")
+    if time_zone is not None:
+        check_time_zone(time_zone)
+        if every is not None:
+            raise ValueError(
+                f"time zone {time_zone!r} with an interval (every=): only cron schedules take "
+                "a time zone (an interval is the same in every zone); drop the time zone, or "
+                "give a cron expression"
+            )
     if every is not None:
         seconds = every.total_seconds()
         if seconds < 1 or seconds != int(seconds):
@@ -99,18 +142,20 @@ def describe_spec(spec: str) -> tuple[str | None, timedelta | None]:
     return spec, None
 
 
-def tick_of(spec: str, next_at: datetime) -> datetime:
+def tick_of(spec: str, next_at: datetime, time_zone: str | None = None) -> datetime:
     """The tick of a firing whose ``Nats-Schedule-Next`` is ``next_at``: the interval before
-    it, or the cron's last tick before it."""
+    it, or the cron's last tick before it, its fields read in ``time_zone`` (None: UTC)."""
     cron, every = describe_spec(spec)
     if every is not None:
         return next_at - every
     assert cron is not None
-    return Cron.parse(cron).previous(next_at)
+    return Cron.parse(cron).previous(next_at, zone_of(time_zone))
 
 
 def firing_instance_id(schedule_id: str, tick: datetime) -> str:
-    """The id of the instance the firing at ``tick`` starts: ``<schedule id>-<tick>``."""
+    """The id of the instance the firing at ``tick`` starts: ``<schedule id>-<tick>``, the tick
+    in UTC whatever the schedule's time zone (a wall-clock time repeated when clocks go back
+    is two ticks, two ids)."""
     return f"{schedule_id}-{tick.astimezone(UTC).strftime(TICK_FORMAT)}"
 
 
@@ -129,7 +174,8 @@ def parse_interval(text: str) -> timedelta:
 
 @dataclass(frozen=True)
 class Cron:
-    """A six-field cron expression (second minute hour day-of-month month day-of-week, UTC)."""
+    """A six-field cron expression (second minute hour day-of-month month day-of-week), whose
+    fields are wall-clock times in the zone its ticks are looked up in."""
 
     seconds: tuple[int, ...]
     minutes: tuple[int, ...]
@@ -185,29 +231,50 @@ class Cron:
             return in_days and in_weekdays
         return in_days or in_weekdays
 
-    def previous(self, before: datetime) -> datetime:
-        """The last tick strictly before ``before``.
+    def previous(self, before: datetime, zone: tzinfo = UTC) -> datetime:
+        """The last tick strictly before ``before``, the fields read as wall-clock times in
+        ``zone`` (in UTC).
+
+        As nats-server fires them: a wall-clock time that clocks skip (spring forward) is no
+        tick, and one they repeat (fall back) is two, an hour apart.
 
         Raises:
             ValueError: none within the last years (an expression that never fires).
         """
-        before = before.astimezone(UTC)
-        day = before.date()
-        limit: int | None = before.hour * 3600 + before.minute * 60 + before.second
-        if before.microsecond:
-            limit = (limit or 0) + 1
-        for _ in range(366 * _CRON_YEARS_BACK):
-            if self.matches_day(day):
-                second_of_day = self._latest_time(limit)
-                if second_of_day is not None:
-                    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-                    return start + timedelta(seconds=second_of_day)
-            day -= timedelta(days=1)
-            limit = None
+        # A wall-clock time is one instant, none (skipped) or two (repeated: fold 0 and 1).
+        # Read with one fold, later wall-clock times are later instants, so each fold's first
+        # hit going down is its latest, and the later of the two wins. Read with fold 1, no
+        # wall-clock time after ``before``'s own is earlier than it; read with fold 0, one up to
+        # the time clocks were set back lately may be.
+        own = before.astimezone(zone).replace(tzinfo=None)
+        starts = {0: _latest_wall_time(before, zone), 1: own}
+        latest: dict[int, datetime] = {}
+        for candidate in self._wall_times_down_from(max(starts.values())):
+            for fold, start in starts.items():
+                if fold in latest or candidate > start:
+                    continue
+                instant = _instant(candidate, zone, fold)
+                if instant is not None and instant < before:
+                    latest[fold] = instant
+            if len(latest) == 2:
+                return max(latest.values())
         raise ValueError("the cron expression has no tick in the past years")
 
-    def _latest_time(self, limit: int | None) -> int | None:
-        """The latest second of a day that the expression fires at, below ``limit``."""
+    def _wall_times_down_from(self, start: datetime) -> Iterator[datetime]:
+        """The wall-clock times (naive) the expression fires at, from ``start`` (whole
+        seconds, inclusive) down, over the last years."""
+        day = start.date()
+        limit: int | None = start.hour * 3600 + start.minute * 60 + start.second + 1
+        for _ in range(366 * _CRON_YEARS_BACK):
+            if self.matches_day(day):
+                midnight = datetime(day.year, day.month, day.day)
+                for second_of_day in self._times_below(limit):
+                    yield midnight + timedelta(seconds=second_of_day)
+            day -= timedelta(days=1)
+            limit = None
+
+    def _times_below(self, limit: int | None) -> Iterator[int]:
+        """The seconds of a day that the expression fires at, below ``limit``, latest first."""
         for hour in reversed(self.hours):
             for minute in reversed(self.minutes):
                 base = hour * 3600 + minute * 60
@@ -215,8 +282,45 @@ class Cron:
                     continue
                 for second in reversed(self.seconds):
                     if limit is None or base + second < limit:
-                        return base + second
+                        yield base + second
+
+
+def _instant(wall: datetime, zone: tzinfo, fold: int) -> datetime | None:
+    """The instant (UTC) of the naive wall-clock time ``wall`` in ``zone`` read with ``fold``,
+    or None if clocks skipped it."""
+    instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) != wall:
         return None
+    return instant
+
+
+def _latest_wall_time(before: datetime, zone: tzinfo) -> datetime:
+    """The latest wall-clock time (naive) in ``zone`` of an instant before ``before``: its
+    own, or, while clocks set back lately repeat it, the one reached just before the change."""
+    latest = before.astimezone(zone).replace(tzinfo=None)
+    if zone is UTC:
+        return latest
+    later, later_offset = before, _offset(before, zone)
+    for hours in range(1, _CLOCKS_BACK_WITHIN + 1):
+        earlier = before - timedelta(hours=hours)
+        earlier_offset = _offset(earlier, zone)
+        if earlier_offset > later_offset:  # clocks went back in between: find when
+            while later - earlier > timedelta(seconds=1):
+                middle = earlier + (later - earlier) / 2
+                if _offset(middle, zone) == earlier_offset:
+                    earlier = middle
+                else:
+                    later = middle
+            change = later.astimezone(UTC).replace(tzinfo=None) + earlier_offset
+            latest = max(latest, change)
+            earlier = before - timedelta(hours=hours)
+        later, later_offset = earlier, earlier_offset
+    return latest
+
+
+def _offset(instant: datetime, zone: tzinfo) -> timedelta:
+    """The UTC offset of ``zone`` at ``instant``."""
+    return instant.astimezone(zone).utcoffset() or timedelta(0)
 
 
 def _field(text: str, low: int, high: int, names: list[str], *, first: int = 0) -> set[int]:
@@ -264,6 +368,8 @@ class ScheduleRecord(msgspec.Struct, omit_defaults=True):
     schedule: str
     """The ``Nats-Schedule`` value: six-field cron or ``@every <n>s``."""
     created_at: datetime
+    time_zone: str | None = None
+    """The IANA time zone a cron expression is read in (None: UTC)."""
     input: msgspec.Raw = NULL
     overlap: str = "skip"
     paused: bool = False
@@ -296,7 +402,8 @@ class WorkflowSchedule:
     schedule_id: str
     workflow_name: str
     cron: str | None
-    """The six-field cron expression (seconds first, UTC), or None for an interval."""
+    """The six-field cron expression (seconds first, in ``time_zone``), or None for an
+    interval."""
     every: timedelta | None
     """The interval, or None for a cron expression."""
     overlap: Overlap
@@ -307,6 +414,8 @@ class WorkflowSchedule:
     last_instance_id: str | None = None
     """The instance the last firing started."""
     last_fired_at: datetime | None = None
+    time_zone: str | None = None
+    """The IANA time zone of the cron expression (None: UTC)."""
 
     @classmethod
     def from_record(cls, record: ScheduleRecord) -> WorkflowSchedule:
@@ -324,4 +433,5 @@ class WorkflowSchedule:
             serialized_input=None if data in (b"", b"null") else data.decode(),
             last_instance_id=record.last_instance_id or None,
             last_fired_at=record.last_fired_at,
+            time_zone=record.time_zone,
         )

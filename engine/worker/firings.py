@@ -2,12 +2,13 @@
 
 nats-server fires a schedule (``<prefix>.schedule.<id>``) by itself, publishing its body to
 ``<prefix>.outbox.workflow.<id>``, which reaches the ``workflows`` consumer like any work item.
-A worker that takes a firing derives the tick from ``Nats-Schedule-Next`` and so the instance id
-(``<schedule id>-<tick>``), reads the schedule's record, and starts the instance unless the
-schedule is paused or deleted, the firing is older than the last one handled, or the previous
-instance still runs and overlaps are skipped. The record names the instance before it is
-started (compare-and-set), so of two workers handling one firing, or two firings at once, one
-decides; a firing handled again starts the same id, which a start deduplicates.
+A worker that takes a firing derives the tick from ``Nats-Schedule-Next`` (in the cron's time
+zone, which the body carries) and so the instance id (``<schedule id>-<tick>``), reads the
+schedule's record, and starts the instance unless the schedule is paused or deleted, the firing
+is older than the last one handled, or the previous instance still runs and overlaps are
+skipped. The record names the instance before it is started (compare-and-set), so of two
+workers handling one firing, or two firings at once, one decides; a firing handled again starts
+the same id, which a start deduplicates.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class ScheduleFirings:
             log.warning("schedule.invalid_firing", subject=msg.subject, error=str(exc))
             return None
         try:
-            tick = tick_of(firing.schedule, datetime.fromisoformat(msg.headers[NEXT_HEADER]))
+            next_at = datetime.fromisoformat(msg.headers[NEXT_HEADER])
+            tick = tick_of(firing.schedule, next_at, firing.time_zone)
         except (KeyError, ValueError) as exc:  # no tick can be derived from spec and header
             log.warning("schedule.invalid_firing", schedule_id=firing.schedule_id,
                         error=str(exc))

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,9 +19,11 @@ from engine import (
     WorkflowRuntime,
     WorkflowStatus,
 )
-from engine.core.schedules import TICK_FORMAT
+from engine.core.schedules import TICK_FORMAT, firing_instance_id
 
 SECOND = timedelta(seconds=1)
+KATHMANDU = "Asia/Kathmandu"
+"""UTC+05:45 all year: its wall-clock minutes are never UTC's."""
 
 
 def reporter(nats_url: str, prefix: str, effects: list[str]) -> WorkflowRuntime:
@@ -147,6 +150,64 @@ class TestSchedules:
         with pytest.raises(ValueError, match="invalid overlap"):
             await client.create_schedule("u", "report", every=SECOND, overlap="queue")
         await client.delete_schedule("s")
+
+
+class TestScheduleTimeZones:
+    async def test_a_cron_fires_on_the_wall_clock_of_its_zone(
+        self, nats_url, prefix, client, broker
+    ):
+        """A six-field cron firing every second of this minute and the next, as read in
+        Kathmandu (never the same minutes in UTC): the server takes the zone and fires now,
+        and each firing starts the instance named by its own tick, read in the zone."""
+        zone = ZoneInfo(KATHMANDU)
+        now, then = datetime.now(zone), datetime.now(zone) + timedelta(minutes=1)
+        cron = f"* {now.minute},{then.minute} {now.hour},{then.hour} * * *"
+        created = datetime.now(UTC).replace(microsecond=0)
+        async with reporter(nats_url, prefix, []):
+            await client.create_schedule(
+                "kathmandu", "report", cron=cron, input="tz", overlap="allow",
+                time_zone=KATHMANDU,
+            )
+            stored = await broker.js.get_last_msg(
+                broker.subjects.history_stream, broker.subjects.schedule("kathmandu")
+            )
+            await until(lambda: _count(client, "kathmandu", 2))
+            await client.delete_schedule("kathmandu")
+            started = await instances_of(client, "kathmandu")
+        ticks = sorted(tick(i) for i in started)
+        assert (KATHMANDU, cron) == (
+            stored.headers["Nats-Schedule-Time-Zone"], stored.headers["Nats-Schedule"]
+        )
+        assert sorted(started) == [firing_instance_id("kathmandu", t) for t in ticks]
+        assert [SECOND] * (len(ticks) - 1) == [b - a for a, b in itertools.pairwise(ticks)]
+        assert created <= ticks[0]  # a tick of this minute, not one from hours before
+        assert all(
+            (t.astimezone(zone).hour, t.astimezone(zone).minute)
+            in {(now.hour, now.minute), (then.hour, then.minute)}
+            for t in ticks
+        )
+
+    async def test_the_zone_is_listed_and_mistakes_are_refused(self, nats_url, prefix, client):
+        """A schedule's zone is listed with it; an unknown zone, or one with an interval, is
+        refused before anything is stored."""
+        await client.create_schedule(
+            "amsterdam", "report", cron="30 2 * * *", time_zone="Europe/Amsterdam"
+        )
+        with pytest.raises(ValueError, match="unknown time zone 'Europe/Amsterdm'"):
+            await client.create_schedule(
+                "typo", "report", cron="30 2 * * *", time_zone="Europe/Amsterdm"
+            )
+        with pytest.raises(ValueError, match="only cron schedules take a time zone"):
+            await client.create_schedule(
+                "interval", "report", every=SECOND, time_zone="Europe/Amsterdam"
+            )
+
+        listed = await client.list_schedules()
+
+        assert [("amsterdam", "0 30 2 * * *", "Europe/Amsterdam")] == [
+            (s.schedule_id, s.cron, s.time_zone) for s in listed
+        ]
+        await client.delete_schedule("amsterdam")
 
 
 async def _count(client: WorkflowClient, schedule_id: str, at_least: int) -> bool:

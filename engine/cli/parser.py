@@ -294,10 +294,15 @@ def _add_schedule_commands(group: _Command, common: _Parser) -> None:
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument(
         "--cron",
-        help="cron expression in UTC: 5 fields ('0 9 * * MON-FRI'), 6 with seconds first, "
-        "or @hourly, @daily, @weekly, @monthly",
+        help="cron expression, in UTC unless --time-zone: 5 fields ('0 9 * * MON-FRI'), 6 "
+        "with seconds first, or @hourly, @daily, @weekly, @monthly",
     )
     when.add_argument("--every", help="interval, e.g. 30s, 5m, 1h30m")
+    p.add_argument(
+        "--time-zone",
+        metavar="ZONE",
+        help="IANA time zone the --cron times are in, e.g. Europe/Amsterdam (default UTC)",
+    )
     p.add_argument("--input", help="the input of each instance as JSON (@file.json, @-)")
     p.add_argument(
         "--overlap",

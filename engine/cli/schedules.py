@@ -19,7 +19,7 @@ _HEADERS = ["schedule", "workflow", "when", "overlap", "state", "last instance"]
 def _when(schedule: WorkflowSchedule) -> str:
     if schedule.every is not None:
         return f"every {int(schedule.every.total_seconds())}s"
-    return f"cron {schedule.cron}"
+    return f"cron {schedule.cron} {schedule.time_zone or 'UTC'}"
 
 
 def schedule_as_json(schedule: WorkflowSchedule) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def schedule_as_json(schedule: WorkflowSchedule) -> dict[str, Any]:
         "schedule_id": schedule.schedule_id,
         "workflow": schedule.workflow_name,
         "cron": schedule.cron,
+        "time_zone": schedule.time_zone,
         "every_s": None if schedule.every is None else schedule.every.total_seconds(),
         "input": schedule.serialized_input,
         "overlap": schedule.overlap,
@@ -69,11 +70,13 @@ async def cmd_schedule_create(args: argparse.Namespace) -> int:
         try:
             await client.create_schedule(
                 args.schedule_id, args.workflow, cron=args.cron, every=every,
-                input=workflow_input, overlap=args.overlap,
+                input=workflow_input, overlap=args.overlap, time_zone=args.time_zone,
             )
         except ValueError as exc:
             raise CliError(str(exc)) from None
     when = f"every {args.every}" if args.every else f"on cron {args.cron!r}"
+    if args.time_zone is not None:
+        when += f" in {args.time_zone}"
     _report(args, f"schedule {args.schedule_id} starts {args.workflow} {when}",
             action="create", workflow=args.workflow)
     return 0

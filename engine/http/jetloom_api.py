@@ -43,6 +43,7 @@ def schedule_json(schedule: WorkflowSchedule) -> dict[str, Any]:
         "scheduleID": schedule.schedule_id,
         "workflowName": schedule.workflow_name,
         "cron": schedule.cron,
+        "timeZone": schedule.time_zone,
         "every": None if schedule.every is None else f"{int(schedule.every.total_seconds())}s",
         "input": schedule.serialized_input,
         "overlap": schedule.overlap,
@@ -121,11 +122,16 @@ async def _create_schedule(request: web.Request) -> web.Response:
     workflow = body.get("workflowName")
     if not isinstance(workflow, str):
         raise JetloomApiError(400, code, "workflowName (the workflow to start) is required")
+    time_zone = body.get("timeZone")
+    if time_zone is not None and not isinstance(time_zone, str):
+        raise JetloomApiError(
+            400, code, "timeZone must be an IANA time zone name such as 'Europe/Amsterdam'"
+        )
     try:
         every = None if body.get("every") is None else parse_interval(str(body["every"]))
         await request.app[_CLIENT_KEY].create_schedule(
             schedule_id, workflow, cron=body.get("cron"), every=every, input=body.get("input"),
-            overlap=str(body.get("overlap", "skip")),
+            overlap=str(body.get("overlap", "skip")), time_zone=time_zone,
         )
     except ScheduleAlreadyExistsError as exc:
         raise JetloomApiError(409, "ERR_SCHEDULE_EXISTS", str(exc)) from None

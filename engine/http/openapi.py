@@ -454,7 +454,13 @@ OPENAPI: dict[str, Any] = {
                     "workflowName": {"type": "string"},
                     "cron": {
                         "type": "string",
-                        "description": "5 fields, 6 with seconds first, or @daily etc. (UTC).",
+                        "description": "5 fields, 6 with seconds first, or @daily etc. (in "
+                        "timeZone, else UTC).",
+                    },
+                    "timeZone": {
+                        "type": "string",
+                        "description": "IANA time zone of the cron times, e.g. Europe/Amsterdam "
+                        "(cron only; default UTC).",
                     },
                     "every": {"type": "string", "description": "Interval, e.g. 30s, 5m, 1h30m."},
                     "input": _ANY_JSON,
@@ -469,6 +475,10 @@ OPENAPI: dict[str, Any] = {
                     "scheduleID": {"type": "string"},
                     "workflowName": {"type": "string"},
                     "cron": {"type": ["string", "null"]},
+                    "timeZone": {
+                        "type": ["string", "null"],
+                        "description": "IANA time zone of the cron times (null: UTC).",
+                    },
                     "every": {"type": ["string", "null"]},
                     "input": {
                         "type": ["string", "null"],

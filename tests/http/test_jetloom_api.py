@@ -103,6 +103,28 @@ class TestSchedules:
             (r.status, r.body["errorCode"]) for r in (bad, again)
         ]
 
+    async def test_a_cron_in_a_time_zone(self, api: Api) -> None:
+        """timeZone reads the cron in that zone and comes back with the schedule; an unknown
+        zone, or one with an interval, is 400."""
+        created = await api.post(f"{JL}/schedules/tz", json.dumps(
+            {"workflowName": "doubler", "cron": "30 2 * * *", "timeZone": "Europe/Amsterdam"}
+        ))
+        utc = await api.post(f"{JL}/schedules/utc", '{"workflowName": "w", "cron": "0 2 * * *"}')
+        unknown = await api.post(f"{JL}/schedules/s", json.dumps(
+            {"workflowName": "w", "cron": "0 2 * * *", "timeZone": "Mars/Olympus"}
+        ))
+        interval = await api.post(f"{JL}/schedules/s", json.dumps(
+            {"workflowName": "w", "every": "1h", "timeZone": "Europe/Amsterdam"}
+        ))
+
+        assert (201, "0 30 2 * * *", "Europe/Amsterdam", None) == (
+            created.status, created.body["cron"], created.body["timeZone"],
+            utc.body["timeZone"],
+        )
+        assert (400, 400) == (unknown.status, interval.status)
+        assert "unknown time zone 'Mars/Olympus'" in unknown.body["message"]
+        assert "only cron schedules take a time zone" in interval.body["message"]
+
 
 class TestStorage:
     async def test_storage_per_stream(self, api_with_storage: Api, prefix: str) -> None:

@@ -953,6 +953,40 @@ class TestSchedule:
         assert_one_line_error(await jetloom("schedule", "pause", "nope"), "no schedule 'nope'")
         await jetloom("schedule", "delete", "s1")
 
+    async def test_a_cron_in_a_time_zone(self, jetloom: Jetloom) -> None:
+        """--time-zone reads the cron in that zone; list shows the zone (UTC when none), and
+        an unknown zone or one with --every is one error line."""
+        created = await jetloom(
+            "schedule", "create", "tz", "doubler", "--cron", "30 2 * * *",
+            "--time-zone", "Europe/Amsterdam",
+        )
+        await jetloom("schedule", "create", "utc", "doubler", "--cron", "0 2 * * *")
+        listed = json.loads((await jetloom("schedule", "list", "--json")).stdout)
+        table = (await jetloom("schedule", "list")).stdout.splitlines()
+
+        assert (0, "schedule tz starts doubler on cron '30 2 * * *' in Europe/Amsterdam") == (
+            created.code, created.stdout.strip()
+        )
+        assert [("tz", "Europe/Amsterdam"), ("utc", None)] == [
+            (s["schedule_id"], s["time_zone"]) for s in listed
+        ]
+        assert [["cron", "0", "30", "2", "*", "*", "*", "Europe/Amsterdam"],
+                ["cron", "0", "0", "2", "*", "*", "*", "UTC"]] == [
+            row.split()[2:10] for row in table[2:4]
+        ]
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s2", "doubler", "--cron", "0 2 * * *",
+                          "--time-zone", "Mars/Olympus"),
+            "unknown time zone 'Mars/Olympus'",
+        )
+        assert_one_line_error(
+            await jetloom("schedule", "create", "s3", "doubler", "--every", "1h",
+                          "--time-zone", "Europe/Amsterdam"),
+            "only cron schedules take a time zone",
+        )
+        for schedule_id in ("tz", "utc"):
+            await jetloom("schedule", "delete", schedule_id)
+
 
 @pytest.mark.usefixtures("runtime")
 class TestStatsStorage:

@@ -304,18 +304,24 @@ def _latest_wall_time(before: datetime, zone: tzinfo) -> datetime:
     for hours in range(1, _CLOCKS_BACK_WITHIN + 1):
         earlier = before - timedelta(hours=hours)
         earlier_offset = _offset(earlier, zone)
-        if earlier_offset > later_offset:  # clocks went back in between: find when
-            while later - earlier > timedelta(seconds=1):
-                middle = earlier + (later - earlier) / 2
-                if _offset(middle, zone) == earlier_offset:
-                    earlier = middle
-                else:
-                    later = middle
-            change = later.astimezone(UTC).replace(tzinfo=None) + earlier_offset
-            latest = max(latest, change)
-            earlier = before - timedelta(hours=hours)
+        if earlier_offset > later_offset:  # clocks went back in between
+            change = _clock_change(earlier, later, zone)
+            latest = max(latest, change.astimezone(UTC).replace(tzinfo=None) + earlier_offset)
         later, later_offset = earlier, earlier_offset
     return latest
+
+
+def _clock_change(earlier: datetime, later: datetime, zone: tzinfo) -> datetime:
+    """The first instant (within a second) after ``earlier`` with ``later``'s offset, the
+    offsets of ``zone`` at the two being different."""
+    earlier_offset = _offset(earlier, zone)
+    while later - earlier > timedelta(seconds=1):
+        middle = earlier + (later - earlier) / 2
+        if _offset(middle, zone) == earlier_offset:
+            earlier = middle
+        else:
+            later = middle
+    return later
 
 
 def _offset(instant: datetime, zone: tzinfo) -> timedelta:

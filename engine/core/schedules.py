@@ -232,11 +232,11 @@ class Cron:
         return in_days or in_weekdays
 
     def previous(self, before: datetime, zone: tzinfo = UTC) -> datetime:
-        """The last tick strictly before ``before``, the fields read as wall-clock times in
-        ``zone`` (in UTC).
+        """The last tick strictly before ``before`` (in UTC), the fields read as wall-clock
+        times in ``zone``.
 
         As nats-server fires them: a wall-clock time that clocks skip (spring forward) is no
-        tick, and one they repeat (fall back) is two, an hour apart.
+        tick, and one they repeat (fall back) is two.
 
         Raises:
             ValueError: none within the last years (an expression that never fires).

@@ -1,8 +1,8 @@
 """jetloom: durable workflows for Python on NATS JetStream.
 
 The public API: everything a user (or another package) needs is exported here; the modules
-below ``engine`` (``core``, ``worker``, ``client``, ``offload``, ``purge``, ``cli``, ``http``) are
-private.
+below ``engine`` (``core``, ``worker``, ``client`` and the ``client_*`` modules behind it,
+``offload``, ``purge``, ``cli``, ``http``) are private.
 ``engine.dapr`` mirrors Dapr's workflow SDK for programs ported from Dapr.
 """
 

@@ -8,28 +8,21 @@ from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from brokers import (
     DEFAULT_THRESHOLD,
-    AppendConflictError,
     Connection,
-    DispatchMessage,
     JetStreamBroker,
     RecordWatch,
     Subjects,
     app_id_or_default,
     connect_nats,
-    schedule_headers,
 )
+from engine import client_schedules
+from engine.client_rerun import rerun_from_event, rerun_source
+from engine.client_starts import start_instance
+from engine.client_terminate import terminate_unstarted
 from engine.core.codec import to_json
-from engine.core.errors import (
-    InstanceAlreadyRunningError,
-    InstanceFinishedError,
-    InstanceNotFoundError,
-    ScheduleAlreadyExistsError,
-    ScheduleNotFoundError,
-)
+from engine.core.errors import InstanceFinishedError, InstanceNotFoundError
 from engine.core.events import (
     EventRaised,
     ExecutionResumed,
@@ -37,45 +30,17 @@ from engine.core.events import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
-    ScheduledStart,
-    TaskCancelRequested,
-    TaskCommit,
     WorkItem,
     current_run,
-    decode_commit,
     encode,
     history_events,
-    run_is_finished,
-    task_commits,
 )
-from engine.core.instance_ids import app_token, check_instance_id, new_instance_id
-from engine.core.registry import check_name
-from engine.core.rerun import rerun_history
-from engine.core.results import termination
-from engine.core.schedules import (
-    ScheduleRecord,
-    WorkflowSchedule,
-    check_overlap,
-    check_schedule_id,
-    decode_schedule,
-    encode_schedule,
-    schedule_spec,
-)
-from engine.core.state import (
-    InstanceRecord,
-    WorkflowState,
-    decode_record,
-    encode_record,
-    history_seq_of,
-    pending_record,
-    run_seq_of,
-    started_of_record,
-)
+from engine.core.instance_ids import app_token, check_instance_id
+from engine.core.schedules import WorkflowSchedule
+from engine.core.state import InstanceRecord, WorkflowState, decode_record
 from engine.core.status import WorkflowStatus
-from engine.offload import offload, offload_all, resolve, resolve_all
+from engine.offload import offload, resolve, resolve_all
 from engine.purge import purge_finished
-from engine.worker.dispatch import Dispatcher, still_open
-from observability import dispatch_trace_headers, publish_span
 
 STEERING_TIMEOUT = 60.0
 """Seconds ``pause_workflow``/``resume_workflow`` wait by default for the instance to take the
@@ -192,127 +157,10 @@ class WorkflowClient:
             InvalidInstanceIdError: the id is not 1-64 letters, digits, '-' or '_'.
         """
         await self._ensure_ready()
-        name = _workflow_name(workflow)
-        if start_at is not None and start_at.tzinfo is None:
-            raise ValueError("start_at must be timezone-aware (use UTC)")
-        if instance_id is None:  # a fresh id has no history to read
-            iid, last_seq, previous = new_instance_id(), 0, None
-        else:
-            iid = check_instance_id(instance_id)
-            last_seq, previous = await self._startable(iid)
-        now = datetime.now(UTC)
-        s = self._broker.subjects
-        app = self.app_id if app_id is None else app_token(app_id)
-        # observability: a PRODUCER span for the start; the run records its context, so the
-        # whole instance joins the caller's trace (or starts one at this span).
-        with publish_span(
-            s.outbox_workflow(iid, app),
-            s.outbox_workflow("*", app),
-            name=f"start_workflow {name}",
-            attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": name},
-        ) as trace_headers:
-            started = ExecutionStarted(
-                timestamp=now,
-                name=name,
-                execution_id=uuid.uuid4().hex,
-                input=to_json(input),
-                scheduled_start_at=start_at,
-                traceparent=trace_headers.get("traceparent", ""),
-                tracestate=trace_headers.get("tracestate", ""),
-                app_id=app,
-            )
-            stored = await offload(self._broker.payloads, iid, started)
-            if start_at is not None and start_at > now:
-                seq = await self._append_scheduled_start(iid, last_seq, stored, start_at)
-                await self._broker.put_record(
-                    iid, pending_record(iid, stored, seq), seq, history_seq_of,
-                    new=not last_seq,
-                )
-            else:
-                await self._send_start(iid, stored, last_seq, previous)
-        return iid
-
-    async def _startable(self, iid: str) -> tuple[int, tuple[bytes, int] | None]:
-        """The last history sequence of ``iid`` and its record as read (with its revision),
-        if a new run may start.
-
-        Raises:
-            InstanceAlreadyRunningError: its run has not finished, or a start is on its way.
-        """
-        (last_seq, last_data), stored_record = await asyncio.gather(
-            self._broker.last_history_seq(iid), self._broker.get_record(iid)
+        return await start_instance(
+            self._broker, workflow, input=input, instance_id=instance_id,
+            start_at=start_at, app_id=self.app_id if app_id is None else app_token(app_id),
         )
-        if last_data is not None and not run_is_finished(decode_commit(last_data).events):
-            raise _still_running(iid)
-        if stored_record is not None:
-            pending = decode_record(stored_record[0])
-            if pending.status == WorkflowStatus.PENDING.value and pending.history_seq == last_seq:
-                raise _still_running(iid)  # started at this very history, not yet picked up
-        return last_seq, stored_record
-
-    async def _send_start(
-        self,
-        iid: str,
-        stored: ExecutionStarted,
-        last_seq: int,
-        previous: tuple[bytes, int] | None,
-    ) -> None:
-        """Claim the PENDING record, then send the start to the workers as work.
-
-        The workers append ``execution_started`` together with the run's first task. The
-        record comes first, written only if it is still as read, so of concurrent starts one
-        wins and a worker that takes the start always finds the record.
-        """
-        claimed = await self._broker.claim_record(
-            iid, pending_record(iid, stored, last_seq),
-            None if previous is None else previous[1],
-        )
-        if claimed is None:
-            raise InstanceAlreadyRunningError(
-                f"instance {iid!r} was started by someone else just now"
-            )
-        # One message on the instance's outbox subject, sourced into the work stream like
-        # every other dispatch. Its id names this run, so a retry of the publish is dropped by
-        # the stream, and a start of the same id after a purge (same history sequence, within
-        # the duplicate window) is not. Of concurrent starts, the record claim picked one.
-        item = WorkItem(iid, [stored], stored.execution_id, after_seq=last_seq)
-        s = self._broker.subjects
-        try:
-            await self._broker.publish(
-                s.outbox_workflow(iid, stored.app_id), encode(item),
-                msg_id=f"{iid}:start:{stored.execution_id}",
-                headers={"Nats-TTL": self._broker.outbox_ttl},
-            )
-        except BaseException:
-            # No start went out: do not leave a PENDING record that nothing will run.
-            await self._broker.release_record(
-                iid, None if previous is None else previous[0], claimed
-            )
-            raise
-
-    async def _append_scheduled_start(
-        self, iid: str, last_seq: int, stored: ExecutionStarted, start_at: datetime
-    ) -> int:
-        """Append the ``execution_started`` of a run due later, with a durable timer (a message
-        schedule) that asks for its first task at ``start_at``; its stream sequence."""
-        s = self._broker.subjects
-        trigger = encode(WorkItem(iid, [], stored.execution_id))
-        timer = DispatchMessage(
-            s.timer(iid, "start"),
-            trigger,
-            schedule_headers(start_at, s.outbox_workflow(iid, stored.app_id)),
-        )
-        try:
-            seq = await self._broker.append(
-                iid, last_seq, [encode(TaskCommit([stored]))], [timer]
-            )
-        except AppendConflictError:
-            raise InstanceAlreadyRunningError(
-                f"instance {iid!r} was started by someone else just now"
-            ) from None
-        if last_seq:
-            await self._broker.compact_history(iid, seq)
-        return seq
 
     # ----------------------------------------------------------------- reading
 
@@ -549,50 +397,8 @@ class WorkflowClient:
             timestamp=datetime.now(UTC), output=to_json(output), recursive=recursive
         )
         record = await self._unfinished_record(instance_id)
-        if not await self._terminate_unstarted(instance_id, record, terminate):
+        if not await terminate_unstarted(self._broker, instance_id, record, terminate):
             await self._deliver(instance_id, record, terminate)
-
-    async def _terminate_unstarted(
-        self, iid: str, record: InstanceRecord, terminate: ExecutionTerminated
-    ) -> bool:
-        """End a run that has not run a workflow task: append its termination (and, if it
-        has no history yet, its start, as the record shows it) and write the record. False
-        if the run has run, a worker took its start meanwhile (the append conflicted), or it
-        is a child's (a worker ends it, so that its parent hears of it)."""
-        if record.status not in (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value):
-            return False
-        if record.parent is not None:
-            # A child's end is reported to its parent, which only a worker's dispatch does:
-            # the terminate goes to the child's inbox, and a worker ends the run at once.
-            return False
-        last_seq, last_data = await self._broker.last_history_seq(iid)
-        last = [] if last_data is None else decode_commit(last_data).events
-        if last_seq == record.history_seq and (not last or run_is_finished(last)):
-            # its start is still on its way to a worker (or cannot be run by any)
-            events: list[HistoryEvent] = [started_of_record(record)]
-        elif (
-            len(last) == 1
-            and isinstance(last[0], ExecutionStarted)
-            and last[0].execution_id == record.execution_id
-        ):
-            events = []  # a start due later (start_at): its timer finds the run ended
-        else:
-            return False
-        ended = termination(terminate, terminate.timestamp)
-        stored = await offload_all(self._broker.payloads, iid, [*events, *ended.new_events])
-        try:
-            seq = await self._broker.commit(iid, last_seq, [encode(TaskCommit(stored))])
-        except AppendConflictError:
-            return False
-        if events and last_seq:
-            await self._broker.compact_history(iid, seq)  # the finished run it replaced
-        record.status, record.output, record.failure = ended.status, ended.output, None
-        record.history_seq, record.last_updated_at = seq, terminate.timestamp
-        record = await offload(self._broker.payloads, iid, record)
-        await self._broker.put_record(
-            iid, encode_record(record), seq, run_seq_of(record.execution_id)
-        )
-        return True
 
     async def purge_workflow(self, instance_id: str, *, recursive: bool = True) -> int:
         """Remove a finished or STALLED instance's history and state (and its children's, if
@@ -644,90 +450,12 @@ class WorkflowClient:
         """
         await self._ensure_ready()
         source = check_instance_id(source_instance_id)
-        stored = await self._broker.get_record(source)
-        if stored is None:
-            raise InstanceNotFoundError(
-                f"no instance {source!r} to rerun; check the id (jetloom list shows instances)"
-            )
-        record = decode_record(stored[0])
-        status = WorkflowStatus(record.status)
-        if not (status.is_terminal or status is WorkflowStatus.STALLED):
-            raise InstanceAlreadyRunningError(
-                f"instance {source!r} is {record.status}: a rerun starts from a finished "
-                "instance; wait for it, or terminate it first"
-            )
+        record = await rerun_source(self._broker, source)
         events = await self.get_history(source)
-        if new_instance_id is None:
-            iid, last_seq, previous = uuid.uuid4().hex, 0, None  # a fresh id has no history
-        else:
-            iid = check_instance_id(new_instance_id)
-            if iid == source:
-                raise ValueError(
-                    f"a rerun of {source!r} is a new instance: give it another id (the source "
-                    "stays as it is)"
-                )
-            last_seq, previous = await self._startable(iid)
-        s = self._broker.subjects
-        with publish_span(
-            s.outbox_workflow(iid, record.app_id),
-            s.outbox_workflow("*", record.app_id),
-            name=f"rerun_workflow {record.name}",
-            attributes={"jetloom.instance_id": iid, "jetloom.workflow.name": record.name,
-                        "jetloom.rerun.source": source, "jetloom.rerun.event_id": event_id},
-        ) as trace_headers:
-            history = rerun_history(
-                source, events, event_id,
-                execution_id=uuid.uuid4().hex,
-                now=datetime.now(UTC),
-                new_input=to_json(input) if overwrite_input else None,
-                traceparent=trace_headers.get("traceparent", ""),
-                tracestate=trace_headers.get("tracestate", ""),
-            )
-            await self._append_rerun(iid, last_seq, previous, history)
-        return iid
-
-    async def _append_rerun(
-        self,
-        iid: str,
-        last_seq: int,
-        previous: tuple[bytes, int] | None,
-        history: list[HistoryEvent],
-    ) -> None:
-        """Write a rerun's history with the dispatches of its open activities and timers (one
-        atomic batch, so a rerun exists whole or not at all), then its RUNNING record."""
-        payloads = self._broker.payloads
-        stored = await offload_all(payloads, iid, history)
-        started = stored[0]
-        assert isinstance(started, ExecutionStarted)
-        open_commands = [
-            e for e in still_open(stored, stored) if not isinstance(e, TaskCancelRequested)
-        ]
-        dispatches = Dispatcher(self._broker.subjects, self._broker.outbox_ttl).for_task(
-            iid, [], open_commands, dispatch_trace_headers(started)
+        return await rerun_from_event(
+            self._broker, source, record, events, event_id,
+            new_instance_id=new_instance_id, input=input, overwrite_input=overwrite_input,
         )
-        messages = task_commits(stored, [], self._broker.nc.max_payload)
-        try:
-            seq = await self._broker.append(iid, last_seq, messages, dispatches)
-        except AppendConflictError:
-            raise InstanceAlreadyRunningError(
-                f"instance {iid!r} was started by someone else just now"
-            ) from None
-        running = InstanceRecord(
-            instance_id=iid,
-            name=started.name,
-            status=WorkflowStatus.RUNNING.value,
-            created_at=started.timestamp,
-            last_updated_at=started.timestamp,
-            execution_id=started.execution_id,
-            history_seq=seq,
-            input=started.input,
-            app_id=started.app_id,
-        )
-        await self._broker.put_record(
-            iid, encode_record(running), seq, history_seq_of, new=previous is None
-        )
-        if last_seq:
-            await self._broker.compact_history(iid, seq - len(messages) + 1)
 
     # ---------------------------------------------------------------- schedules
 
@@ -761,41 +489,15 @@ class WorkflowClient:
                 schedules take one), or an input over the large payload threshold.
         """
         await self._ensure_ready()
-        check_schedule_id(schedule_id)
-        spec = schedule_spec(cron=cron, every=every, time_zone=time_zone)
-        raw = to_json(input)
-        if len(raw) > self._broker.payloads.threshold:
-            raise ValueError(
-                f"the input of schedule {schedule_id!r} is {len(raw)} bytes of JSON; a "
-                f"schedule's input is kept inline (at most {self._broker.payloads.threshold})"
-            )
-        record = ScheduleRecord(
-            schedule_id=schedule_id,
-            workflow=_workflow_name(workflow),
-            schedule=spec,
-            created_at=datetime.now(UTC),
-            time_zone=time_zone,
-            input=raw,
-            overlap=check_overlap(overlap),
-            app_id=self.app_id,
+        await client_schedules.create_schedule(
+            self._broker, schedule_id, workflow, cron=cron, every=every,
+            input=input, overlap=overlap, time_zone=time_zone, app_id=self.app_id,
         )
-        if not await self._broker.put_schedule(schedule_id, encode_schedule(record), None):
-            raise ScheduleAlreadyExistsError(
-                f"schedule {schedule_id!r} exists; delete it first, or choose another id"
-            )
-        try:
-            await self._put_schedule_message(record)
-        except BaseException:
-            await self._broker.delete_schedule(schedule_id)
-            raise
 
     async def list_schedules(self) -> list[WorkflowSchedule]:
         """Every recurring schedule, by id."""
         await self._ensure_ready()
-        records = [decode_schedule(value) for value in await self._broker.list_schedules()]
-        return [
-            WorkflowSchedule.from_record(r) for r in sorted(records, key=lambda r: r.schedule_id)
-        ]
+        return await client_schedules.list_schedules(self._broker)
 
     async def pause_schedule(self, schedule_id: str) -> None:
         """Stop a schedule's firings until it is resumed (firings already made start
@@ -804,8 +506,8 @@ class WorkflowClient:
         Raises:
             ScheduleNotFoundError: no such schedule.
         """
-        await self._change_schedule(schedule_id, paused=True)
-        await self._broker.remove_schedule_message(schedule_id)
+        await self._ensure_ready()
+        await client_schedules.pause_schedule(self._broker, schedule_id)
 
     async def resume_schedule(self, schedule_id: str) -> None:
         """Let a paused schedule fire again, from its next tick.
@@ -813,8 +515,8 @@ class WorkflowClient:
         Raises:
             ScheduleNotFoundError: no such schedule.
         """
-        record = await self._change_schedule(schedule_id, paused=False)
-        await self._put_schedule_message(record)
+        await self._ensure_ready()
+        await client_schedules.resume_schedule(self._broker, schedule_id)
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Remove a schedule; the instances it started are not touched.
@@ -823,33 +525,7 @@ class WorkflowClient:
             ScheduleNotFoundError: no such schedule.
         """
         await self._ensure_ready()
-        if await self._broker.get_schedule(check_schedule_id(schedule_id)) is None:
-            raise _no_schedule(schedule_id)
-        await self._broker.remove_schedule_message(schedule_id)
-        await self._broker.delete_schedule(schedule_id)
-
-    async def _change_schedule(self, schedule_id: str, *, paused: bool) -> ScheduleRecord:
-        await self._ensure_ready()
-        check_schedule_id(schedule_id)
-        while True:
-            stored = await self._broker.get_schedule(schedule_id)
-            if stored is None:
-                raise _no_schedule(schedule_id)
-            record = msgspec.structs.replace(decode_schedule(stored[0]), paused=paused)
-            if await self._broker.put_schedule(schedule_id, encode_schedule(record), stored[1]):
-                return record
-
-    async def _put_schedule_message(self, record: ScheduleRecord) -> None:
-        """The message schedule that nats-server fires: its body names the schedule, its spec
-        and time zone, its target is the schedule's work subject."""
-        s = self._broker.subjects
-        await self._broker.put_schedule_message(
-            record.schedule_id,
-            encode(ScheduledStart(record.schedule_id, record.schedule, record.time_zone)),
-            record.schedule,
-            s.outbox_workflow(record.schedule_id, record.app_id),
-            record.time_zone,
-        )
+        await client_schedules.delete_schedule(self._broker, schedule_id)
 
     async def _send(
         self, instance_id: str, event: HistoryEvent, *, msg_id: str | None = None
@@ -902,27 +578,4 @@ def _not_run_yet(record: InstanceRecord, run: list[HistoryEvent]) -> bool:
     waiting = (WorkflowStatus.PENDING.value, WorkflowStatus.STALLED.value)
     return record.status in waiting and not any(
         isinstance(e, ExecutionStarted) and e.execution_id == record.execution_id for e in run
-    )
-
-
-def _still_running(iid: str) -> InstanceAlreadyRunningError:
-    return InstanceAlreadyRunningError(
-        f"instance {iid!r} is still running; wait for it, terminate it, "
-        "or choose another instance id"
-    )
-
-
-def _no_schedule(schedule_id: str) -> ScheduleNotFoundError:
-    return ScheduleNotFoundError(
-        f"no schedule {schedule_id!r}; check the id (jetloom schedule list shows schedules)"
-    )
-
-
-def _workflow_name(workflow: Callable[..., Any] | str) -> str:
-    """The registered name of a workflow given as a function or a name."""
-    return check_name(
-        "workflow",
-        workflow
-        if isinstance(workflow, str)
-        else getattr(workflow, "__jetloom_name__", workflow.__name__),
     )

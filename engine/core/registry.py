@@ -25,6 +25,16 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def workflow_name(workflow: Callable[..., Any] | str) -> str:
+    """The registered name of a workflow given as a function or a name."""
+    return check_name(
+        "workflow",
+        workflow
+        if isinstance(workflow, str)
+        else getattr(workflow, "__jetloom_name__", workflow.__name__),
+    )
+
+
 @dataclass(frozen=True)
 class WorkflowDefinition:
     """One registered workflow function (one version of a workflow name)."""

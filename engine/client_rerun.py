@@ -15,7 +15,7 @@ from engine.core.errors import InstanceAlreadyRunningError, InstanceNotFoundErro
 from engine.core.events import ExecutionStarted, HistoryEvent, TaskCancelRequested, task_commits
 from engine.core.instance_ids import check_instance_id
 from engine.core.rerun import rerun_history
-from engine.core.state import InstanceRecord, decode_record, encode_record, history_seq_of
+from engine.core.state import InstanceRecord, decode_record, history_seq_of, start_record
 from engine.core.status import WorkflowStatus
 from engine.offload import offload_all
 from engine.worker.dispatch import Dispatcher, still_open
@@ -116,19 +116,7 @@ async def _append_rerun(
         seq = await broker.append(iid, last_seq, messages, dispatches)
     except AppendConflictError:
         raise started_meanwhile(iid) from None
-    running = InstanceRecord(
-        instance_id=iid,
-        name=started.name,
-        status=WorkflowStatus.RUNNING.value,
-        created_at=started.timestamp,
-        last_updated_at=started.timestamp,
-        execution_id=started.execution_id,
-        history_seq=seq,
-        input=started.input,
-        app_id=started.app_id,
-    )
-    await broker.put_record(
-        iid, encode_record(running), seq, history_seq_of, new=previous is None
-    )
+    running = start_record(iid, started, seq, WorkflowStatus.RUNNING)  # a rerun has no parent
+    await broker.put_record(iid, running, seq, history_seq_of, new=previous is None)
     if last_seq:
         await broker.compact_history(iid, seq - len(messages) + 1)

@@ -28,7 +28,7 @@ from engine.core.events import (
 )
 from engine.core.instance_ids import check_instance_id, new_instance_id
 from engine.core.registry import workflow_name
-from engine.core.state import decode_record, history_seq_of, pending_record
+from engine.core.state import decode_record, history_seq_of, start_record
 from engine.core.status import WorkflowStatus
 from engine.offload import offload
 from observability import publish_span
@@ -83,7 +83,7 @@ async def start_instance(
         if start_at is not None and start_at > now:
             seq = await _append_scheduled_start(broker, iid, last_seq, stored, start_at)
             await broker.put_record(
-                iid, pending_record(iid, stored, seq), seq, history_seq_of,
+                iid, start_record(iid, stored, seq), seq, history_seq_of,
                 new=not last_seq,
             )
         else:
@@ -131,7 +131,7 @@ async def _send_start(
     wins and a worker that takes the start always finds the record.
     """
     claimed = await broker.claim_record(
-        iid, pending_record(iid, stored, last_seq),
+        iid, start_record(iid, stored, last_seq),
         None if previous is None else previous[1],
     )
     if claimed is None:

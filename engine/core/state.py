@@ -101,12 +101,18 @@ def history_seq_of(data: bytes) -> int:
         return 0
 
 
-def pending_record(instance_id: str, started: ExecutionStarted, history_seq: int) -> bytes:
-    """The record of a run that is started and not yet picked up by a worker."""
+def start_record(
+    instance_id: str,
+    started: ExecutionStarted,
+    history_seq: int,
+    status: WorkflowStatus = WorkflowStatus.PENDING,
+) -> bytes:
+    """The record of a run as its start leaves it: PENDING until a worker picks it up, or
+    ``status`` (RUNNING for a rerun, whose history is written whole at once)."""
     return encode_record(InstanceRecord(
         instance_id=instance_id,
         name=started.name,
-        status=WorkflowStatus.PENDING.value,
+        status=status.value,
         created_at=started.timestamp,
         last_updated_at=started.timestamp,
         execution_id=started.execution_id,

@@ -28,7 +28,7 @@ from engine.core.schedules import (
     firing_instance_id,
     tick_of,
 )
-from engine.core.state import decode_record, pending_record
+from engine.core.state import decode_record, start_record
 from engine.core.status import WorkflowStatus
 
 log = structlog.get_logger("jetloom.schedules")
@@ -126,7 +126,7 @@ class ScheduleFirings:
             app_id=record.app_id,
         )
         claimed = await self.broker.claim_record(
-            instance_id, pending_record(instance_id, started, 0), None
+            instance_id, start_record(instance_id, started, 0), None
         )
         if claimed is None:
             stored = await self.broker.get_record(instance_id)

@@ -39,7 +39,7 @@ from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
 from engine.core.results import TaskResult, termination
 from engine.core.retention import RetentionPolicy
-from engine.core.state import InstanceRecord, pending_record, started_of_record
+from engine.core.state import InstanceRecord, start_record, started_of_record
 from engine.core.status import WorkflowStatus
 from engine.offload import offload, offload_all, resolve, resolve_all, stored_names
 from engine.worker.dispatch import Dispatcher, still_open
@@ -371,7 +371,7 @@ class WorkflowTasks:
             return False
         stored_start = await offload(self.broker.payloads, instance_id, started)
         await self.broker.claim_record(
-            instance_id, pending_record(instance_id, stored_start, 0), None
+            instance_id, start_record(instance_id, stored_start, 0), None
         )
         return True
 

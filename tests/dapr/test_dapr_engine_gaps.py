@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 import engine
 import engine.dapr as wf
-from engine.core.events import EventRaised, ExecutionStarted, TimerFired
+from engine.core.events import EventRaised, ExecutionStarted, HistoryEvent, TimerFired
 from engine.core.executor import ReplayRules, WorkflowExecution
 from engine.core.registry import Registry
 from engine.http import build_app
@@ -64,48 +64,15 @@ class TestExecutor:
     def test_calls_past_recorded_history_are_new(self) -> None:
         """Under Dapr's rules, code that now calls one more activity before waiting goes on
         with that call (versioning example, test5/test6)."""
-        v1, v2 = Registry(), Registry()
-
-        async def flow_v1(ctx: engine.WorkflowContext) -> Any:
-            await ctx.call_activity("a")
-            return await ctx.wait_for_external_event("e")
-
-        async def flow_v2(ctx: engine.WorkflowContext) -> Any:
-            await ctx.call_activity("a")
-            await ctx.call_activity("b")
-            return await ctx.wait_for_external_event("e")
-
-        v1.add_workflow(flow_v1, name="flow")
-        v2.add_workflow(flow_v2, name="flow")
-        first = started("flow")
-        task1 = replay(v1, [first], [], T0)
-        done = engine.core.events.TaskCompleted(timestamp=T0, task_id=1)
-        task2 = replay(v1, [first, *task1.new_events], [done], T0)
-        history = [first, *task1.new_events, *task2.new_events]
+        v2, history = _one_more_call_than_recorded()
         result = replay(v2, history, [], T0 + timedelta(seconds=1), ReplayRules.dapr())
         assert ["b"] == [e.name for e in result.new_events if hasattr(e, "input")]
 
     def test_calls_past_recorded_history_stall_by_default(self) -> None:
         """jetloom's own rule stays: the same change is a NonDeterminismError."""
-        v1, v2 = Registry(), Registry()
-
-        async def flow_v1(ctx: engine.WorkflowContext) -> Any:
-            await ctx.call_activity("a")
-            return await ctx.wait_for_external_event("e")
-
-        async def flow_v2(ctx: engine.WorkflowContext) -> Any:
-            await ctx.call_activity("a")
-            await ctx.call_activity("b")
-            return await ctx.wait_for_external_event("e")
-
-        v1.add_workflow(flow_v1, name="flow")
-        v2.add_workflow(flow_v2, name="flow")
-        first = started("flow")
-        task1 = replay(v1, [first], [], T0)
-        done = engine.core.events.TaskCompleted(timestamp=T0, task_id=1)
-        task2 = replay(v1, [first, *task1.new_events], [done], T0)
+        v2, history = _one_more_call_than_recorded()
         with pytest.raises(engine.NonDeterminismError):
-            replay(v2, [first, *task1.new_events, *task2.new_events], [], T0)
+            replay(v2, history, [], T0)
 
     def test_removed_patch_check_is_non_deterministic(self) -> None:
         """Under Dapr's rules, replaying history that applied patch 'p1' with code that no
@@ -365,3 +332,26 @@ class TestHttp:
                 await asyncio.sleep(0.1)
             await client.terminate_workflow(iid)
         assert "halfway" == status
+
+
+def _one_more_call_than_recorded() -> tuple[Registry, list[HistoryEvent]]:
+    """A registry whose ``flow`` calls activity ``b`` after ``a`` before waiting for event
+    ``e``, and a history of the version without ``b`` that got as far as that wait."""
+    v1, v2 = Registry(), Registry()
+
+    async def flow_v1(ctx: engine.WorkflowContext) -> Any:
+        await ctx.call_activity("a")
+        return await ctx.wait_for_external_event("e")
+
+    async def flow_v2(ctx: engine.WorkflowContext) -> Any:
+        await ctx.call_activity("a")
+        await ctx.call_activity("b")
+        return await ctx.wait_for_external_event("e")
+
+    v1.add_workflow(flow_v1, name="flow")
+    v2.add_workflow(flow_v2, name="flow")
+    first = started("flow")
+    task1 = replay(v1, [first], [], T0)
+    done = engine.core.events.TaskCompleted(timestamp=T0, task_id=1)
+    task2 = replay(v1, [first, *task1.new_events], [done], T0)
+    return v2, [first, *task1.new_events, *task2.new_events]

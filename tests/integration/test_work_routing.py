@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from nats.aio.client import Client as NATS
 
 from brokers import Subjects, connect_nats
 from engine import (
@@ -63,20 +65,9 @@ class TestWorkRouting:
         s = Subjects(prefix)
         nc = await connect_nats(nats_url)
         try:
-            for config in (
-                {"name": s.history_stream, "storage": "file", "allow_atomic": True,
-                 "allow_msg_ttl": True, "allow_msg_schedules": True, "allow_direct": True,
-                 "duplicate_window": 120_000_000_000,
-                 "subjects": [f"{prefix}.history.*", f"{prefix}.outbox.>", f"{prefix}.timer.>"]},
-                {"name": s.work_stream, "storage": "file", "retention": "workqueue",
-                 "duplicate_window": 120_000_000_000,
-                 "subjects": [f"{prefix}.start.*", f"{prefix}.inbox.*"],
-                 "sources": [{"name": s.history_stream, "filter_subject": f"{prefix}.outbox.>"}]},
-            ):
-                reply = await nc.request(
-                    f"$JS.API.STREAM.CREATE.{config['name']}", json.dumps(config).encode()
-                )
-                assert "error" not in json.loads(reply.data)
+            await _create_earlier_streams(
+                nc, s, {"name": s.history_stream, "filter_subject": f"{prefix}.outbox.>"}
+            )
         finally:
             await nc.close()
         client = await WorkflowClient.connect(nats_url, prefix=prefix)
@@ -160,20 +151,9 @@ class TestApplications:
         s = Subjects(prefix)
         nc = await connect_nats(nats_url)
         try:
-            for config in (
-                {"name": s.history_stream, "storage": "file", "allow_atomic": True,
-                 "allow_msg_ttl": True, "allow_msg_schedules": True, "allow_direct": True,
-                 "duplicate_window": 120_000_000_000,
-                 "subjects": [f"{prefix}.history.*", f"{prefix}.outbox.>", f"{prefix}.timer.>"]},
-                {"name": s.work_stream, "storage": "file", "retention": "workqueue",
-                 "duplicate_window": 120_000_000_000,
-                 "subjects": [f"{prefix}.start.*", f"{prefix}.inbox.*"],
-                 "sources": [{"name": s.history_stream, "subject_transforms": s.work_routing}]},
-            ):
-                reply = await nc.request(
-                    f"$JS.API.STREAM.CREATE.{config['name']}", json.dumps(config).encode()
-                )
-                assert "error" not in json.loads(reply.data)
+            await _create_earlier_streams(
+                nc, s, {"name": s.history_stream, "subject_transforms": s.work_routing}
+            )
             js = nc.jetstream()
             await js.publish(s.outbox_workflow("old"), b"{}")
             work = await js.pull_subscribe(s.inbox("old"), durable="drain", stream=s.work_stream)
@@ -338,3 +318,23 @@ class TestApplicationsLifecycle:
         finally:
             await client.close()
         assert '[11,"again"]' == state.serialized_output
+
+
+async def _create_earlier_streams(nc: NATS, s: Subjects, source: dict[str, Any]) -> None:
+    """The history and work streams as an earlier release created them, the work stream
+    sourcing the history stream through ``source``."""
+    prefix = s.prefix
+    for config in (
+        {"name": s.history_stream, "storage": "file", "allow_atomic": True,
+         "allow_msg_ttl": True, "allow_msg_schedules": True, "allow_direct": True,
+         "duplicate_window": 120_000_000_000,
+         "subjects": [f"{prefix}.history.*", f"{prefix}.outbox.>", f"{prefix}.timer.>"]},
+        {"name": s.work_stream, "storage": "file", "retention": "workqueue",
+         "duplicate_window": 120_000_000_000,
+         "subjects": [f"{prefix}.start.*", f"{prefix}.inbox.*"],
+         "sources": [source]},
+    ):
+        reply = await nc.request(
+            f"$JS.API.STREAM.CREATE.{config['name']}", json.dumps(config).encode()
+        )
+        assert "error" not in json.loads(reply.data)
